@@ -1,0 +1,88 @@
+"""The backend interface: prepare a model for a runtime, time it, describe the runtime for a fingerprint.
+
+A :class:`Runtime` turns an ``nn.Module`` (or an existing ``.onnx``/``.tflite`` file) into a
+:class:`PreparedModel` that runs one synchronous batch-1 inference per :meth:`PreparedModel.run` call on
+fixed random inputs. The timing protocol (warm-up, rounds, statistics, noise handling) lives in
+:mod:`hwnas.runtimes.protocol` and only uses :meth:`PreparedModel.time_runs`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+from torch import nn
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How a runtime is set up on a device (from the device profile)."""
+
+    threads: int = 1
+    device: str = "cpu"  # "cpu", "cuda", or "android"
+    precision: str = "fp32"  # "fp32", "fp16", "int8"
+    options: dict[str, Any] = field(default_factory=dict)  # runtime-specific, e.g. {"xnnpack": True}
+
+
+class PreparedModel(ABC):
+    """A model loaded in a runtime, with fixed inputs, ready to be invoked."""
+
+    @abstractmethod
+    def run(self) -> None:
+        """One synchronous inference (returns when the result is ready)."""
+
+    def time_runs(self, n: int) -> list[float]:
+        """Time ``n`` consecutive invocations; seconds per invocation.
+
+        The default brackets :meth:`run` with ``time.perf_counter``; GPU runtimes override it with device events.
+        """
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            self.run()
+            times.append(time.perf_counter() - start)
+        return times
+
+    def infer(self, inputs: np.ndarray) -> np.ndarray:
+        """Run on given NCHW float32 inputs and return the first output (for numerics checks)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support infer()")
+
+    def close(self) -> None:
+        """Release runtime resources (sessions, interpreters, engines)."""
+
+
+class Runtime(ABC):
+    """One backend. Subclasses set ``name`` and ``extra`` (the pip extra that installs it)."""
+
+    name: ClassVar[str] = ""
+    extra: ClassVar[str] = ""
+
+    def __init__(self, config: RuntimeConfig, workdir: Path) -> None:
+        self.config = config
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    @abstractmethod
+    def unavailable_reason(cls, config: RuntimeConfig) -> str | None:
+        """None when this runtime can run ``config`` here, else one line saying why (and what to install)."""
+
+    @abstractmethod
+    def prepare(self, module: nn.Module, input_shape: Sequence[int], name: str) -> PreparedModel:
+        """Convert an eval-mode module for this runtime (writing any artifact under ``workdir/name``) and load it."""
+
+    def prepare_many(self, items: Sequence[tuple[str, nn.Module, Sequence[int]]]) -> dict[str, PreparedModel]:
+        """Prepare several models; runtimes with a slow converter override this to convert in one batch."""
+        return {name: self.prepare(module, shape, name) for name, module, shape in items}
+
+    def prepare_file(self, path: Path) -> PreparedModel:
+        """Load an existing model file (``.onnx``, ``.tflite``) for this runtime."""
+        raise NotImplementedError(f"runtime {self.name} cannot load {Path(path).suffix} files")
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Runtime name, library versions, threads, precision and options, for the table fingerprint."""

@@ -1,0 +1,254 @@
+"""Search spaces, architectures and the networks built from them.
+
+A search space is a fixed prefix of ops (stem, fixed blocks), a list of searchable layers (each an ordered
+set of named candidate ops with known shapes), and a fixed suffix (head conv, pool, classifier). An
+:class:`Architecture` is plain JSON — the space, the resolution, one choice per searchable layer — that
+round-trips to an ``nn.Module`` (:class:`ArchNet`) and to a one-line-per-stage human form.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from hwnas.errors import HwnasError
+from hwnas.ops import ConvSpec, LinearSpec, OpSpec, PoolSpec, build_op
+
+CandidateFactory = Callable[[int, int, int, int, int], list[tuple[str, OpSpec]]]
+"""(position in stage, cin, cout, input size, stride) -> ordered (choice name, spec) candidates."""
+
+
+@dataclass(frozen=True)
+class SearchableLayer:
+    """One searchable layer: its position, shapes and ordered candidates."""
+
+    index: int
+    stage: int
+    candidates: tuple[tuple[str, OpSpec], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.candidates)
+
+    def spec(self, choice: str) -> OpSpec:
+        for name, spec in self.candidates:
+            if name == choice:
+                return spec
+        raise HwnasError(f"layer {self.index}: unknown choice {choice!r}, expected one of {' '.join(self.names)}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A group of consecutive searchable layers with one output width (for the human form and plots)."""
+
+    index: int
+    channels: int
+    stride: int
+    layers: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A discrete architecture: plain JSON ``{"space", "resolution", "choices", "num_classes"}``."""
+
+    space: str
+    resolution: int
+    choices: tuple[str, ...]
+    num_classes: int | None = None  # None: the space's default
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"space": self.space, "resolution": self.resolution, "choices": list(self.choices)}
+        if self.num_classes is not None:
+            data["num_classes"] = self.num_classes
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "architecture") -> Architecture:
+        """Parse and type-check (not yet against the space: see :meth:`SearchSpace.validate`)."""
+        if not isinstance(data, dict):
+            raise HwnasError(f"{source}: expected a JSON object with space, resolution, choices")
+        unknown = set(data) - {"space", "resolution", "choices", "num_classes"}
+        if unknown:
+            raise HwnasError(f"{source}: unknown field {sorted(unknown)[0]!r} (expected space, resolution, choices)")
+        for name, typ in (("space", str), ("resolution", int), ("choices", list)):
+            if name not in data:
+                raise HwnasError(f"{source}: missing field {name!r}")
+            if not isinstance(data[name], typ) or isinstance(data[name], bool):
+                raise HwnasError(f"{source}: field {name!r}: expected {typ.__name__}, got {data[name]!r}")
+        choices = data["choices"]
+        if not all(isinstance(c, str) for c in choices):
+            raise HwnasError(f"{source}: field 'choices': expected a list of op names (strings)")
+        num_classes = data.get("num_classes")
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise HwnasError(f"{source}: field 'num_classes': expected a positive int, got {num_classes!r}")
+        return cls(data["space"], data["resolution"], tuple(choices), num_classes)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Architecture:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise HwnasError(f"{path}: no such architecture file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise HwnasError(f"{path}: not valid JSON ({exc})") from None
+        if isinstance(data, dict) and "arch" in data and isinstance(data["arch"], dict):
+            data = data["arch"]  # a report or run file that embeds the architecture
+        return cls.from_dict(data, source=str(path))
+
+
+@dataclass
+class SearchSpace:
+    """A staged search space; concrete spaces are instances made by registered factories."""
+
+    name: str
+    resolution: int
+    num_classes: int
+    prefix: list[OpSpec]
+    layers: list[SearchableLayer]
+    suffix: list[OpSpec]
+    stages: list[Stage] = field(default_factory=list)
+
+    # -- architectures ----------------------------------------------------------------------------------
+    def validate(self, arch: Architecture, source: str = "architecture") -> Architecture:
+        """Check an architecture belongs to this space; returns it unchanged."""
+        if arch.space != self.name:
+            raise HwnasError(f"{source}: field 'space': architecture is for {arch.space!r}, not {self.name!r}")
+        if arch.resolution != self.resolution:
+            raise HwnasError(f"{source}: field 'resolution': {arch.resolution} but this space is at {self.resolution}")
+        if len(arch.choices) != len(self.layers):
+            raise HwnasError(
+                f"{source}: field 'choices': {self.name} has {len(self.layers)} searchable layers, got {len(arch.choices)}"
+            )
+        for layer, choice in zip(self.layers, arch.choices):
+            if choice not in layer.names:
+                raise HwnasError(
+                    f"{source}: field 'choices': layer {layer.index} has no op {choice!r} (expected {' '.join(layer.names)})"
+                )
+        if arch.num_classes not in (None, self.num_classes):
+            raise HwnasError(f"{source}: field 'num_classes': {arch.num_classes} but the space has {self.num_classes}")
+        return arch
+
+    def arch(self, choices: Sequence[str]) -> Architecture:
+        return self.validate(Architecture(self.name, self.resolution, tuple(choices), self.num_classes))
+
+    def random_arch(self, rng: random.Random) -> Architecture:
+        return self.arch([rng.choice(layer.names) for layer in self.layers])
+
+    def arch_specs(self, arch: Architecture) -> list[OpSpec]:
+        """Every op of the network in order: prefix, one chosen op per layer, suffix."""
+        self.validate(arch)
+        chosen = [layer.spec(choice) for layer, choice in zip(self.layers, arch.choices)]
+        return [*self.prefix, *chosen, *self.suffix]
+
+    def all_specs(self) -> list[OpSpec]:
+        """Every distinct op a network of this space can contain (what a latency table needs), in order."""
+        seen: dict[str, OpSpec] = {}
+        for spec in [*self.prefix, *(s for layer in self.layers for _, s in layer.candidates), *self.suffix]:
+            seen.setdefault(spec.key(), spec)
+        return list(seen.values())
+
+    def build(self, arch: Architecture) -> ArchNet:
+        return ArchNet(self, arch)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, self.prefix[0].cin if self.prefix else self.layers[0].candidates[0][1].cin,
+                self.resolution, self.resolution)
+
+    # -- human form -------------------------------------------------------------------------------------
+    def human(self, arch: Architecture) -> str:
+        """One line per stage, e.g. ``stage2 c24 s2: k3_e3 k5_e6 zero zero``; :meth:`from_human` inverts it."""
+        self.validate(arch)
+        lines = [f"{self.name}@{self.resolution}/{self.num_classes}"]
+        for stage in self.stages:
+            ops = " ".join(arch.choices[i] for i in stage.layers)
+            lines.append(f"stage{stage.index} c{stage.channels} s{stage.stride}: {ops}")
+        return "\n".join(lines)
+
+    def from_human(self, text: str) -> Architecture:
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        header = f"{self.name}@{self.resolution}/{self.num_classes}"
+        if not lines or lines[0] != header:
+            raise HwnasError(f"human architecture: first line must be {header!r}, got {lines[0] if lines else ''!r}")
+        choices: list[str] = []
+        for line in lines[1:]:
+            if ":" not in line:
+                raise HwnasError(f"human architecture: line {line!r} has no ':' before the ops")
+            choices += line.split(":", 1)[1].split()
+        return self.arch(choices)
+
+
+class ArchNet(nn.Module):
+    """The network of one architecture: the chosen ops in sequence. ``config`` rebuilds it (Once-for-All style)."""
+
+    def __init__(self, space: SearchSpace, arch: Architecture) -> None:
+        super().__init__()
+        self.arch = space.validate(arch)
+        self.specs = space.arch_specs(arch)
+        self.ops = nn.Sequential(*(build_op(spec) for spec in self.specs))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.arch.to_dict()
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ArchNet:
+        from hwnas.spaces import get_space
+
+        arch = Architecture.from_dict(config)
+        return cls(get_space(arch.space, arch.resolution, arch.num_classes), arch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops(x)
+
+
+def staged_space(
+    name: str,
+    resolution: int,
+    num_classes: int,
+    *,
+    stem: tuple[int, int, int, str],
+    fixed: Sequence[Callable[[int, int], OpSpec]],
+    stages: Sequence[tuple[int, int, int]],
+    candidates: CandidateFactory,
+    head: tuple[int, str],
+    in_channels: int = 3,
+) -> SearchSpace:
+    """Build a space from a stem (channels, kernel, stride, act), fixed blocks ((cin, size) -> spec),
+    stages (channels, layers, stride), a candidate factory and a head (channels, act)."""
+    stem_ch, stem_k, stem_s, stem_act = stem
+    prefix: list[OpSpec] = [ConvSpec(in_channels, stem_ch, resolution, k=stem_k, s=stem_s, act=stem_act)]
+    for make in fixed:
+        prefix.append(make(prefix[-1].cout, prefix[-1].out_size))
+    cin, size = prefix[-1].cout, prefix[-1].out_size
+    layers: list[SearchableLayer] = []
+    stage_list: list[Stage] = []
+    for stage_index, (channels, count, stride) in enumerate(stages, start=1):
+        members = []
+        for position in range(count):
+            s = stride if position == 0 else 1
+            layer = SearchableLayer(len(layers), stage_index, tuple(candidates(position, cin, channels, size, s)))
+            members.append(layer.index)
+            layers.append(layer)
+            cin, size = channels, layer.candidates[0][1].out_size
+        stage_list.append(Stage(stage_index, channels, stride, tuple(members)))
+    head_ch, head_act = head
+    head_conv = ConvSpec(cin, head_ch, size, k=1, s=1, act=head_act)
+    suffix: list[OpSpec] = [head_conv, PoolSpec(head_ch, head_ch, size), LinearSpec(head_ch, num_classes, 1)]
+    return SearchSpace(name, resolution, num_classes, prefix, layers, suffix, stage_list)
