@@ -90,7 +90,7 @@ def test_architecture_round_trips(name):
     assert Architecture.from_dict(arch.to_dict()) == arch
     assert space.from_human(space.human(arch)) == arch
     net = space.build(arch).eval()
-    rebuilt = ArchNet.from_config(net.config)
+    rebuilt = ArchNet.from_config(net.config).eval()
     rebuilt.load_state_dict(net.state_dict())
     x = torch.randn(space.input_shape)
     with torch.no_grad():
