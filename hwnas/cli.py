@@ -1,0 +1,232 @@
+"""The ``hwnas`` command line: thin — parse arguments, call a layer, print (one JSON object with ``--json``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+from hwnas import __version__
+from hwnas.errors import HwnasError
+
+Handler = Callable[[argparse.Namespace], dict[str, Any]]
+
+
+def _print_human(result: dict[str, Any]) -> None:
+    text = result.pop("_text", None)
+    if text is not None:
+        print(text)
+        return
+    for key, value in result.items():
+        print(f"{key}: {value if not isinstance(value, (dict, list)) else json.dumps(value)}")
+
+
+# -- listing ---------------------------------------------------------------------------------------------
+def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.devices import list_devices
+    from hwnas.runtimes import runtime_class
+
+    rows = []
+    for device in list_devices():
+        reason = runtime_class(device.backend).unavailable_reason(device.runtime_config())
+        rows.append({"name": device.name, "backend": device.backend, "device": device.device,
+                     "threads": device.threads, "precision": device.precision, "available": reason is None,
+                     "unavailable_reason": reason, "description": device.description, "path": str(device.path)})
+    text = "\n".join(f"{r['name']:<18} {r['backend']:<12} {r['device']:<8} {r['threads']} thr {r['precision']:<5} "
+                     f"{'ok' if r['available'] else 'unavailable: ' + str(r['unavailable_reason'])}" for r in rows)
+    return {"devices": rows, "_text": text}
+
+
+def cmd_spaces(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.spaces import get_space, space_info, space_names
+
+    rows = []
+    for name in space_names():
+        info, space = space_info(name), get_space(name)
+        rows.append({"name": name, "default_resolution": info.default_resolution, "resolution_multiple":
+                     info.total_stride, "layers": len(space.layers), "ops": len(space.all_specs()),
+                     "num_classes": info.default_num_classes, "description": info.description})
+    text = "\n".join(f"{r['name']:<16} {r['layers']:>2} layers  {r['ops']:>3} ops  res {r['default_resolution']} "
+                     f"(multiple of {r['resolution_multiple']})  {r['description']}" for r in rows)
+    return {"spaces": rows, "_text": text}
+
+
+# -- profiling and tables --------------------------------------------------------------------------------
+def _protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in getattr(args, "protocol", None) or []:
+        if "=" not in item:
+            raise HwnasError(f"--protocol {item!r}: expected FIELD=VALUE, e.g. rounds=5")
+        name, raw = item.split("=", 1)
+        try:
+            overrides[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[name] = raw
+    return overrides
+
+
+def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.devices import load_device
+    from hwnas.latency.profile import ProfileConfig, profile_device
+    from hwnas.spaces import get_space
+
+    device = load_device(args.device)
+    space = get_space(args.space, args.resolution, args.num_classes)
+    config = ProfileConfig(chunk=args.chunk, protocol_overrides=_protocol_overrides(args), progress=not args.quiet)
+    return profile_device(device, space, Path(args.out) if args.out else None, config).to_dict()
+
+
+def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.spaces import get_space
+
+    space = get_space(args.space, args.resolution, args.num_classes)
+    rng = random.Random(args.seed)
+    out = Path(args.out)
+    files = [str(space.random_arch(rng).save(out / f"arch_{i:04d}.json")) for i in range(args.n)]
+    return {"files": files, "space": space.name, "resolution": space.resolution}
+
+
+def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.devices import load_device
+    from hwnas.latency.bench import bench
+
+    device = load_device(args.device)
+    stats = bench(device, args.target, _protocol_overrides(args))
+    return {"device": device.name, "target": args.target, "median_ms": stats.median_ms, "p10_ms": stats.p10_ms,
+            "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms, "std_ms": stats.std_ms, "runs": stats.n,
+            "noisy": stats.noisy}
+
+
+def _warn_foreign_table(table: Any) -> None:
+    from hwnas.runtimes.fingerprint import fingerprint_differences, machine_fingerprint
+
+    stored = table.fingerprint.get("machine", {})
+    differences = fingerprint_differences({"machine": stored}, {"machine": machine_fingerprint()})
+    if differences:
+        warnings.warn(f"{table.path}: table was measured on another machine ({'; '.join(differences)})", stacklevel=2)
+
+
+def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.latency.estimator import TableEstimator
+    from hwnas.latency.table import LatencyTable
+    from hwnas.spaces import Architecture, get_space
+
+    table = LatencyTable.load(args.table)
+    _warn_foreign_table(table)
+    arch = Architecture.load(args.arch)
+    space = get_space(arch.space, arch.resolution, arch.num_classes)
+    estimator = TableEstimator(table, space, args.overhead)
+    terms = estimator.terms(arch)
+    total = estimator.latency_ms(arch)
+    text = "\n".join(f"{t.part:<22} {t.ms:8.4f} ms  {t.key}" for t in terms) + f"\n{'total':<22} {total:8.4f} ms"
+    return {"latency_ms": total, "device": table.device_name, "overhead_mode": args.overhead,
+            "terms": [{"part": t.part, "key": t.key, "ms": t.ms} for t in terms], "_text": text}
+
+
+def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.devices import load_device
+    from hwnas.latency.table import LatencyTable
+    from hwnas.latency.validate import ValidateConfig, validate_table
+
+    table = LatencyTable.load(args.table)
+    device = load_device(args.device or table.device_name)
+    config = ValidateConfig(n=args.n, seed=args.seed, progress=not args.quiet,
+                            protocol_overrides=_protocol_overrides(args))
+    report = validate_table(Path(args.table), device, Path(args.out), config)
+    text = "\n".join(f"{mode:<7} ±5% {100 * m['within_5pct']:5.1f}%  ±10% {100 * m['within_10pct']:5.1f}%  "
+                     f"RMSE {m['rmse_ms']:.3f} ms  tau {m['kendall_tau']:.3f}  bias {m['mean_bias_pct']:+.1f}%"
+                     for mode, m in report["metrics"].items())
+    return {"metrics": report["metrics"], "out": args.out, "_text": text}
+
+
+# -- parser ----------------------------------------------------------------------------------------------
+def _add_space_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--space", required=required, help="search space name (see `hwnas spaces`)")
+    parser.add_argument("--resolution", type=int, default=None, help="input resolution (default: the space's)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the space's)")
+
+
+def _add_protocol_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", action="append", metavar="FIELD=VALUE",
+                        help="override a measurement-protocol field, e.g. --protocol rounds=5")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
+    parser.add_argument("--version", action="version", version=f"hwnas {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        p.set_defaults(handler=handler)
+        return p
+
+    command("devices", cmd_devices, "list device profiles and whether their runtime is available here")
+    command("spaces", cmd_spaces, "list registered search spaces")
+
+    p = command("profile", cmd_profile, "measure every op of a search space on a device into a latency table")
+    p.add_argument("--device", required=True, help="device profile name or path")
+    _add_space_args(p)
+    p.add_argument("--out", help="table path (default: latency_tables/DEVICE__SPACE__RES.json)")
+    p.add_argument("--chunk", type=int, default=12, help="ops converted and measured together (interleaved)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_protocol_arg(p)
+
+    p = command("sample", cmd_sample, "write K random architectures of a space as JSON files")
+    _add_space_args(p)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = command("bench", cmd_bench, "measure a network end to end on a device")
+    p.add_argument("--device", required=True)
+    p.add_argument("target", help="architecture .json, .onnx or .tflite file, or torchvision:NAME")
+    _add_protocol_arg(p)
+
+    p = command("estimate", cmd_estimate, "a latency table's estimate for an architecture")
+    p.add_argument("--table", required=True)
+    p.add_argument("--overhead", choices=["once", "per-op", "none"], default="once",
+                   help="count the runtime's per-invocation overhead once (default), per op, or not at all")
+    p.add_argument("arch")
+
+    p = command("validate", cmd_validate, "compare a table's estimates with end-to-end measurements")
+    p.add_argument("--table", required=True)
+    p.add_argument("--device", help="device (default: the table's)")
+    p.add_argument("--n", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for validation.json and validation.png")
+    p.add_argument("--quiet", action="store_true")
+    _add_protocol_arg(p)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except HwnasError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        if getattr(args, "json", False):
+            print(json.dumps({"error": message}))
+        print(f"hwnas: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hwnas: interrupted (completed measurements are saved; rerun to resume)", file=sys.stderr)
+        return 130
+    if args.json:
+        result.pop("_text", None)
+        print(json.dumps(result, default=str))
+    else:
+        _print_human(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

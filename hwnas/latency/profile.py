@@ -1,0 +1,129 @@
+"""Profile a device: measure every op of a search space on the device's runtime into a latency table.
+
+Resumable: the table is saved atomically after every measured op, and a rerun measures only the keys the
+table lacks. A table measured on another machine or runtime is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from hwnas.devices import DeviceProfile
+from hwnas.errors import HwnasError
+from hwnas.latency.table import LatencyTable, default_table_path, now_iso
+from hwnas.ops import OpSpec, build_op
+from hwnas.runtimes import get_runtime
+from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
+from hwnas.runtimes.protocol import Protocol, Stats, measure, measure_overhead
+from hwnas.spaces import SearchSpace
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """Options of ``hwnas profile``.
+
+    Attributes:
+        chunk: ops converted and measured together; their rounds are interleaved (a larger chunk spreads a
+            noise burst over more ops; at most one chunk of work is lost on a kill).
+        protocol_overrides: fields of :class:`~hwnas.runtimes.protocol.Protocol` to change (after the
+            device profile's own overrides).
+        progress: show a progress bar (rate and ETA) on stderr.
+        keep_artifacts: folder to keep converted models in (default: a temporary folder).
+    """
+
+    chunk: int = 12
+    protocol_overrides: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+    keep_artifacts: Path | None = None
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    table: Path
+    entries: int
+    measured: int
+    reused: int
+    noisy: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": str(self.table), "entries": self.entries, "measured": self.measured,
+                "reused": self.reused, "noisy": self.noisy, "seconds": round(self.seconds, 2)}
+
+
+def device_protocol(device: DeviceProfile, overrides: dict[str, Any] | None = None) -> Protocol:
+    """The default protocol with the device profile's ``[protocol]`` overrides, then ``overrides``."""
+    data = {**Protocol().to_dict(), **device.protocol, **(overrides or {})}
+    return Protocol.from_dict(data, source=f"{device.path or device.name}: [protocol]")
+
+
+def open_table(path: Path, device: DeviceProfile, space: SearchSpace, fingerprint: dict[str, Any],
+               protocol: Protocol) -> LatencyTable:
+    """Load the table at ``path`` to measure into (checking it matches), or start a new one."""
+    if not path.exists():
+        return LatencyTable(device=device.to_dict(), space=space.name, resolution=space.resolution,
+                            num_classes=space.num_classes, fingerprint=fingerprint, protocol=protocol.to_dict(),
+                            path=path)
+    table = LatencyTable.load(path)
+    if (table.space, table.resolution) != (space.name, space.resolution):
+        raise HwnasError(f"{path}: table is for {table.space}@{table.resolution}, not {space.name}@{space.resolution}")
+    if table.device_name != device.name:
+        raise HwnasError(f"{path}: table is for device {table.device_name!r}, not {device.name!r}")
+    differences = fingerprint_differences(table.fingerprint, fingerprint)
+    if differences:
+        raise HwnasError(f"{path}: refusing to measure into a table from another machine or runtime "
+                         f"({'; '.join(differences)}); pass --out to start a new table")
+    return table
+
+
+def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None = None,
+                   config: ProfileConfig = ProfileConfig(),
+                   on_entry: Callable[[str, Stats], None] | None = None) -> ProfileResult:
+    """Measure every op of ``space`` that the table at ``out`` lacks; return what was done."""
+    start = time.perf_counter()
+    path = Path(out) if out is not None else default_table_path(device.name, space.name, space.resolution)
+    protocol = device_protocol(device, config.protocol_overrides)
+    with tempfile.TemporaryDirectory(prefix="hwnas-profile-") as tmp:
+        workdir = config.keep_artifacts or Path(tmp)
+        runtime = get_runtime(device.backend, device.runtime_config(), workdir)
+        table = open_table(path, device, space, full_fingerprint(runtime), protocol)
+        specs: list[OpSpec] = [s for s in space.all_specs() if not s.is_free]
+        missing = [s for s in specs if s.key() not in table.entries]
+        reused = len(specs) - len(missing)
+        if table.overhead is None:
+            table.overhead = measure_overhead(runtime, protocol).to_dict()
+            table.save()
+        bar = tqdm(total=len(specs), initial=reused, desc=f"profile {device.name} {space.name}@{space.resolution}",
+                   unit="op", disable=not config.progress, dynamic_ncols=True)
+
+        def record(key: str, stats: Stats) -> None:
+            table.entries[key] = {**stats.to_dict(), "measured_at": now_iso()}
+            table.save()
+            bar.update(1)
+            if on_entry is not None:
+                on_entry(key, stats)
+
+        noisy_before = len(table.noisy_keys())
+        try:
+            for i in range(0, len(missing), max(1, config.chunk)):
+                chunk = missing[i:i + config.chunk]
+                bar.set_postfix_str(f"converting {len(chunk)} ops")
+                prepared = runtime.prepare_many([(s.key(), build_op(s).eval(), s.input_shape) for s in chunk])
+                bar.set_postfix_str("measuring")
+                try:
+                    measure(prepared, protocol, on_done=record)
+                finally:
+                    for model in prepared.values():
+                        model.close()
+        finally:
+            bar.close()
+        if table.path is None or not table.path.exists():
+            table.save()
+    return ProfileResult(path, len(table.entries), len(missing), reused,
+                         len(table.noisy_keys()) - noisy_before if missing else 0, time.perf_counter() - start)

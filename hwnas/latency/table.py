@@ -1,0 +1,162 @@
+"""Latency lookup tables: one human-readable JSON file per (device, space, resolution).
+
+A table holds a schema version, the device profile, a fingerprint of the machine and runtime, the
+measurement protocol, dates, the per-invocation overhead of an empty model, and per-op-key statistics.
+Every write is atomic (temporary file + ``os.replace``), so an interrupted profile leaves the last complete
+table on disk and resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+
+SCHEMA = "hwnas.latency_table/1"
+_STAT_FIELDS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers (and a kill -9) only ever see the old or the new complete file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class LatencyTable:
+    """Per-op latency statistics of one device for one search space at one resolution."""
+
+    device: dict[str, Any]
+    space: str
+    resolution: int
+    num_classes: int
+    fingerprint: dict[str, Any]
+    protocol: dict[str, Any]
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overhead: dict[str, Any] | None = None
+    created: str = field(default_factory=now_iso)
+    updated: str = field(default_factory=now_iso)
+    path: Path | None = None
+
+    @property
+    def device_name(self) -> str:
+        return str(self.device.get("name", "?"))
+
+    def median_ms(self, key: str) -> float:
+        if key not in self.entries:
+            where = self.path or "latency table"
+            raise HwnasError(
+                f"{where}: no entry for op {key}; run `hwnas profile --device {self.device_name} --space {self.space} "
+                f"--resolution {self.resolution}` to measure the missing ops"
+            )
+        return float(self.entries[key]["median_ms"])
+
+    @property
+    def overhead_ms(self) -> float:
+        return float(self.overhead["median_ms"]) if self.overhead else 0.0
+
+    def noisy_keys(self) -> list[str]:
+        return [key for key, entry in self.entries.items() if entry.get("noisy")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "device": self.device,
+            "space": self.space,
+            "resolution": self.resolution,
+            "num_classes": self.num_classes,
+            "fingerprint": self.fingerprint,
+            "protocol": self.protocol,
+            "created": self.created,
+            "updated": self.updated,
+            "overhead": self.overhead,
+            "entries": self.entries,
+        }
+
+    def save(self, path: str | Path | None = None) -> Path:
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise HwnasError("latency table has no path to save to")
+        self.updated = now_iso()
+        write_json_atomic(target, self.to_dict())
+        self.path = target
+        return target
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> LatencyTable:
+        if not isinstance(data, dict):
+            raise HwnasError(f"{source}: not a latency table (expected a JSON object)")
+        if data.get("schema") != SCHEMA:
+            raise HwnasError(f"{source}: field 'schema': expected {SCHEMA!r}, got {data.get('schema')!r}")
+        expected = {"device": dict, "space": str, "resolution": int, "num_classes": int, "fingerprint": dict,
+                    "protocol": dict, "entries": dict}
+        for name, typ in expected.items():
+            if name not in data:
+                raise HwnasError(f"{source}: missing field {name!r}")
+            if not isinstance(data[name], typ):
+                raise HwnasError(f"{source}: field {name!r}: expected {typ.__name__}, got {type(data[name]).__name__}")
+        for key, entry in data["entries"].items():
+            if not isinstance(entry, dict):
+                raise HwnasError(f"{source}: entry {key!r}: expected an object of statistics")
+            for stat in _STAT_FIELDS:
+                value = entry.get(stat)
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                    raise HwnasError(f"{source}: entry {key!r}: field {stat!r}: expected a non-negative number, "
+                                     f"got {value!r}")
+        overhead = data.get("overhead")
+        if overhead is not None and not isinstance(overhead, dict):
+            raise HwnasError(f"{source}: field 'overhead': expected statistics or null")
+        return cls(
+            device=data["device"], space=data["space"], resolution=data["resolution"],
+            num_classes=data["num_classes"], fingerprint=data["fingerprint"], protocol=data["protocol"],
+            entries=data["entries"], overhead=overhead, created=str(data.get("created", "")),
+            updated=str(data.get("updated", "")),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise HwnasError(f"{path}: no such latency table") from None
+        except IsADirectoryError:
+            raise HwnasError(f"{path}: is a folder, expected a latency table .json file") from None
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise HwnasError(f"{path}: corrupt latency table, not valid JSON ({exc})") from None
+        table = cls.from_dict(data, str(path))
+        table.path = path
+        return table
+
+
+def tables_dir() -> Path:
+    """Where shipped tables live: ``HWNAS_TABLES`` or the ``latency_tables/`` folder beside the package."""
+    env = os.environ.get("HWNAS_TABLES")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "latency_tables"
+
+
+def default_table_path(device_name: str, space: str, resolution: int) -> Path:
+    return tables_dir() / f"{device_name}__{space}__{resolution}.json"
