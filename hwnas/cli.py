@@ -104,7 +104,9 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 def _warn_foreign_table(table: Any) -> None:
     from hwnas.runtimes.fingerprint import fingerprint_differences, machine_fingerprint
 
-    stored = table.fingerprint.get("machine", {})
+    stored = table.fingerprint.get("machine")
+    if not stored:
+        return
     differences = fingerprint_differences({"machine": stored}, {"machine": machine_fingerprint()})
     if differences:
         warnings.warn(f"{table.path}: table was measured on another machine ({'; '.join(differences)})", stacklevel=2)

@@ -1,0 +1,214 @@
+"""Device profiles: one TOML file per measurement target, resolved by name or by path.
+
+A profile names the backend (runtime) and how it is set up on the target, e.g. ``devices/cpu-litert.toml``::
+
+    name = "cpu-litert"
+    description = "LiteRT (XNNPACK) on one CPU core: stand-in for a phone's CPU runtime"
+    backend = "litert"
+    device = "cpu"
+    threads = 1
+    precision = "fp32"
+
+    [options]          # runtime-specific, passed as RuntimeConfig.options
+    xnnpack = true
+
+    [protocol]         # optional overrides of the measurement protocol (validated by hwnas.runtimes.protocol)
+    rounds = 5
+
+Every validation error is one line that names the file and the field, e.g.
+``devices/foo.toml: field 'threads': expected a positive integer, got 'two'``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from hwnas.errors import HwnasError
+from hwnas.runtimes import RuntimeConfig, runtime_names
+
+DEVICES_ENV_VAR = "HWNAS_DEVICES"
+DEVICE_KINDS = ("cpu", "cuda", "android")
+PRECISIONS = ("fp32", "fp16", "int8")
+FIELDS = ("name", "description", "backend", "device", "threads", "precision", "options", "protocol")
+REQUIRED_FIELDS = ("name", "backend")
+# Where each built-in backend can run; a backend registered later and missing here is not cross-checked.
+BACKEND_DEVICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "torch": ("cpu", "cuda"),
+        "onnxruntime": ("cpu", "cuda"),
+        "litert": ("cpu",),
+        "tensorrt": ("cuda",),
+        "adb": ("android",),
+    }
+)
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One measurement target: a backend plus its threads, precision and runtime options.
+
+    ``path`` is the file the profile was read from (None when built in code); it is not part of
+    :meth:`to_dict`, which is the profile's content and what a latency table records.
+    """
+
+    name: str
+    backend: str
+    description: str = ""
+    device: str = "cpu"
+    threads: int = 1
+    precision: str = "fp32"
+    options: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = field(default=None, compare=False)
+
+    def runtime_config(self) -> RuntimeConfig:
+        """The :class:`RuntimeConfig` the backend is instantiated with."""
+        return RuntimeConfig(
+            threads=self.threads, device=self.device, precision=self.precision, options=copy.deepcopy(self.options)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able content of the profile (without ``path``); ``from_dict`` rebuilds it."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "backend": self.backend,
+            "device": self.device,
+            "threads": self.threads,
+            "precision": self.precision,
+            "options": copy.deepcopy(self.options),
+            "protocol": copy.deepcopy(self.protocol),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<device>", path: Path | None = None) -> DeviceProfile:
+        """Validate ``data`` (a parsed TOML document or :meth:`to_dict` output); errors name ``source``."""
+        return _parse_profile(data, source, path)
+
+
+def devices_dir() -> Path:
+    """The folder of shipped device files; the ``HWNAS_DEVICES`` environment variable overrides it."""
+    override = os.environ.get(DEVICES_ENV_VAR)
+    if override:
+        return Path(override).expanduser()
+    import hwnas
+
+    return Path(hwnas.__file__).resolve().parents[1] / "devices"
+
+
+def list_devices() -> list[DeviceProfile]:
+    """Every device file in :func:`devices_dir`, sorted by name (an invalid file raises :class:`HwnasError`)."""
+    return [_load_file(path) for path in _device_files(devices_dir())]
+
+
+def load_device(name_or_path: str) -> DeviceProfile:
+    """Load a profile by name (``cpu-litert`` -> ``devices/cpu-litert.toml``) or by path to a ``.toml`` file."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or os.sep in text:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise HwnasError(f"device file not found: {text}")
+        return _load_file(path)
+    directory = devices_dir()
+    path = directory / f"{text}.toml"
+    if text and path.is_file():
+        return _load_file(path)
+    known = ", ".join(p.stem for p in _device_files(directory)) or "none"
+    raise HwnasError(
+        f"unknown device {text!r}: expected one of {known} (files in {_display(directory)}) or a path to a .toml file"
+    )
+
+
+def _device_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        where = f" (set by {DEVICES_ENV_VAR})" if os.environ.get(DEVICES_ENV_VAR) else ""
+        raise HwnasError(f"devices folder not found: {_display(directory)}{where}")
+    return sorted(directory.glob("*.toml"))
+
+
+def _load_file(path: Path) -> DeviceProfile:
+    source = _display(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:  # the message ends with "(at line L, column C)"
+        raise HwnasError(f"{source}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HwnasError(f"{source}: cannot read the file: {exc}") from None
+    profile = _parse_profile(data, source, path)
+    if profile.name != path.stem:
+        raise HwnasError(
+            f"{source}: field 'name': expected {path.stem!r} (a device file is named by its name), got {profile.name!r}"
+        )
+    return profile
+
+
+def _parse_profile(data: Mapping[str, Any], source: str, path: Path | None) -> DeviceProfile:
+    def fail(name: str, expected: str, value: Any) -> HwnasError:
+        return HwnasError(f"{source}: field {name!r}: expected {expected}, got {value!r}")
+
+    for key in data:
+        if key not in FIELDS:
+            raise HwnasError(f"{source}: field {key!r}: unknown field (expected one of {', '.join(FIELDS)})")
+    backends = runtime_names()
+    for key in REQUIRED_FIELDS:
+        if key not in data:
+            hint = f"one of {', '.join(backends)}" if key == "backend" else "a string"
+            raise HwnasError(f"{source}: field {key!r}: missing (required; {hint})")
+
+    name = data["name"]
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
+        raise fail("name", "a name of letters, digits, '.', '_' or '-'", name)
+    description = data.get("description", "")
+    if not isinstance(description, str) or "\n" in description:
+        raise fail("description", "a one-line string", description)
+    backend = data["backend"]
+    if backend not in backends:
+        raise fail("backend", f"one of {', '.join(backends)}", backend)
+    device = data.get("device", "cpu")
+    if device not in DEVICE_KINDS:
+        raise fail("device", f"one of {', '.join(DEVICE_KINDS)}", device)
+    allowed = BACKEND_DEVICES.get(backend)
+    if allowed is not None and device not in allowed:
+        raise fail("device", f"{' or '.join(map(repr, allowed))} for backend {backend!r}", device)
+    threads = data.get("threads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise fail("threads", "a positive integer", threads)
+    precision = data.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise fail("precision", f"one of {', '.join(PRECISIONS)}", precision)
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise fail("options", "a table ([options])", options)
+    protocol = data.get("protocol", {})
+    if not isinstance(protocol, dict):
+        raise fail("protocol", "a table ([protocol])", protocol)
+    return DeviceProfile(
+        name=name,
+        backend=backend,
+        description=description,
+        device=device,
+        threads=threads,
+        precision=precision,
+        options=copy.deepcopy(options),
+        protocol=copy.deepcopy(protocol),
+        path=path,
+    )
+
+
+def _display(path: Path) -> str:
+    """The path relative to the working directory when it is below it (shorter messages), else as is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+__all__ = ["DeviceProfile", "devices_dir", "list_devices", "load_device"]

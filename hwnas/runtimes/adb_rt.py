@@ -1,0 +1,411 @@
+"""A real Android phone over ``adb``: push the ``.tflite`` model, time it with TFLite/LiteRT's ``benchmark_model``.
+
+``benchmark_model`` (the native command-line build for ``android_aarch64``) must already be on the phone at
+``options.benchmark_model`` and be executable. It runs the model on random inputs and prints only aggregate
+statistics; it never prints the time of each run. What is measured:
+
+* ``time_runs(n)`` runs ``benchmark_model --num_runs=n --min_secs=0`` (so it stops after ``n`` timed runs, unless
+  ``--max_secs`` cuts it short) and returns ``n`` copies of the reported average. The per-round spread that the
+  timing protocol computes is therefore the spread between averages of separate ``benchmark_model`` processes;
+  the within-process min/max/std/percentiles are kept in :attr:`AdbPreparedModel.last_result`.
+* Warm-up happens inside each process (``--warmup_runs``/``--warmup_min_secs``), so every call pays model load,
+  delegate setup and warm-up on the phone: call ``time_runs`` with a large ``n``, never ``run()`` in a loop.
+
+Options (``[options]`` of the device profile): ``serial`` (empty = the only phone), ``benchmark_model`` (path on
+the phone), ``remote_dir`` (where models are pushed), ``use_xnnpack``, ``warmup_runs``, ``warmup_min_secs``,
+``max_secs``, ``timeout_s`` (limit for one adb command). ``--num_threads`` is the profile's ``threads``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+from hwnas.errors import HwnasError
+from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a finished subprocess left: exit status and decoded output."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+# (argv, timeout in seconds) -> result; injectable so that tests can fake adb.
+CommandRunner = Callable[[Sequence[str], float], CommandResult]
+
+
+def run_command(argv: Sequence[str], timeout_s: float) -> CommandResult:
+    """Run ``argv`` without a shell, capturing text output; one-line :class:`HwnasError` on a timeout."""
+    try:
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout_s
+        )
+    except FileNotFoundError:
+        raise HwnasError(f"{argv[0]} not found on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise HwnasError(f"`{shlex.join(argv)}` did not finish within {timeout_s:g} s") from None
+    return CommandResult(tuple(argv), proc.returncode, proc.stdout or "", proc.stderr or "")
+
+
+@dataclass(frozen=True)
+class AdbOptions:
+    """The ``[options]`` an adb device profile understands, with their defaults."""
+
+    serial: str = ""
+    benchmark_model: str = "/data/local/tmp/benchmark_model"
+    remote_dir: str = "/data/local/tmp/hwnas"
+    use_xnnpack: bool = True
+    warmup_runs: int = 1
+    warmup_min_secs: float = 0.5
+    max_secs: float = 150.0
+    timeout_s: float = 600.0
+
+    @classmethod
+    def from_config(cls, config: RuntimeConfig) -> AdbOptions:
+        """Read and type-check ``config.options``; unknown keys are rejected."""
+        known = cls.__dataclass_fields__
+        values: dict[str, Any] = {}
+        for key, value in config.options.items():
+            if key not in known:
+                raise HwnasError(f"adb runtime: unknown option {key!r} (expected one of {', '.join(known)})")
+            default = known[key].default
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = number and isinstance(value, int) and value >= 0
+            elif isinstance(default, float):
+                ok = number and value >= 0
+            else:
+                ok = isinstance(value, str)
+            if not ok:
+                raise HwnasError(f"adb runtime: option {key!r}: expected {type(default).__name__}, got {value!r}")
+            values[key] = value
+        return cls(**values)
+
+    def adb(self) -> list[str]:
+        """The adb command prefix, addressing the configured phone."""
+        return ["adb", "-s", self.serial] if self.serial else ["adb"]
+
+
+class AdbRuntime(Runtime):
+    """TFLite models timed by ``benchmark_model`` on an Android phone reached over adb."""
+
+    name = "adb"
+    extra = ""
+
+    def __init__(self, config: RuntimeConfig, workdir: Path, runner: CommandRunner = run_command) -> None:
+        super().__init__(config, workdir)
+        if config.precision != "fp32":
+            raise HwnasError(f"adb runtime: precision {config.precision!r} is not supported (fp32 .tflite models only)")
+        self.options = AdbOptions.from_config(config)
+        self._runner = runner
+
+    @classmethod
+    def unavailable_reason(cls, config: RuntimeConfig, runner: CommandRunner | None = None) -> str | None:
+        """None when ``adb devices`` lists the phone to use (``options.serial``, else exactly one) as ready
+        and ``benchmark_model`` is executable on it."""
+        try:
+            options = AdbOptions.from_config(config)
+        except HwnasError as exc:
+            return str(exc)
+        if runner is None:
+            if shutil.which("adb") is None:
+                return "adb is not on PATH: install Android platform-tools and connect a phone with USB debugging on"
+            runner = run_command
+        try:
+            result = runner(["adb", "devices"], min(options.timeout_s, 30.0))
+        except HwnasError as exc:
+            return str(exc)
+        if result.returncode != 0:
+            return f"`adb devices` failed: {_first_line(result.stderr or result.stdout)}"
+        states = _parse_adb_devices(result.stdout)
+        ready = [serial for serial, state in states.items() if state == "device"]
+        listed = ", ".join(f"{serial} ({state})" for serial, state in states.items()) or "none"
+        if options.serial and options.serial not in ready:
+            return f"phone {options.serial!r} is not ready in `adb devices` (listed: {listed})"
+        if not options.serial and not ready:
+            return f"no phone ready in `adb devices` (listed: {listed}): connect one and allow USB debugging"
+        if not options.serial and len(ready) > 1:
+            return f"several phones attached ({', '.join(ready)}): set options.serial in the device profile"
+        check = f"test -x {shlex.quote(options.benchmark_model)} && echo ok"
+        try:
+            found = runner([*options.adb(), "shell", check], min(options.timeout_s, 30.0))
+        except HwnasError as exc:
+            return str(exc)
+        if "ok" not in found.stdout:
+            return (
+                f"benchmark_model is not executable on the phone at {options.benchmark_model}: push the "
+                "android_aarch64 build there and chmod +x it (or set options.benchmark_model)"
+            )
+        return None
+
+    def prepare(self, module: nn.Module, input_shape: Sequence[int], name: str) -> AdbPreparedModel:
+        """Convert to ``workdir/<name>.tflite`` and push it to the phone."""
+        from hwnas.runtimes import converters
+
+        local = converters.to_tflite(module, input_shape, self.workdir / f"{name}.tflite")
+        return self.prepare_file(Path(local))
+
+    def prepare_file(self, path: Path) -> AdbPreparedModel:
+        """Push an existing ``.tflite`` file to ``options.remote_dir`` on the phone."""
+        path = Path(path)
+        if path.suffix != ".tflite":
+            raise HwnasError(f"{path}: the adb runtime runs .tflite files, got {path.suffix or 'no suffix'!r}")
+        if not path.is_file():
+            raise HwnasError(f"{path}: model file not found")
+        remote = f"{self.options.remote_dir.rstrip('/')}/{path.name}"
+        self.shell(["mkdir", "-p", self.options.remote_dir])
+        self._check(self._runner([*self.options.adb(), "push", str(path), remote], self.options.timeout_s))
+        return AdbPreparedModel(self, remote)
+
+    def shell(self, argv: Sequence[str]) -> CommandResult:
+        """Run ``argv`` on the phone (quoted for its shell); raises on a non-zero exit status."""
+        return self._check(self._runner([*self.options.adb(), "shell", shlex.join(argv)], self.options.timeout_s))
+
+    def benchmark_command(self, remote_model: str, num_runs: int) -> list[str]:
+        """The ``benchmark_model`` command line run on the phone for ``num_runs`` timed runs."""
+        opts = self.options
+        return [
+            opts.benchmark_model,
+            f"--graph={remote_model}",
+            f"--num_threads={self.config.threads}",
+            f"--use_xnnpack={str(opts.use_xnnpack).lower()}",
+            f"--warmup_runs={opts.warmup_runs}",
+            f"--warmup_min_secs={opts.warmup_min_secs:g}",
+            f"--num_runs={num_runs}",
+            "--min_secs=0",
+            f"--max_secs={opts.max_secs:g}",
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime settings plus the phone's identity (from ``getprop``) for the table fingerprint."""
+        props = ("ro.product.manufacturer", "ro.product.model", "ro.board.platform", "ro.build.fingerprint")
+        script = "; ".join(f"getprop {prop}" for prop in props)
+        try:
+            lines = self._check(self._runner([*self.options.adb(), "shell", script], 60.0)).stdout.splitlines()
+        except HwnasError:
+            lines = []
+        phone = {prop: (lines[i].strip() if i < len(lines) else "unknown") for i, prop in enumerate(props)}
+        return {
+            "runtime": self.name,
+            "tool": "benchmark_model",
+            "benchmark_model": self.options.benchmark_model,
+            "serial": self.options.serial,
+            "phone": phone,
+            "threads": self.config.threads,
+            "precision": self.config.precision,
+            "device": self.config.device,
+            "options": dict(self.config.options),
+        }
+
+    def _check(self, result: CommandResult) -> CommandResult:
+        if result.returncode != 0:
+            output = _first_line(result.stderr) or _first_line(result.stdout)
+            raise HwnasError(f"`{shlex.join(result.argv)}` failed (exit {result.returncode}): {output}")
+        return result
+
+
+class AdbPreparedModel(PreparedModel):
+    """A model pushed to the phone; each timing call is one ``benchmark_model`` process."""
+
+    def __init__(self, runtime: AdbRuntime, remote_path: str) -> None:
+        self.runtime = runtime
+        self.remote_path = remote_path
+        self.last_result: dict[str, Any] | None = None
+
+    def benchmark(self, num_runs: int) -> dict[str, Any]:
+        """Run ``benchmark_model`` with ``num_runs`` timed runs and return its parsed statistics."""
+        if num_runs < 1:
+            raise HwnasError(f"benchmark_model needs at least one run, got {num_runs}")
+        result = self.runtime.shell(self.runtime.benchmark_command(self.remote_path, num_runs))
+        self.last_result = parse_benchmark_model_output(result.stdout + "\n" + result.stderr)
+        return self.last_result
+
+    def time_runs(self, n: int) -> list[float]:
+        """``n`` copies of the average time of ``n`` runs, in seconds (benchmark_model prints no per-run times)."""
+        average_s = self.benchmark(n)["inference_avg_us"] * 1e-6
+        return [average_s] * n
+
+    def run(self) -> None:
+        """One inference, as one whole ``benchmark_model`` process (slow: prefer ``time_runs``)."""
+        self.benchmark(1)
+
+    def close(self) -> None:
+        """Delete the pushed model from the phone."""
+        try:
+            self.runtime.shell(["rm", "-f", self.remote_path])
+        except HwnasError:
+            pass
+
+
+_NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|-?inf)"
+_PHASE_RE = re.compile(r"Running benchmark for at least \d+ iterations")
+_STATS_RE = re.compile(r"\bcount=(\d+)((?:\s+[a-z0-9_]+=" + _NUMBER + r")*)")
+_PAIR_RE = re.compile(r"([a-z0-9_]+)=" + _NUMBER)
+_SUMMARY_RE = re.compile(
+    rf"Inference timings in us: Init: {_NUMBER}, First inference: {_NUMBER}, "
+    rf"Warmup \(avg\): {_NUMBER}, Inference \(avg\): {_NUMBER}"
+)
+# TFLite 1.x: "Average inference timings in us: Warmup: W, Init: I, no stats: A" (A is the timed average).
+_OLD_SUMMARY_RE = re.compile(rf"Average inference timings in us: Warmup: {_NUMBER}, Init: {_NUMBER}, [^:]+: {_NUMBER}")
+_SESSION_RE = re.compile(rf"Initialized session in {_NUMBER} ?ms")
+_MODEL_SIZE_RE = re.compile(rf"The input model file size \(MB\): {_NUMBER}")
+_MEMORY_RES = (
+    (re.compile(rf"Peak memory footprint \(MB\): init={_NUMBER} overall={_NUMBER}"), ("init_mb", "overall_mb")),
+    (re.compile(rf"Memory footprint delta from the start of the tool \(MB\): init={_NUMBER} overall={_NUMBER}"),
+     ("init_mb", "overall_mb")),
+    (re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: {_NUMBER}"), ("peak_mb",)),
+    (re.compile(rf"Init footprint:\s+{_NUMBER} MB"), ("init_mb",)),
+    (re.compile(rf"Overall footprint:\s+{_NUMBER} MB"), ("overall_mb",)),
+    (re.compile(rf"Peak memory usage:\s+{_NUMBER} MB"), ("peak_mb",)),
+)
+# LiteRT's newer results block, rounded to 0.01 ms: used only where the microsecond lines are missing.
+_MS_RES = {
+    "init_us": re.compile(rf"Model initialization:\s+{_NUMBER} ms"),
+    "first_inference_us": re.compile(rf"Warmup \(first\):\s+{_NUMBER} ms"),
+    "warmup_avg_us": re.compile(rf"Warmup \(avg\):\s+{_NUMBER} ms"),
+    "inference_avg_us": re.compile(rf"Inference \(avg\):\s+{_NUMBER} ms"),
+}
+
+
+def parse_benchmark_model_output(text: str) -> dict[str, Any]:
+    """Parse the statistics ``benchmark_model`` prints (TFLite 1.x to LiteRT 2025 formats).
+
+    Returns ``warmup`` and ``timed`` (each ``{"count": int, "first_us", "curr_us", "min_us", "max_us", "avg_us",
+    "std_us", and "p5_us"/"median_us"/"p95_us" where printed}``; a one-run phase has only ``count`` and
+    ``curr_us``; ``warmup`` is None when absent), ``init_us``, ``first_inference_us``, ``warmup_avg_us``,
+    ``inference_avg_us`` (the timed average: the value to use), ``model_size_mb`` and ``memory``
+    (``init_mb``/``overall_mb``/``peak_mb`` where printed). Values the tool omits are None. Operator-profiling
+    tables (``Timings (microseconds): count=...``) are ignored. Large values may be printed with six significant
+    digits (``avg=2.95034e+06``), so averages are exact only to that precision.
+
+    Raises:
+        HwnasError: one line, when the text has no timing lines (e.g. benchmark_model failed).
+    """
+    phases: list[dict[str, Any] | None] = []
+    unphased: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if _PHASE_RE.search(line):
+            phases.append(None)
+            continue
+        match = _STATS_RE.search(line)
+        if match is None or "Timings (microseconds)" in line or "Memory (bytes)" in line:
+            continue
+        stats = _parse_stats(match.group(0))
+        if phases and phases[-1] is None:
+            phases[-1] = stats
+        elif not phases:
+            unphased.append(stats)
+    found = [stats for stats in phases if stats is not None] or unphased
+    warmup, timed = (found[-2], found[-1]) if len(found) >= 2 else (None, found[0] if found else None)
+
+    summary = _floats(_SUMMARY_RE.search(text))
+    old = _floats(_OLD_SUMMARY_RE.search(text))
+    ms = {key: _floats(pattern.search(text)) for key, pattern in _MS_RES.items()}
+    ms_us = {key: (values[0] * 1000.0 if values else None) for key, values in ms.items()}
+    session = _floats(_SESSION_RE.search(text))
+
+    # The count= lines come first: their min/max/first are exact integers and they exist in every version.
+    inference_avg = _first(
+        timed and timed.get("avg_us"), timed and _single(timed), summary and summary[3], old and old[2],
+        ms_us["inference_avg_us"],
+    )
+    if inference_avg is None:
+        raise HwnasError(f"benchmark_model output has no timing lines{_failure_hint(text)}")
+    memory: dict[str, float] = {}
+    for pattern, keys in _MEMORY_RES:
+        values = _floats(pattern.search(text))
+        if values:
+            memory.update((key, value) for key, value in zip(keys, values, strict=True) if key not in memory)
+    size = _floats(_MODEL_SIZE_RE.search(text))
+    return {
+        "warmup": warmup,
+        "timed": timed if timed is not None else {"count": None, "avg_us": inference_avg},
+        "init_us": _first(summary and summary[0], old and old[1], session and session[0] * 1000.0, ms_us["init_us"]),
+        "first_inference_us": _first(
+            warmup and warmup.get("first_us"), warmup and _single(warmup), summary and summary[1],
+            ms_us["first_inference_us"],
+        ),
+        "warmup_avg_us": _first(
+            warmup and warmup.get("avg_us"), warmup and _single(warmup), summary and summary[2], old and old[0],
+            ms_us["warmup_avg_us"],
+        ),
+        "inference_avg_us": inference_avg,
+        "model_size_mb": size[0] if size else None,
+        "memory": memory,
+    }
+
+
+def _parse_stats(text: str) -> dict[str, Any]:
+    """``count=50 first=... avg=...`` -> ``{"count": 50, "first_us": ..., "avg_us": ...}``."""
+    stats: dict[str, Any] = {}
+    for key, value in _PAIR_RE.findall(text):
+        if key == "count":
+            stats["count"] = int(float(value))
+        else:
+            stats[f"{key}_us"] = float(value)
+    return stats
+
+
+def _single(stats: dict[str, Any]) -> float | None:
+    """The one time of a one-run phase (printed as ``count=1 curr=T``)."""
+    return stats.get("curr_us") if stats.get("count") == 1 else None
+
+
+def _floats(match: re.Match[str] | None) -> list[float] | None:
+    return [float(group) for group in match.groups()] if match else None
+
+
+def _first(*values: Any) -> float | None:
+    """The first value that is a finite number (skips None, False and NaN)."""
+    for value in values:
+        if isinstance(value, float) and math.isfinite(value):
+            return value
+    return None
+
+
+def _failure_hint(text: str) -> str:
+    for line in text.splitlines():
+        if "ERROR" in line or "failed" in line.lower():
+            return f" ({line.strip()[:160]})"
+    first = _first_line(text)
+    return f" (output starts: {first[:160]!r})" if first else " (empty output)"
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _parse_adb_devices(text: str) -> dict[str, str]:
+    """``adb devices`` output -> ``{serial: state}`` (state: device, offline, unauthorized, ...)."""
+    states: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and not line.startswith(("List of devices", "*")):
+            states[parts[0]] = parts[1]
+    return states
+
+
+__all__ = [
+    "AdbOptions",
+    "AdbPreparedModel",
+    "AdbRuntime",
+    "CommandResult",
+    "CommandRunner",
+    "parse_benchmark_model_output",
+    "run_command",
+]
