@@ -1,0 +1,249 @@
+"""The measurement protocol: warm-up, interleaved rounds, statistics and noise handling.
+
+It follows the practice of TFLite's ``benchmark_model`` (warm-up runs, then at least N runs *and* at least T
+seconds), trtexec (a warm-up duration, then timed iterations with percentiles) and nn-Meter (repeat and check
+that repeated measurements agree). On top of that, rounds are *interleaved*: every round visits all models in a
+seeded shuffled order, so a burst of background load hits one round of several models instead of all rounds of
+one model, and a model whose rounds disagree is measured again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from torch import nn
+
+from hwnas.errors import HwnasError
+from hwnas.runtimes.base import PreparedModel, Runtime
+
+_MAX_CHUNK = 32  # timed runs per time_runs() call: small enough to stop soon after min_time_s is reached
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How each model is timed. All budgets are per visit (one model, one round).
+
+    Attributes:
+        warmup_runs: untimed runs before each visit's timed runs (caches, lazy allocation, XNNPACK packing,
+            cuDNN autotuning); TFLite's benchmark_model defaults to 1, we re-warm after every other model.
+        warmup_s: warm-up continues until this much run time has passed too (trtexec's ``--warmUp``, 200 ms
+            there; 50 ms suffices for single ops on a CPU).
+        min_runs: at least this many timed runs per visit (benchmark_model's ``--num_runs`` is 50 per process).
+        min_time_s: and at least this much timed run time per visit (benchmark_model's ``--min_secs``, 1 s
+            there for a whole network; 0.1 s per op and round keeps a table of hundreds of ops to minutes).
+        max_runs: at most this many timed runs per visit (bounds the visit of a microsecond op).
+        rounds: visits per model, interleaved with the other models; the statistics come from ``rounds`` rounds.
+        noise_threshold: rounds agree when the relative spread (max - min) / median of their medians is at
+            most this (10%: a burst on this kind of machine moves an op by 25-80%, normal jitter by a few %).
+        max_remeasure: extra rounds for a model whose rounds disagree before it is flagged ``noisy``.
+        seed: seed of the visiting order of each round.
+    """
+
+    warmup_runs: int = 10
+    warmup_s: float = 0.05
+    min_runs: int = 20
+    min_time_s: float = 0.1
+    max_runs: int = 2000
+    rounds: int = 3
+    noise_threshold: float = 0.10
+    max_remeasure: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise HwnasError(f"protocol: field {f.name!r} must be a non-negative integer, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
+                raise HwnasError(f"protocol: field {f.name!r} must be a non-negative number, got {value!r}")
+        for name in ("min_runs", "max_runs", "rounds"):
+            if getattr(self, name) < 1:
+                raise HwnasError(f"protocol: field {name!r} must be at least 1, got {getattr(self, name)!r}")
+        if self.max_runs < self.min_runs:
+            raise HwnasError(f"protocol: field 'max_runs' ({self.max_runs}) must be >= min_runs ({self.min_runs})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "protocol") -> Protocol:
+        """Build from plain JSON/TOML; missing fields take their defaults, unknown fields are an error.
+
+        Args:
+            data: field -> value.
+            source: where ``data`` comes from, named in error messages (e.g. ``"pixel7.toml: [protocol]"``).
+        """
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in known:
+                raise HwnasError(f"{source}: unknown field {key!r} (expected one of {', '.join(known)})")
+        values = {key: float(value) if _is_float_field(cls, key) and _is_number(value) else value
+                  for key, value in data.items()}
+        try:
+            return cls(**values)
+        except HwnasError as error:
+            raise HwnasError(f"{source}: {str(error).removeprefix('protocol: ')}") from None
+
+
+@dataclass
+class Stats:
+    """Latency statistics of one model, in milliseconds per invocation.
+
+    ``median_ms`` .. ``n`` are computed over the pooled timed runs of the kept rounds (see :func:`measure`);
+    ``round_medians_ms`` lists the median of every round in measurement order, kept or dropped, as evidence.
+    ``std_ms`` is the population standard deviation (``ddof=0``).
+    """
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    n: int
+    round_medians_ms: list[float] = field(default_factory=list)
+    noisy: bool = False
+    remeasured: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "stats") -> Stats:
+        """Rebuild from :meth:`to_dict`; unknown or missing required fields are an error naming the field."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in fields:
+                raise HwnasError(f"{source}: unknown field {key!r} (expected one of {', '.join(fields)})")
+        for name, f in fields.items():
+            if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise HwnasError(f"{source}: missing field {name!r}")
+        values = dict(data)
+        values["round_medians_ms"] = [float(v) for v in values.get("round_medians_ms", [])]
+        return cls(**values)
+
+    @classmethod
+    def from_samples(cls, samples_s: list[float], round_medians_ms: list[float], noisy: bool = False,
+                     remeasured: int = 0) -> Stats:
+        """Statistics of timed runs given in seconds."""
+        ms = np.asarray(samples_s, dtype=np.float64) * 1e3
+        p10, median, p90 = np.percentile(ms, [10, 50, 90])
+        return cls(median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90), mean_ms=float(ms.mean()),
+                   std_ms=float(ms.std()), n=int(ms.size), round_medians_ms=[float(m) for m in round_medians_ms],
+                   noisy=noisy, remeasured=remeasured)
+
+
+def relative_spread(values: list[float]) -> float:
+    """(max - min) / median: how much the per-round medians disagree."""
+    median = float(np.median(values))
+    return (max(values) - min(values)) / median if median > 0 else 0.0
+
+
+def measure(
+    prepared: Mapping[str, PreparedModel],
+    protocol: Protocol = Protocol(),
+    on_done: Callable[[str, Stats], None] | None = None,
+) -> dict[str, Stats]:
+    """Time every prepared model with interleaved rounds and return its statistics.
+
+    Each round visits the pending keys in an order shuffled with ``protocol.seed``; each visit warms the model
+    up (at least ``warmup_runs`` runs and ``warmup_s`` of run time), then times at least ``min_runs`` runs and
+    ``min_time_s`` of run time (at most ``max_runs``) through :meth:`PreparedModel.time_runs`. Budgets count the
+    run times the model reports, so a fake model with scripted times is measured deterministically.
+
+    After its ``rounds`` rounds a key is *settled* when its ``rounds`` lowest round medians agree (relative
+    spread <= ``noise_threshold``); otherwise it gets another round, up to ``max_remeasure`` extra rounds, and
+    is flagged ``noisy`` if they still disagree.
+
+    Final statistics pool the timed runs of the ``rounds`` rounds with the lowest medians; rounds beyond that
+    (only ever the slowest ones, after a re-measurement) are dropped. Why: interference on a shared CPU only
+    ever *adds* time (a burst makes a whole visit 25-80% slower, never faster), so the fastest rounds that
+    agree with each other are the best estimate of the undisturbed latency, and dropping the slowest round
+    removes a burst instead of averaging it in. Pooling (rather than taking the median of round medians) keeps
+    p10/p90/std meaningful as the spread of single invocations. Without re-measurement no round is dropped, so
+    the protocol adds no optimistic bias to quiet measurements.
+
+    ``on_done(key, stats)`` is called once per key as soon as its statistics are final.
+    """
+    rng = random.Random(protocol.seed)
+    rounds: dict[str, list[list[float]]] = {key: [] for key in prepared}
+    results: dict[str, Stats] = {}
+    pending = list(prepared)
+    for round_index in range(protocol.rounds + protocol.max_remeasure):
+        order = pending[:]
+        rng.shuffle(order)
+        for key in order:
+            rounds[key].append(_visit(prepared[key], protocol))
+            if round_index + 1 < protocol.rounds:
+                continue
+            medians = [float(np.median(samples)) for samples in rounds[key]]
+            kept = sorted(range(len(medians)), key=medians.__getitem__)[:protocol.rounds]
+            settled = relative_spread([medians[i] for i in kept]) <= protocol.noise_threshold
+            if settled or round_index + 1 == protocol.rounds + protocol.max_remeasure:
+                pooled = [t for i in sorted(kept) for t in rounds[key][i]]
+                stats = Stats.from_samples(pooled, [m * 1e3 for m in medians], noisy=not settled,
+                                           remeasured=len(medians) - protocol.rounds)
+                results[key] = stats
+                pending.remove(key)
+                if on_done is not None:
+                    on_done(key, stats)
+        if not pending:
+            break
+    return {key: results[key] for key in prepared}
+
+
+def measure_overhead(runtime: Runtime, protocol: Protocol = Protocol()) -> Stats:
+    """The per-invocation cost of a minimal model on ``runtime``: one ReLU on a 1x8x1x1 input.
+
+    The ReLU reads the model input, so no converter can fold it into a constant; its own cost is a few
+    nanoseconds, so the figure is the runtime's fixed cost per call (Python binding, dispatch, delegate entry,
+    kernel launch). Measuring it once lets a table's per-op sum be compared honestly with one end-to-end run,
+    which pays this cost once instead of once per op.
+    """
+    prepared = runtime.prepare(nn.ReLU(), (1, 8, 1, 1), "overhead-relu-1x8x1x1")
+    try:
+        return measure({"overhead": prepared}, protocol)["overhead"]
+    finally:
+        prepared.close()
+
+
+def _visit(model: PreparedModel, protocol: Protocol) -> list[float]:
+    """Warm up, then return the timed runs (seconds) of one visit."""
+    warm_runs, warm_time = 0, 0.0
+    while warm_runs < protocol.warmup_runs or warm_time < protocol.warmup_s:
+        times = model.time_runs(_chunk(warm_runs, warm_time, protocol.warmup_runs, protocol.warmup_s, 10**9))
+        warm_runs, warm_time = warm_runs + len(times), warm_time + sum(times)
+        if not times:
+            raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
+    samples: list[float] = []
+    total = 0.0
+    while (len(samples) < protocol.min_runs or total < protocol.min_time_s) and len(samples) < protocol.max_runs:
+        chunk = _chunk(len(samples), total, protocol.min_runs, protocol.min_time_s, protocol.max_runs)
+        times = model.time_runs(chunk)[:chunk]
+        if not times:
+            raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
+        samples += times
+        total += sum(times)
+    return samples
+
+
+def _chunk(done: int, elapsed_s: float, min_runs: int, min_time_s: float, max_runs: int) -> int:
+    """Runs to ask for next: what reaches both budgets at the observed speed, at most ``_MAX_CHUNK``."""
+    needed = max(min_runs - done, 1)
+    if done and elapsed_s < min_time_s:
+        per_run = max(elapsed_s / done, 1e-9)
+        needed = max(needed, math.ceil((min_time_s - elapsed_s) / per_run))
+    return max(1, min(needed, _MAX_CHUNK, max_runs - done))
+
+
+def _is_float_field(cls: type, name: str) -> bool:
+    return any(f.name == name and f.type == "float" for f in dataclasses.fields(cls))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
