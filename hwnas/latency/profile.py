@@ -6,12 +6,14 @@ table lacks. A table measured on another machine or runtime is refused rather th
 
 from __future__ import annotations
 
-import tempfile
+import os
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from tqdm import tqdm
 
 from hwnas.devices import DeviceProfile
@@ -34,13 +36,14 @@ class ProfileConfig:
         protocol_overrides: fields of :class:`~hwnas.runtimes.protocol.Protocol` to change (after the
             device profile's own overrides).
         progress: show a progress bar (rate and ETA) on stderr.
-        keep_artifacts: folder to keep converted models in (default: a temporary folder).
+        artifacts_dir: folder for converted models (default ``$HWNAS_CACHE`` or ``~/.cache/hwnas``, per device);
+            converted files are reused by content hash, so a resumed profile does not convert again.
     """
 
     chunk: int = 12
     protocol_overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
-    keep_artifacts: Path | None = None
+    artifacts_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,19 @@ class ProfileResult:
     def to_dict(self) -> dict[str, Any]:
         return {"table": str(self.table), "entries": self.entries, "measured": self.measured,
                 "reused": self.reused, "noisy": self.noisy, "seconds": round(self.seconds, 2)}
+
+
+def artifacts_dir(device: DeviceProfile) -> Path:
+    """The per-device cache of converted models."""
+    root = Path(os.environ.get("HWNAS_CACHE", Path.home() / ".cache" / "hwnas"))
+    return root / "artifacts" / device.name
+
+
+def build_measured_op(spec: OpSpec) -> torch.nn.Module:
+    """The eval-mode module of an op with weights seeded by its key, so a rebuilt op converts to the same file."""
+    with torch.random.fork_rng():
+        torch.manual_seed(zlib.crc32(spec.key().encode()))
+        return build_op(spec).eval()
 
 
 def device_protocol(device: DeviceProfile, overrides: dict[str, Any] | None = None) -> Protocol:
@@ -89,41 +105,39 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
     start = time.perf_counter()
     path = Path(out) if out is not None else default_table_path(device.name, space.name, space.resolution)
     protocol = device_protocol(device, config.protocol_overrides)
-    with tempfile.TemporaryDirectory(prefix="hwnas-profile-") as tmp:
-        workdir = config.keep_artifacts or Path(tmp)
-        runtime = get_runtime(device.backend, device.runtime_config(), workdir)
-        table = open_table(path, device, space, full_fingerprint(runtime), protocol)
-        specs: list[OpSpec] = [s for s in space.all_specs() if not s.is_free]
-        missing = [s for s in specs if s.key() not in table.entries]
-        reused = len(specs) - len(missing)
-        if table.overhead is None:
-            table.overhead = measure_overhead(runtime, protocol).to_dict()
-            table.save()
-        bar = tqdm(total=len(specs), initial=reused, desc=f"profile {device.name} {space.name}@{space.resolution}",
-                   unit="op", disable=not config.progress, dynamic_ncols=True)
+    workdir = config.artifacts_dir or artifacts_dir(device)
+    runtime = get_runtime(device.backend, device.runtime_config(), workdir)
+    table = open_table(path, device, space, full_fingerprint(runtime), protocol)
+    specs: list[OpSpec] = [s for s in space.all_specs() if not s.is_free]
+    missing = [s for s in specs if s.key() not in table.entries]
+    if table.overhead is None:
+        table.overhead = measure_overhead(runtime, protocol).to_dict()
+    table.save()
+    bar = tqdm(total=len(specs), initial=len(specs) - len(missing), unit="op", disable=not config.progress,
+               desc=f"profile {device.name} {space.name}@{space.resolution}", dynamic_ncols=True)
+    noisy: list[str] = []
 
-        def record(key: str, stats: Stats) -> None:
-            table.entries[key] = {**stats.to_dict(), "measured_at": now_iso()}
-            table.save()
-            bar.update(1)
-            if on_entry is not None:
-                on_entry(key, stats)
+    def record(key: str, stats: Stats) -> None:
+        table.entries[key] = {**stats.to_dict(), "measured_at": now_iso()}
+        table.save()
+        bar.update(1)
+        if stats.noisy:
+            noisy.append(key)
+        if on_entry is not None:
+            on_entry(key, stats)
 
-        noisy_before = len(table.noisy_keys())
-        try:
-            for i in range(0, len(missing), max(1, config.chunk)):
-                chunk = missing[i:i + config.chunk]
-                bar.set_postfix_str(f"converting {len(chunk)} ops")
-                prepared = runtime.prepare_many([(s.key(), build_op(s).eval(), s.input_shape) for s in chunk])
-                bar.set_postfix_str("measuring")
-                try:
-                    measure(prepared, protocol, on_done=record)
-                finally:
-                    for model in prepared.values():
-                        model.close()
-        finally:
-            bar.close()
-        if table.path is None or not table.path.exists():
-            table.save()
-    return ProfileResult(path, len(table.entries), len(missing), reused,
-                         len(table.noisy_keys()) - noisy_before if missing else 0, time.perf_counter() - start)
+    try:
+        for i in range(0, len(missing), max(1, config.chunk)):
+            chunk = missing[i:i + config.chunk]
+            bar.set_postfix_str(f"converting {len(chunk)} ops")
+            prepared = runtime.prepare_many([(s.key(), build_measured_op(s), s.input_shape) for s in chunk])
+            bar.set_postfix_str("measuring")
+            try:
+                measure(prepared, protocol, on_done=record)
+            finally:
+                for model in prepared.values():
+                    model.close()
+    finally:
+        bar.close()
+    return ProfileResult(path, len(table.entries), len(missing), len(specs) - len(missing), len(noisy),
+                         time.perf_counter() - start)
