@@ -1,0 +1,140 @@
+"""Target-guaranteed decoding: the most probable architecture whose latency meets the target.
+
+Latency is additive over layers (``LAT = fixed + sum_l c_{l, i_l}``), so the decoding problem
+
+    max_{i_1..i_L} sum_l log p_{l, i_l}    subject to    LAT(i) <= T
+
+is a multiple-choice knapsack, solved exactly by dynamic programming over layers on a latency grid. Costs are
+taken relative to the fastest candidate of each layer, ``e_{l,i} = c_{l,i} - min_j c_{l,j}``, against the slack
+``S = T - LAT(fastest)``, on a grid of step ``d = S / cells``:
+
+* conservative pass: ``ceil(e / d)`` units, capacity ``cells``. Any solution meets ``sum e <= S`` truly, so its
+  latency is ``<= T`` (then checked with the estimator's own ``latency_ms``);
+* optimistic pass: ``floor(e / d)`` units. Its feasible set contains every truly feasible architecture, so its
+  optimum bounds the true optimum from above; when that architecture truly meets ``T`` it *is* the optimum.
+
+The optimistic answer is returned when it meets ``T``; else the conservative one when it is within ``tol`` of the
+bound; else the grid is refined (``cells * 8**r``). The result always meets ``T`` when any architecture does
+(at worst the most probable of the fastest architectures); ``None`` when even the fastest exceeds ``T``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+from hwnas.latency.estimator import LatencyEstimator
+from hwnas.spaces import Architecture, SearchSpace
+
+_LOG_FLOOR = -1e12  # log-probabilities below this (log 0) count as this, so infeasible stays -inf apart
+
+
+def fastest_arch(space: SearchSpace, estimator: LatencyEstimator) -> Architecture:
+    """The minimum-latency architecture (the fastest candidate per layer, first on ties)."""
+    return space.arch([layer.names[int(np.argmin(c))] for layer, c in zip(space.layers, _costs(space, estimator))])
+
+
+def slowest_arch(space: SearchSpace, estimator: LatencyEstimator) -> Architecture:
+    """The maximum-latency architecture (the slowest candidate per layer, first on ties)."""
+    return space.arch([layer.names[int(np.argmax(c))] for layer, c in zip(space.layers, _costs(space, estimator))])
+
+
+def decode_under_target(space: SearchSpace, log_probs: Sequence[Sequence[float]], estimator: LatencyEstimator,
+                        target_ms: float, *, cells: int = 2000, refinements: int = 2,
+                        tol: float = 1e-9) -> Architecture | None:
+    """The architecture maximising ``sum_l log_probs[l][i_l]`` with ``estimator.latency_ms(arch) <= target_ms``.
+
+    Returns ``None`` when even the fastest architecture exceeds ``target_ms``. ``cells``: grid cells over the
+    slack ``T - LAT(fastest)``; ``refinements``: how many times the grid may be refined 8x when the
+    conservative and optimistic passes disagree.
+    """
+    costs = _costs(space, estimator)
+    lp = _log_probs(space, log_probs)
+    fastest = fastest_arch(space, estimator)
+    if estimator.latency_ms(fastest) > target_ms:
+        return None
+    base = [float(c.min()) for c in costs]
+    extra = [c - b for c, b in zip(costs, base)]
+    slack = target_ms - estimator.fixed_ms() - sum(base)
+    # among the fastest architectures, the most probable: feasible by construction
+    best = [int(np.argmax(np.where(e <= 0.0, v, -np.inf))) for e, v in zip(extra, lp)]
+    candidates = [best] if estimator.latency_ms(_arch(space, best)) <= target_ms else [_indices(space, fastest)]
+    if slack > 0:
+        for level in range(refinements + 1):
+            n_cells = cells * 8**level
+            step = slack / n_cells
+            upper, upper_value = _knapsack([_units(e, step, np.floor, n_cells) for e in extra], lp, n_cells)
+            if estimator.latency_ms(_arch(space, upper)) <= target_ms:
+                return _arch(space, upper)  # the optimum over a superset of the feasible set, and feasible
+            safe = _knapsack([_units(e, step, np.ceil, n_cells) for e in extra], lp, n_cells)
+            if safe is not None and estimator.latency_ms(_arch(space, safe[0])) <= target_ms:
+                candidates.append(safe[0])
+                if upper_value - safe[1] <= tol * max(1.0, abs(upper_value)):
+                    break
+    return _arch(space, max(candidates, key=lambda c: _score(lp, c)))
+
+
+def _costs(space: SearchSpace, estimator: LatencyEstimator) -> list[np.ndarray]:
+    costs = estimator.layer_costs_ms()
+    if len(costs) != len(space.layers) or any(len(c) != len(layer.candidates) for c, layer in zip(costs, space.layers)):
+        raise HwnasError(f"decode: estimator costs do not match the layers of space {space.name}")
+    return [np.asarray(c, dtype=np.float64) for c in costs]
+
+
+def _log_probs(space: SearchSpace, log_probs: Sequence[Sequence[float]]) -> list[np.ndarray]:
+    if len(log_probs) != len(space.layers):
+        raise HwnasError(f"decode: {space.name} has {len(space.layers)} layers, got log-probabilities for "
+                         f"{len(log_probs)}")
+    out = []
+    for layer, values in zip(space.layers, log_probs):
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != (len(layer.candidates),) or np.isnan(v).any() or (v == np.inf).any():
+            raise HwnasError(f"decode: layer {layer.index}: expected {len(layer.candidates)} log-probabilities "
+                             f"(finite or -inf), got {list(values)}")
+        out.append(np.maximum(v, _LOG_FLOOR))
+    return out
+
+
+def _units(extra: np.ndarray, step: float, rounding: np.ufunc, capacity: int) -> np.ndarray:
+    """Grid units of each extra cost, clipped at ``capacity + 1`` (never fits)."""
+    return np.minimum(rounding(extra / step), capacity + 1).astype(np.int64)
+
+
+def _knapsack(units: list[np.ndarray], lp: list[np.ndarray], capacity: int) -> tuple[list[int], float] | None:
+    """Exact DP: ``best[u]`` = max log-prob of a prefix of total units ``<= u``; returns (choices, value)."""
+    best = np.zeros(capacity + 1)
+    choice = np.zeros((len(units), capacity + 1), dtype=np.int16)
+    for layer, (w, v) in enumerate(zip(units, lp)):
+        new = np.full(capacity + 1, -np.inf)
+        for i in range(len(w)):
+            if w[i] > capacity:
+                continue
+            shifted = np.full(capacity + 1, -np.inf)
+            shifted[w[i]:] = best[:capacity + 1 - w[i]] + v[i]
+            better = shifted > new
+            new[better] = shifted[better]
+            choice[layer, better] = i
+        best = new
+    if not math.isfinite(best[capacity]):
+        return None
+    picks, u = [], capacity
+    for layer in range(len(units) - 1, -1, -1):
+        i = int(choice[layer, u])
+        picks.append(i)
+        u -= int(units[layer][i])
+    return picks[::-1], float(best[capacity])
+
+
+def _score(lp: list[np.ndarray], indices: list[int]) -> float:
+    return float(sum(v[i] for v, i in zip(lp, indices)))
+
+
+def _arch(space: SearchSpace, indices: list[int]) -> Architecture:
+    return space.arch([layer.names[i] for layer, i in zip(space.layers, indices)])
+
+
+def _indices(space: SearchSpace, arch: Architecture) -> list[int]:
+    return [layer.names.index(c) for layer, c in zip(space.layers, arch.choices)]

@@ -1,0 +1,187 @@
+"""Architecture-update steps of the search strategies, registered by name.
+
+* ``proxyless`` -- gradient (ProxylessNAS): one Adam step on ``alpha`` for ``L(CE, E[LAT], T)`` from
+  :mod:`hwnas.search.losses`. ``E[LAT] = fixed + sum_l sum_i p_{l,i} c_{l,i}`` is differentiated through
+  ``p = softmax(alpha)`` exactly; ``CE`` through the supernet's binary gates (mode ``arch``).
+* ``mnas`` -- sampling (REINFORCE, as in MnasNet's controller and TuNAS): ``k`` architectures ``a_1..a_k`` are
+  drawn from ``p``, each evaluated with the supernet's shared weights on the batch (accuracy), rewarded by
+  :func:`hwnas.search.losses.get_reward` with the estimator's ``latency_ms``; with the moving-average baseline
+  ``b``, one Adam step on ``-1/k sum_i (R_i - b) log P(a_i) - eta H(p)``, then ``b <- m b + (1 - m) mean R``.
+
+Each step takes one batch ``(x, y)``, puts the supernet in training mode with its buffers (BatchNorm running
+statistics) left unchanged, updates ``alpha`` only (weight gradients are neither computed into ``.grad`` nor
+changed), and returns its logs. It leaves the supernet in mode ``arch`` (proxyless) or ``fixed`` (mnas) with the
+paths it sampled: callers set the mode and sample paths again before their next forward.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from hwnas.errors import HwnasError
+from hwnas.latency.estimator import LatencyEstimator
+from hwnas.search.losses import get_loss, get_reward
+from hwnas.search.supernet import SuperNet, frozen_buffers
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class ArchStep(ABC):
+    """One architecture update of a strategy; holds its optimizer, generator and (mnas) baseline."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, lr: float, betas: tuple[float, float], eps: float, seed: int) -> None:
+        self._opt_args = {"lr": lr, "betas": betas, "eps": eps}
+        self.generator = torch.Generator().manual_seed(seed)
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._bound: list[int] = []
+
+    @abstractmethod
+    def step(self, supernet: SuperNet, batch: Batch, estimator: LatencyEstimator,
+             target_ms: float) -> dict[str, float]:
+        """Update ``supernet``'s architecture parameters once; returns logs (loss, expected latency, ...)."""
+
+    def _apply(self, supernet: SuperNet, grads: tuple[torch.Tensor, ...]) -> None:
+        """Adam step on ``alpha`` with ``grads`` (the optimizer is made for, and kept with, this supernet)."""
+        params = supernet.arch_parameters()
+        if self._optimizer is None or self._bound != [id(p) for p in params]:
+            self._optimizer = torch.optim.Adam(params, **self._opt_args)
+            self._bound = [id(p) for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g.detach().to(p.dtype)
+        self._optimizer.step()
+        for p in params:
+            p.grad = None
+
+
+@dataclass
+class ProxylessConfig:
+    """ProxylessNAS defaults: Adam lr 1e-3, betas (0, 0.999), eps 1e-8; loss ``mul#log``."""
+
+    loss: str = "mul#log"
+    loss_params: dict[str, float] = field(default_factory=dict)
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.0, 0.999)
+    eps: float = 1e-8
+    seed: int = 0
+
+
+@dataclass
+class MnasConfig:
+    """REINFORCE defaults after TuNAS: Adam lr 0.0048 (3e-4 x 4096/256), betas (0, 0.999), baseline momentum
+    0.95, no entropy bonus; ``k`` architectures per step; reward ``mnas-soft``."""
+
+    reward: str = "mnas-soft"
+    reward_params: dict[str, float] = field(default_factory=dict)
+    samples: int = 4
+    lr: float = 0.0048
+    betas: tuple[float, float] = (0.0, 0.999)
+    eps: float = 1e-8
+    baseline_momentum: float = 0.95
+    entropy_weight: float = 0.0
+    seed: int = 0
+
+
+class ProxylessStep(ArchStep):
+    """Gradient step with binary gates; see the module docstring."""
+
+    name = "proxyless"
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.config = _config(ProxylessConfig, self.name, kwargs)
+        super().__init__(self.config.lr, self.config.betas, self.config.eps, self.config.seed)
+        self.loss_fn = get_loss(self.config.loss, **self.config.loss_params)
+
+    def step(self, supernet: SuperNet, batch: Batch, estimator: LatencyEstimator,
+             target_ms: float) -> dict[str, float]:
+        x, y = batch
+        alphas = supernet.arch_parameters()
+        before = [a.detach().clone() for a in alphas]
+        supernet.train()
+        supernet.set_mode("arch")
+        supernet.sample_paths(self.generator)
+        with frozen_buffers(supernet):
+            ce = F.cross_entropy(supernet(x), y)
+            expected = estimator.expected_latency_ms(supernet.probs())
+            loss = self.loss_fn(ce, expected, target_ms)
+            grads = torch.autograd.grad(loss, alphas)
+        self._apply(supernet, grads)
+        supernet.rescale_sampled_pairs(before)
+        return {"loss": loss.item(), "ce": ce.item(), "expected_latency_ms": expected.item(),
+                "argmax_latency_ms": estimator.latency_ms(supernet.argmax_arch()), "target_ms": float(target_ms)}
+
+
+class MnasStep(ArchStep):
+    """REINFORCE step with shared weights; see the module docstring."""
+
+    name = "mnas"
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.config = _config(MnasConfig, self.name, kwargs)
+        if self.config.samples < 1 or not 0.0 <= self.config.baseline_momentum < 1.0:
+            raise HwnasError(f"mnas: samples must be >= 1 and baseline_momentum in [0, 1), got {asdict(self.config)}")
+        super().__init__(self.config.lr, self.config.betas, self.config.eps, self.config.seed)
+        self.reward_fn = get_reward(self.config.reward, **self.config.reward_params)
+        self.baseline: float | None = None
+
+    def step(self, supernet: SuperNet, batch: Batch, estimator: LatencyEstimator,
+             target_ms: float) -> dict[str, float]:
+        x, y = batch
+        k, space = self.config.samples, supernet.space
+        probs = [p.detach().to(torch.float64).cpu() for p in supernet.probs()]
+        picks = torch.stack([torch.multinomial(p, k, replacement=True, generator=self.generator) for p in probs])
+        rewards, accuracies, latencies = [], [], []
+        supernet.train()
+        with torch.no_grad(), frozen_buffers(supernet):
+            for i in range(k):
+                arch = space.arch([layer.names[int(j)] for layer, j in zip(space.layers, picks[:, i])])
+                supernet.set_arch(arch)
+                accuracy = float((supernet(x).argmax(dim=1) == y).float().mean())
+                latency = estimator.latency_ms(arch)
+                rewards.append(self.reward_fn(accuracy, latency, target_ms))
+                accuracies.append(accuracy)
+                latencies.append(latency)
+        mean_reward = sum(rewards) / k
+        baseline = mean_reward if self.baseline is None else self.baseline
+        advantage = torch.tensor(rewards, dtype=torch.float64) - baseline
+        alphas = supernet.arch_parameters()
+        log_p = [F.log_softmax(a.to(torch.float64), dim=0) for a in alphas]
+        log_prob = torch.stack([lp[picks[layer]] for layer, lp in enumerate(log_p)]).sum(dim=0)  # per sample
+        entropy = sum(-(lp.exp() * lp).sum() for lp in log_p)
+        loss = -(advantage * log_prob).mean() - self.config.entropy_weight * entropy
+        self._apply(supernet, torch.autograd.grad(loss, alphas))
+        m = self.config.baseline_momentum
+        self.baseline = m * baseline + (1.0 - m) * mean_reward
+        return {"loss": loss.item(), "reward": mean_reward, "baseline": self.baseline,
+                "accuracy": sum(accuracies) / k, "latency_ms": sum(latencies) / k,
+                "expected_latency_ms": estimator.expected_latency_ms(supernet.probs()).item(),
+                "target_ms": float(target_ms)}
+
+
+def _config(cls: type, name: str, kwargs: dict[str, Any]) -> Any:
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        known = ", ".join(cls.__dataclass_fields__)
+        raise HwnasError(f"strategy {name}: unknown parameter in {sorted(kwargs)} (expected {known})") from None
+
+
+_STRATEGIES: dict[str, Callable[..., ArchStep]] = {ProxylessStep.name: ProxylessStep, MnasStep.name: MnasStep}
+
+
+def get_strategy(name: str, **kwargs: Any) -> ArchStep:
+    """The strategy ``name`` with its config fields overridden by ``kwargs``, e.g.
+    ``get_strategy("proxyless", loss="add#linear", loss_params={"lam": 0.2}, seed=1)``."""
+    if name not in _STRATEGIES:
+        raise HwnasError(f"unknown search strategy {name!r}: expected one of {', '.join(_STRATEGIES)}")
+    return _STRATEGIES[name](**kwargs)
+
+
+def strategy_names() -> list[str]:
+    return list(_STRATEGIES)
