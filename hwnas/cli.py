@@ -145,6 +145,50 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
     return {"metrics": report["metrics"], "out": args.out, "_text": text}
 
 
+# -- search ----------------------------------------------------------------------------------------------
+def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.search.run import SearchConfig, run_search
+
+    config = SearchConfig.from_file(args.config) if args.config else SearchConfig()
+    flags = {"device": args.device, "space": args.space, "target_ms": args.target_ms, "resolution": args.resolution,
+             "data": args.data, "search_epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
+             "train_epochs": args.train_epochs, "loss": args.loss, "strategy": args.strategy, "seed": args.seed,
+             "out": args.out}
+    config = config.with_overrides({k: v for k, v in flags.items() if v is not None}, "command line")
+    if args.baseline:
+        config = config.with_overrides({"baseline": True}, "command line")
+    result = run_search(config, progress=not args.quiet)
+    measured = result["measured_ms"]
+    lines = [result["arch_human"],
+             f"target     {result['target_ms']:.4f} ms",
+             f"estimated  {result['estimated_ms']:.4f} ms (latency table)",
+             "measured   " + (f"{measured:.4f} ms ({result['measured_over_target']:.2f} x target)"
+                               if measured is not None else "not measured"),
+             f"accuracy   {result['accuracy']:.4f} (test split)"]
+    base = result["baseline"]
+    if base is not None and base["arch"] is None:
+        lines.append(f"baseline   none: {base['note']}")
+    elif base is not None:
+        lines.append(f"baseline   accuracy {base['accuracy']:.4f}, estimated {base['estimated_ms']:.4f} ms"
+                     + (f", measured {base['measured_ms']:.4f} ms" if base["measured_ms"] is not None else ""))
+    lines.append(f"files      {result['out']}/ (arch.json, model.pt, report.json, search.png)")
+    return {**result, "_text": "\n".join(lines)}
+
+
+# -- export ----------------------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.export import ExportConfig, export_model, summary_text
+
+    given = {"precision": args.precision, "device": args.device, "batch": args.batch, "opset": args.opset,
+             "data": args.data, "seed": args.seed, "nhwc": args.nhwc or None}
+    if args.format is not None:
+        given["formats"] = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    config = ExportConfig(**{k: v for k, v in given.items() if v is not None},
+                          protocol_overrides=_protocol_overrides(args))
+    result = export_model(args.source, args.out, config)
+    return {**result, "_text": summary_text(result)}
+
+
 # -- parser ----------------------------------------------------------------------------------------------
 def _add_space_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--space", required=required, help="search space name (see `hwnas spaces`)")
@@ -203,6 +247,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for validation.json and validation.png")
     p.add_argument("--quiet", action="store_true")
+    _add_protocol_arg(p)
+
+    p = command("search", cmd_search, "search an architecture for a latency target on a device, train and measure it")
+    p.add_argument("--device", help="device profile name or path (default: cpu-onnxruntime)")
+    p.add_argument("--space", help="search space (default: proxyless)")
+    p.add_argument("--resolution", type=int, help="input resolution (default: 32)")
+    p.add_argument("--target-ms", type=float, help="latency target in ms (default: 40%% of the way from the fastest "
+                   "to the slowest architecture)")
+    p.add_argument("--data", help="CIFAR folder or ImageFolder tree (default: the embedded digits)")
+    p.add_argument("--epochs", type=int, help="search epochs (alternating weight and architecture steps)")
+    p.add_argument("--warmup-epochs", type=int, help="supernet warm-up epochs (weight steps only)")
+    p.add_argument("--train-epochs", type=int, help="epochs training the derived network from scratch")
+    p.add_argument("--loss", help="latency loss of the proxyless strategy: mul#log or add#linear")
+    p.add_argument("--strategy", help="proxyless (gradient) or mnas (REINFORCE)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--baseline", action="store_true", help="also train and measure a same-budget uniform network")
+    p.add_argument("--config", help="JSON or TOML file of search config fields (flags override it)")
+    p.add_argument("--out", help="run folder (default: runs/search-<timestamp>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = command("export", cmd_export, "export a searched model or an architecture to ONNX, TFLite or TensorRT, "
+                "verify it against PyTorch and measure it")
+    p.add_argument("source", help="search run folder, model.pt written by search, or architecture .json "
+                   "(random weights)")
+    p.add_argument("--format", help="comma-separated: onnx, tflite, tensorrt "
+                   "(default: onnx,tflite)")
+    p.add_argument("--out", required=True, help="output folder (artifacts and export.json)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                   help="TFLite/TensorRT precision: fp32 (default), fp16 weights, or full-integer int8 "
+                   "(calibrated)")
+    p.add_argument("--device", help="device profile to measure the format its backend loads on "
+                   "(default: cpu-onnxruntime, cpu-litert, cuda-tensorrt)")
+    p.add_argument("--batch", type=int, help="static batch size of the exported input (default: 1)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: 17)")
+    p.add_argument("--nhwc", action="store_true", help="TFLite input channel-last (NHWC)")
+    p.add_argument("--data", help="data set for calibration and verification (default: the run's, else digits)")
+    p.add_argument("--seed", type=int, help="random weights of an architecture JSON, data split (default: 0)")
     _add_protocol_arg(p)
 
     return parser

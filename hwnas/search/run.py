@@ -1,0 +1,255 @@
+"""The search run: supernet warm-up, alternating weight/architecture steps, target-aware decoding, training the
+derived network from scratch, end-to-end measurement on the device, and the run folder.
+
+A run folder holds ``arch.json`` (the architecture), ``model.pt`` (trained weights, config and architecture,
+loadable with ``torch.load(weights_only=True)``), ``report.json`` (latencies, accuracy, timings, versions,
+config, per-epoch history) and ``search.png`` (latency and accuracy per epoch; the final architecture).
+Every hyper-parameter lives in :class:`~hwnas.search.run_config.SearchConfig`.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import hwnas
+from hwnas.data import DataSplits, load_dataset
+from hwnas.devices import DeviceProfile, load_device
+from hwnas.errors import HwnasError, RuntimeUnavailable
+from hwnas.latency.estimator import LatencyEstimator, TableEstimator
+from hwnas.latency.profile import ProfileConfig, device_protocol, profile_device
+from hwnas.latency.table import LatencyTable, default_table_path
+from hwnas.runtimes import get_runtime, runtime_class
+from hwnas.runtimes.protocol import measure
+from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
+from hwnas.search.run_config import DEFAULT_DEVICE, SearchConfig
+from hwnas.search.run_report import plot_search, save_model, write_report
+from hwnas.search.run_train import search_supernet, torch_settings, train_derived
+from hwnas.search.supernet import SuperNet
+from hwnas.spaces import Architecture, SearchSpace, get_space, space_info
+
+__all__ = ["SearchConfig", "baseline_arch", "default_target_ms", "load_estimator", "measure_networks", "run_search"]
+
+
+def default_target_ms(space: SearchSpace, estimator: LatencyEstimator, fraction: float) -> tuple[float, float, float]:
+    """``(T, fastest, slowest)``: T at ``fraction`` of the way from the fastest to the slowest architecture."""
+    fastest = estimator.latency_ms(fastest_arch(space, estimator))
+    slowest = estimator.latency_ms(slowest_arch(space, estimator))
+    return fastest + fraction * (slowest - fastest), fastest, slowest
+
+
+def baseline_arch(space: SearchSpace, estimator: LatencyEstimator, target_ms: float) -> Architecture | None:
+    """A uniform MobileNetV2-like architecture within ``target_ms``: the same op in every layer.
+
+    Candidates are every non-zero op shared by all layers, at every uniform depth ``d`` (the first ``d`` layers
+    of each stage keep the op; later layers that offer ``zero`` are skipped, Once-for-All's elastic depth).
+    Returns the slowest candidate whose table latency is <= ``target_ms`` (deeper first on ties), None if none fits.
+    """
+    shared = [n for n in space.layers[0].names if n != "zero" and all(n in layer.names for layer in space.layers)]
+    depth = max((len(stage.layers) for stage in space.stages), default=len(space.layers))
+    position = {i: p for stage in space.stages for p, i in enumerate(stage.layers)}
+    best: tuple[float, int, Any] | None = None
+    for op in shared:
+        for d in range(1, depth + 1):
+            choices = [op if position.get(layer.index, 0) < d or "zero" not in layer.names else "zero"
+                       for layer in space.layers]
+            arch = space.arch(choices)
+            latency = estimator.latency_ms(arch)
+            if latency <= target_ms and (best is None or (latency, d) > best[:2]):
+                best = (latency, d, arch)
+    return best[2] if best else None
+
+
+def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConfig, progress: bool) -> TableEstimator:
+    """The table estimator for ``space`` on ``device``; profiles the table first when it is missing or lacks ops
+    (and the runtime is available here), else raises a one-line error saying how to make it."""
+    path = Path(config.table) if config.table else default_table_path(device.name, space.name, space.resolution)
+    needed = {spec.key() for spec in space.all_specs() if not spec.is_free}
+    table = LatencyTable.load(path) if path.is_file() else None
+    missing = len(needed - set(table.entries)) if table is not None else len(needed)
+    if missing:
+        what = f"lacks {missing} of {len(needed)} ops" if table is not None else "does not exist"
+        how = (f"`hwnas profile --device {device.name} --space {space.name} --resolution {space.resolution} "
+               f"--num-classes {space.num_classes}" + (f" --out {path}`" if config.table else "`"))
+        reason = runtime_class(device.backend).unavailable_reason(device.runtime_config())
+        if reason is not None or not config.profile_missing:
+            why = f"the {device.backend} runtime is unavailable here ({reason})" if reason else "profiling is off"
+            raise HwnasError(f"{path}: latency table {what} and {why}; run {how} where the device is reachable")
+        print(f"hwnas: latency table {path} {what}; profiling it now ({how})", file=sys.stderr)
+        profile_device(device, space, path, ProfileConfig(progress=progress))
+        table = LatencyTable.load(path)
+    return TableEstimator(table, space, config.overhead)
+
+
+def measure_networks(device: DeviceProfile, nets: dict[str, nn.Module], input_shape: tuple[int, ...],
+                     config: SearchConfig, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure trained networks end to end on ``device`` (its runtime and measurement protocol, rounds
+    interleaved across the networks); returns (statistics per name, the runtime's description)."""
+    protocol = device_protocol(device, config.protocol)
+    with tempfile.TemporaryDirectory(prefix="hwnas-search-") as tmp:
+        runtime = get_runtime(device.backend, device.runtime_config(), Path(tmp))
+        bar = tqdm(total=len(nets), desc=f"measure on {device.name}", unit="net", disable=not progress,
+                   dynamic_ncols=True)
+        prepared = {}
+        try:
+            for name, net in nets.items():
+                prepared[name] = runtime.prepare(net.eval(), input_shape, name)
+            stats = measure(prepared, protocol, on_done=lambda *_: bar.update(1))
+        finally:
+            bar.close()
+            for model in prepared.values():
+                model.close()
+        return {name: s.to_dict() for name, s in stats.items()}, runtime.describe()
+
+
+@dataclass
+class _Trained:
+    """A network trained from scratch and evaluated on the ``test`` split."""
+
+    arch: Architecture
+    net: nn.Module
+    accuracy: float
+    history: list[dict[str, float]]
+    seconds: float
+    measured: dict[str, Any] | None = field(default=None)
+
+
+def _train(space: SearchSpace, arch: Architecture, data: DataSplits, config: SearchConfig, progress: bool,
+           label: str) -> _Trained:
+    start = time.perf_counter()
+    net, accuracy, history = train_derived(space, arch, data, config, progress, label)
+    return _Trained(arch, net, accuracy, history, time.perf_counter() - start)
+
+
+def _decode(supernet: SuperNet, space: SearchSpace, estimator: LatencyEstimator, target_ms: float,
+            fastest_ms: float) -> tuple[Architecture, str]:
+    """The most probable architecture within ``target_ms``; argmax (with a warning) when none is."""
+    log_probs = [torch.log_softmax(a.detach().double(), dim=0).tolist() for a in supernet.arch_parameters()]
+    arch = decode_under_target(space, log_probs, estimator, target_ms)
+    if arch is not None:
+        return arch, "most probable architecture within the target (decode_under_target)"
+    note = (f"argmax: no architecture meets the target {target_ms:.4g} ms (the fastest takes {fastest_ms:.4g} ms "
+            "in the table)")
+    print(f"hwnas: warning: {note}", file=sys.stderr)
+    return supernet.argmax_arch(), note
+
+
+def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchSpace, config: SearchConfig,
+             progress: bool) -> tuple[str, dict[str, Any] | None]:
+    """Fill ``measured`` of each trained network; returns (what was done, the runtime's description)."""
+    if not config.measure:
+        return "off (config.measure is false)", None
+    try:
+        stats, runtime = measure_networks(device, {k: t.net for k, t in trained.items()}, space.input_shape,
+                                          config, progress)
+    except RuntimeUnavailable as exc:
+        print(f"hwnas: warning: not measured on {device.name}: {exc}", file=sys.stderr)
+        return f"skipped: {exc}", None
+    for name, t in trained.items():
+        t.measured = stats[name]
+    return f"end to end on {device.name} ({device.backend})", runtime
+
+
+def _ms(trained: _Trained) -> float | None:
+    return trained.measured["median_ms"] if trained.measured else None
+
+
+def _ratio(value: float | None, target_ms: float) -> float | None:
+    return None if value is None else value / target_ms
+
+
+def _versions(runtime: dict[str, Any] | None) -> dict[str, Any]:
+    return {"hwnas": hwnas.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "runtime": runtime}
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_search(config: SearchConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run a whole search as ``config`` says and write the run folder (see the module docstring).
+
+    Returns a summary: the architecture, target, estimated and measured latency, accuracy, the baseline when
+    computed, timings, ``out`` and the paths of the files.
+    """
+    config = config or SearchConfig()
+    started = time.perf_counter()
+    out = Path(config.out) if config.out else Path("runs") / f"search-{datetime.now():%Y%m%d-%H%M%S}"
+    device = load_device(config.device or DEFAULT_DEVICE)
+    resolution = config.resolution or space_info(config.space).default_resolution
+    get_space(config.space, resolution)  # a bad space or resolution fails before the data are read
+    data = load_dataset(config.data, resolution, config.seed, config.arch_fraction, config.test_fraction,
+                        config.max_per_split)
+    space = get_space(config.space, resolution, data.num_classes)
+    estimator = load_estimator(device, space, config, progress)
+    default_t, fastest_ms, slowest_ms = default_target_ms(space, estimator, config.target_fraction)
+    target_ms = config.target_ms if config.target_ms is not None else default_t
+    with torch_settings(config):
+        supernet = SuperNet(space, arch_grad=config.arch_grad)
+        search_start = time.perf_counter()
+        history = search_supernet(supernet, data, estimator, target_ms, config, progress)
+        arch, decode_note = _decode(supernet, space, estimator, target_ms, fastest_ms)
+        search_seconds = time.perf_counter() - search_start
+        trained = {"derived": _train(space, arch, data, config, progress, "train")}
+        baseline = baseline_arch(space, estimator, target_ms) if config.baseline else None
+        if baseline is not None:
+            trained["baseline"] = _train(space, baseline, data, config, progress, "baseline")
+        measure_start = time.perf_counter()
+        measurement, runtime = _measure(device, trained, space, config, progress)
+        measure_seconds = time.perf_counter() - measure_start
+    derived = trained["derived"]
+    probs = [p.detach().tolist() for p in supernet.probs()]
+    estimated_ms, measured_ms = estimator.latency_ms(arch), _ms(derived)
+    baseline_result = None
+    if "baseline" in trained:
+        base = trained["baseline"]
+        baseline_result = {"arch": base.arch.to_dict(), "arch_human": space.human(base.arch),
+                           "estimated_ms": estimator.latency_ms(base.arch), "measured_ms": _ms(base),
+                           "measured_over_target": _ratio(_ms(base), target_ms), "accuracy": base.accuracy,
+                           "train_seconds": base.seconds}
+    elif config.baseline:
+        baseline_result = {"arch": None, "note": f"no uniform architecture fits {target_ms:.4g} ms"}
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"arch": str(arch.save(out / "arch.json")), "model": str(out / "model.pt"),
+             "report": str(out / "report.json"), "plot": str(out / "search.png")}
+    save_model(out / "model.pt", derived.net, arch, config.to_dict(),
+               {"accuracy": derived.accuracy, "classes": list(data.classes), "mean": list(data.mean),
+                "std": list(data.std), "hwnas_version": hwnas.__version__})
+    title = (f"{space.name}@{space.resolution} on {device.name}: T {target_ms:.3g} ms, est {estimated_ms:.3g} ms"
+             + (f", meas {measured_ms:.3g} ms" if measured_ms is not None else "") + f", acc {derived.accuracy:.3f}")
+    plot_search(out / "search.png", history, space, arch, probs, target_ms, title)
+    default_note = f"default: {config.target_fraction:.0%} of the way from the fastest to the slowest architecture"
+    report = {
+        "arch": arch.to_dict(), "arch_human": space.human(arch), "device": device.name, "space": space.name,
+        "resolution": space.resolution, "num_classes": space.num_classes, "data": data.summary(),
+        "target_ms": target_ms, "target_source": "config" if config.target_ms is not None else default_note,
+        "fastest_ms": fastest_ms, "slowest_ms": slowest_ms, "estimated_ms": estimated_ms, "measured_ms": measured_ms,
+        "estimated_over_target": estimated_ms / target_ms, "measured_over_target": _ratio(measured_ms, target_ms),
+        "measured": derived.measured, "measurement": measurement, "decode": decode_note,
+        "accuracy": derived.accuracy, "baseline": baseline_result, "search_seconds": search_seconds,
+        "train_seconds": derived.seconds, "measure_seconds": measure_seconds,
+        "total_seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(), "seed": config.seed,
+        "table": str(estimator.table.path), "overhead_mode": config.overhead, "versions": _versions(runtime),
+        "probs": [dict(zip(layer.names, p)) for layer, p in zip(space.layers, probs)], "config": config.to_dict(),
+        "history": history, "train_history": derived.history, "files": files,
+    }
+    write_report(out / "report.json", report)
+    keys = ("arch", "arch_human", "device", "space", "resolution", "target_ms", "estimated_ms", "measured_ms",
+            "measured_over_target", "accuracy", "baseline", "decode", "search_seconds", "train_seconds",
+            "total_seconds")
+    return {**{k: report[k] for k in keys}, "out": str(out), "files": files}

@@ -1,0 +1,212 @@
+"""The search run's configuration: every hyper-parameter in one dataclass, read from JSON/TOML or overridden
+from the command line, type-checked with one-line errors that name the file and the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+
+DEFAULT_DEVICE = "cpu-onnxruntime"
+
+
+@dataclass
+class SearchConfig:
+    """Every option of a search run, with its default.
+
+    Attributes:
+        device: device profile name or path (None: the embedded default, ``cpu-onnxruntime``).
+        space: search space name.
+        resolution: input resolution (None: the space's default). 32 keeps the default run near 10 minutes.
+        target_ms: latency target T in ms (None: ``target_fraction`` of the way from the fastest to the slowest
+            architecture's table latency).
+        target_fraction: where the default T lies between the fastest (0) and slowest (1) architecture.
+        table: latency table path (None: ``latency_tables/<device>__<space>__<res>.json``, or ``$HWNAS_TABLES``).
+        overhead: how the estimator counts the runtime's per-invocation overhead: ``once``, ``per-op``, ``none``.
+        profile_missing: profile the table first when it is missing or lacks ops (needs the device's runtime).
+        data: None or ``digits`` (the embedded scikit-learn digits), a CIFAR folder, or an ImageFolder tree.
+        arch_fraction: share of the training pool held out for architecture updates (the ``arch`` split).
+        test_fraction: share held out for testing when the data set has no test split.
+        max_per_split: at most this many images per split (None: all).
+        seed: seeds data splits, weight init, path sampling, shuffling and the strategy.
+        strategy: ``proxyless`` (gradient through binary gates) or ``mnas`` (REINFORCE).
+        loss: latency loss of ``proxyless`` (``mul#log`` or ``add#linear``).
+        loss_params: the loss's parameters. For ``mul#log`` without ``unit_ms``, ``unit_ms = T / 80`` keeps
+            ProxylessNAS's ratio ``T / unit`` (80 ms in 1 ms units), so sub-millisecond targets work alike.
+        reward: reward of ``mnas`` (``mnas-soft``, ``mnas-hard``, ``tunas-abs``); reward_params: its parameters.
+        mnas_samples, mnas_baseline_momentum, mnas_entropy_weight: ``mnas`` settings (None: the strategy's
+            defaults, 4 samples, momentum 0.95, no entropy bonus).
+        arch_grad: binary-gate gradient of ``proxyless``: ``two`` (two sampled paths, paper Sec. 3.2.1) or
+            ``full_v2`` (every candidate; ProxylessNAS code default, about 2x slower per arch step here).
+        warmup_epochs: supernet epochs with weight steps only (uniform path sampling). The epoch defaults keep
+            the default run (proxyless@32, digits, 1 thread) near 10 minutes on a 2-core machine.
+        search_epochs: epochs alternating weight and architecture steps.
+        train_epochs: epochs training the derived network from scratch.
+        arch_update_every: weight steps between architecture updates (ProxylessNAS: 5; 1 suits short runs).
+        arch_steps: architecture steps per update.
+        batch_size: weight-step batch; arch_batch_size: architecture-step batch; train_batch_size: derived
+            network batch; eval_batch_size: evaluation batch.
+        weight_optimizer: ``sgd`` (momentum, Nesterov, as ProxylessNAS) or ``adam``; weight_lr: its initial
+            learning rate (cosine-annealed to 0); momentum: SGD momentum; weight_decay: L2 on all weights.
+        arch_lr, arch_betas, arch_eps: Adam on alpha (None: the strategy's defaults, proxyless lr 1e-3 and
+            betas (0, 0.999), mnas lr 0.0048).
+        train_lr: initial learning rate for the derived network (cosine to 0, same optimizer kind).
+        label_smoothing: cross-entropy label smoothing (weights and derived network).
+        grad_clip: max gradient norm of weight steps (None: no clipping).
+        num_threads: torch intra-op threads for training, fixed for reproducibility. 1: on a 2-core machine a
+            second thread gains little for these small tensors and collapses when another process competes for
+            the cores (measured 0.9 s vs 12 s per supernet step).
+        deterministic: ``torch.use_deterministic_algorithms`` during the run.
+        baseline: also train, evaluate and measure a same-budget uniform architecture (:func:`baseline_arch`).
+        measure: measure the derived network end to end on the device.
+        protocol: overrides of the device's measurement protocol.
+        out: run folder (None: ``runs/search-<timestamp>``).
+    """
+
+    device: str | None = None
+    space: str = "proxyless"
+    resolution: int | None = 32
+    target_ms: float | None = None
+    target_fraction: float = 0.4
+    table: str | None = None
+    overhead: str = "once"
+    profile_missing: bool = True
+    data: str | None = None
+    arch_fraction: float = 0.2
+    test_fraction: float = 0.2
+    max_per_split: int | None = None
+    seed: int = 0
+    strategy: str = "proxyless"
+    loss: str = "mul#log"
+    loss_params: dict[str, float] = field(default_factory=dict)
+    reward: str = "mnas-soft"
+    reward_params: dict[str, float] = field(default_factory=dict)
+    mnas_samples: int | None = None
+    mnas_baseline_momentum: float | None = None
+    mnas_entropy_weight: float | None = None
+    arch_grad: str = "two"
+    warmup_epochs: int = 4
+    search_epochs: int = 8
+    train_epochs: int = 10
+    arch_update_every: int = 1
+    arch_steps: int = 1
+    batch_size: int = 64
+    arch_batch_size: int = 64
+    train_batch_size: int = 64
+    eval_batch_size: int = 256
+    weight_optimizer: str = "sgd"
+    weight_lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    arch_lr: float | None = None
+    arch_betas: tuple[float, float] | None = None
+    arch_eps: float | None = None
+    train_lr: float = 0.05
+    label_smoothing: float = 0.0
+    grad_clip: float | None = 5.0
+    num_threads: int = 1
+    deterministic: bool = True
+    baseline: bool = False
+    measure: bool = True
+    protocol: dict[str, Any] = field(default_factory=dict)
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        _validate_values(dataclasses.asdict(self), "search config")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def with_overrides(self, overrides: dict[str, Any], source: str = "overrides") -> SearchConfig:
+        """A copy with ``overrides`` applied (type-checked; unknown keys raise a one-line error)."""
+        _check_fields(overrides, source)
+        _validate_values({**dataclasses.asdict(self), **overrides}, source)
+        return dataclasses.replace(self, **overrides)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SearchConfig:
+        """Read a flat JSON or TOML file of fields; the defaults fill the rest."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise HwnasError(f"{path}: cannot read the search config ({exc.strerror or exc})") from None
+        try:
+            if path.suffix == ".toml":
+                data: Any = tomllib.loads(text)
+            elif path.suffix == ".json":
+                data = json.loads(text)
+            else:
+                raise HwnasError(f"{path}: expected a .json or .toml search config")
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise HwnasError(f"{path}: invalid {path.suffix[1:].upper()}: {exc}") from None
+        if not isinstance(data, dict):
+            raise HwnasError(f"{path}: expected an object of search config fields")
+        return cls().with_overrides(data, str(path))
+
+
+def _check_fields(values: dict[str, Any], source: str) -> None:
+    hints = typing.get_type_hints(SearchConfig)
+    for key, value in values.items():
+        if key not in hints:
+            raise HwnasError(f"{source}: unknown key {key!r} (expected one of {', '.join(hints)})")
+        if not _matches(value, hints[key]):
+            raise HwnasError(f"{source}: field {key!r}: expected {_type_name(hints[key])}, got {value!r}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        return isinstance(value, (list, tuple)) and len(value) == len(args) and all(map(_matches, value, args))
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "") if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
+
+
+def _validate_values(values: dict[str, Any], source: str) -> None:
+    """Types, ranges, and names against the registries (strategies, losses, rewards, gate and overhead modes)."""
+    from hwnas.latency.estimator import OVERHEAD_MODES
+    from hwnas.search.losses import loss_names, reward_names
+    from hwnas.search.strategies import strategy_names
+    from hwnas.search.supernet import ARCH_GRAD_MODES
+
+    _check_fields(values, source)
+    for name in ("warmup_epochs", "search_epochs", "train_epochs"):
+        if values[name] < 0:
+            raise HwnasError(f"{source}: field {name!r}: expected a non-negative integer, got {values[name]}")
+    for name in ("arch_steps", "num_threads", "arch_update_every", "batch_size", "arch_batch_size",
+                 "train_batch_size", "eval_batch_size"):
+        if values[name] < 1:
+            raise HwnasError(f"{source}: field {name!r}: expected a positive integer, got {values[name]}")
+    choices = {"weight_optimizer": ("sgd", "adam"), "arch_grad": ARCH_GRAD_MODES, "strategy": strategy_names(),
+               "overhead": OVERHEAD_MODES, "loss": loss_names(), "reward": reward_names()}
+    for name, allowed in choices.items():
+        if values[name] not in allowed:
+            raise HwnasError(f"{source}: field {name!r}: expected one of {', '.join(allowed)}, "
+                             f"got {values[name]!r}")
+    target, fraction = values["target_ms"], values["target_fraction"]
+    if target is not None and not target > 0:
+        raise HwnasError(f"{source}: field 'target_ms': expected a positive number of ms, got {target}")
+    if not 0.0 <= fraction <= 1.0:
+        raise HwnasError(f"{source}: field 'target_fraction': expected a number in [0, 1], got {fraction}")

@@ -1,0 +1,77 @@
+"""The files of a search run: ``arch.json``, ``model.pt``, ``report.json`` and ``search.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas.latency.table import write_json_atomic
+
+
+def save_model(path: Path, net: nn.Module, arch: Any, config: dict[str, Any], extra: dict[str, Any]) -> Path:
+    """``state_dict``, architecture and config as plain tensors, dicts, lists, strings and numbers, so that
+    ``torch.load(path, weights_only=True)`` reads it and ``ArchNet.from_config(ckpt["arch"])`` rebuilds the net."""
+    checkpoint = {"state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
+                  "arch": arch.to_dict(), "config": config, **extra}
+    torch.save(checkpoint, path)
+    return path
+
+
+def write_report(path: Path, report: dict[str, Any]) -> Path:
+    write_json_atomic(path, report)
+    return path
+
+
+def chosen_probabilities(space: Any, arch: Any, probs: Sequence[Sequence[float]]) -> list[float]:
+    """Per layer, the search's final probability of the op the architecture chose."""
+    return [float(p[layer.names.index(choice)]) for layer, choice, p in zip(space.layers, arch.choices, probs)]
+
+
+def plot_search(path: Path, history: list[dict[str, Any]], space: Any, arch: Any, probs: Sequence[Sequence[float]],
+                target_ms: float, title: str) -> Path:
+    """Top: expected and argmax latency per epoch (left axis, with T) and the argmax architecture's accuracy on
+    the ``arch`` split (right axis). Bottom: the final architecture, one bar per layer coloured by op, its height
+    the probability of the chosen op."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), gridspec_kw={"height_ratios": [3, 2]})
+    epochs = [h["epoch"] for h in history]
+    warmup = [h["epoch"] for h in history if h["phase"] == "warmup"]
+    if warmup:
+        top.axvspan(0.5, max(warmup) + 0.5, color="gray", alpha=0.12, label="warm-up")
+    top.plot(epochs, [h["expected_latency_ms"] for h in history], "o-", color="tab:blue", label="E[latency]")
+    top.plot(epochs, [h["argmax_latency_ms"] for h in history], "s--", color="tab:cyan", ms=4,
+             label="argmax latency")
+    top.axhline(target_ms, color="tab:red", lw=1, label=f"target {target_ms:.3g} ms")
+    top.set(xlabel="epoch", ylabel="latency (ms, table)", title=title)
+    accuracy_axis = top.twinx()
+    accuracy_axis.plot(epochs, [h["argmax_arch_accuracy"] for h in history], "^-", color="tab:green",
+                       label="argmax accuracy (arch split)")
+    accuracy_axis.set_ylabel("accuracy")
+    accuracy_axis.set_ylim(0, 1.02)
+    lines = top.get_legend_handles_labels()
+    more = accuracy_axis.get_legend_handles_labels()
+    top.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="best")
+
+    names = sorted({n for layer in space.layers for n in layer.names})
+    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    heights = chosen_probabilities(space, arch, probs)
+    x = np.arange(len(arch.choices))
+    bottom.bar(x, heights, color=[colours[c] for c in arch.choices], edgecolor="black", linewidth=0.4)
+    for stage in space.stages[1:]:
+        bottom.axvline(stage.layers[0] - 0.5, color="gray", lw=0.6, ls=":")
+    bottom.set_xticks(x, arch.choices, rotation=60, fontsize=7)
+    bottom.set(ylabel="p(chosen op)", xlabel="searchable layer", ylim=(0, 1.05))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in names if n in arch.choices]
+    bottom.legend(handles, [n for n in names if n in arch.choices], fontsize=7, ncol=4, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

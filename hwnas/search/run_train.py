@@ -1,0 +1,179 @@
+"""Training loops of the search run: the supernet search (warm-up, then alternating weight and architecture
+steps, ProxylessNAS style) and training the derived network from scratch; seeding and torch settings."""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from hwnas.data import DataSplits
+from hwnas.latency.estimator import LatencyEstimator
+from hwnas.search.run_config import SearchConfig
+from hwnas.search.strategies import get_strategy
+from hwnas.search.supernet import SuperNet
+from hwnas.spaces import Architecture, SearchSpace
+
+
+@contextmanager
+def torch_settings(config: SearchConfig) -> Iterator[None]:
+    """Seed python/numpy/torch, fix threads, enable deterministic algorithms; restore torch's settings after."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.num_threads)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _weight_optimizer(params: list[nn.Parameter], config: SearchConfig, lr: float) -> torch.optim.Optimizer:
+    if config.weight_optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0,
+                           weight_decay=config.weight_decay)
+
+
+def _weight_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
+                 params: list[nn.Parameter], config: SearchConfig) -> tuple[float, float]:
+    """One SGD step on the weights; returns (loss, batch accuracy)."""
+    x, y = batch
+    logits = model(x)
+    loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:
+        nn.utils.clip_grad_norm_(params, config.grad_clip)
+    optimizer.step()
+    return loss.item(), (logits.argmax(dim=1) == y).float().mean().item()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any) -> float:
+    """Top-1 accuracy of ``model`` in eval mode over ``loader``."""
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += int((model(x).argmax(dim=1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+def _strategy_kwargs(config: SearchConfig, target_ms: float) -> dict[str, Any]:
+    common = {"lr": config.arch_lr, "betas": tuple(config.arch_betas) if config.arch_betas else None,
+              "eps": config.arch_eps, "seed": config.seed + 2}
+    if config.strategy == "proxyless":
+        params = dict(config.loss_params)
+        if config.loss == "mul#log" and "unit_ms" not in params:
+            params["unit_ms"] = target_ms / 80.0
+        specific: dict[str, Any] = {"loss": config.loss, "loss_params": params}
+    else:
+        specific = {"reward": config.reward, "reward_params": dict(config.reward_params),
+                    "samples": config.mnas_samples, "baseline_momentum": config.mnas_baseline_momentum,
+                    "entropy_weight": config.mnas_entropy_weight}
+    return {k: v for k, v in {**common, **specific}.items() if v is not None}
+
+
+def _cycle(loader: Any) -> Iterator[Any]:
+    while True:
+        yield from loader
+
+
+def _mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
+    keys = logs[0].keys() if logs else ()
+    return {f"arch_{k}": float(np.mean([entry[k] for entry in logs])) for k in keys}
+
+
+def search_supernet(supernet: SuperNet, data: DataSplits, estimator: LatencyEstimator, target_ms: float,
+                    config: SearchConfig, progress: bool) -> list[dict[str, Any]]:
+    """Warm-up (weight steps only), then epochs alternating weight steps (``weights`` split) and architecture
+    steps (``arch`` split); returns one history record per epoch."""
+    strategy = get_strategy(config.strategy, **_strategy_kwargs(config, target_ms))
+    params = supernet.weight_parameters()
+    optimizer = _weight_optimizer(params, config, config.weight_lr)
+    epochs = config.warmup_epochs + config.search_epochs
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    paths, shuffle = _generator(config.seed + 1), _generator(config.seed + 3)
+    arch_batches = _cycle(data.loader("arch", config.arch_batch_size, True, _generator(config.seed + 4), True))
+    steps = len(data.loader("weights", config.batch_size, drop_last=True))
+    history: list[dict[str, Any]] = []
+    bar = tqdm(total=epochs * steps, desc="search", unit="step", disable=not progress, dynamic_ncols=True)
+    for epoch in range(epochs):
+        phase = "warmup" if epoch < config.warmup_epochs else "search"
+        start, losses, accs, arch_logs = time.perf_counter(), [], [], []
+        for i, batch in enumerate(data.loader("weights", config.batch_size, True, shuffle, drop_last=True)):
+            supernet.train()
+            supernet.set_mode("weight")
+            supernet.sample_paths(paths)
+            loss, acc = _weight_step(supernet, batch, optimizer, params, config)
+            losses.append(loss)
+            accs.append(acc)
+            if phase == "search" and (i + 1) % config.arch_update_every == 0:
+                arch_logs += [strategy.step(supernet, next(arch_batches), estimator, target_ms)
+                              for _ in range(config.arch_steps)]
+            bar.update(1)
+            bar.set_postfix_str(f"{phase} loss {loss:.3f}")
+        scheduler.step()
+        record = {"epoch": epoch + 1, "phase": phase, "weight_loss": float(np.mean(losses)),
+                  "weight_accuracy": float(np.mean(accs)), **_supernet_state(supernet, data, estimator, config)}
+        history.append({**record, **_mean_logs(arch_logs), "seconds": time.perf_counter() - start})
+        bar.set_postfix_str(f"{phase} E[lat] {record['expected_latency_ms']:.4g} ms "
+                            f"acc {record['argmax_arch_accuracy']:.3f}")
+    bar.close()
+    return history
+
+
+def _supernet_state(supernet: SuperNet, data: DataSplits, estimator: LatencyEstimator,
+                    config: SearchConfig) -> dict[str, float]:
+    """Expected latency, and the argmax architecture's latency and accuracy on the ``arch`` split."""
+    with torch.no_grad():
+        expected = float(estimator.expected_latency_ms(supernet.probs()))
+    argmax = supernet.argmax_arch()
+    supernet.set_arch(argmax)
+    return {"expected_latency_ms": expected, "argmax_latency_ms": estimator.latency_ms(argmax),
+            "argmax_arch_accuracy": evaluate(supernet, data.loader("arch", config.eval_batch_size))}
+
+
+def train_derived(space: SearchSpace, arch: Architecture, data: DataSplits, config: SearchConfig, progress: bool,
+                  label: str = "train") -> tuple[nn.Module, float, list[dict[str, float]]]:
+    """Train ``space.build(arch)`` from scratch on the ``train`` split; returns (net, test accuracy, history)."""
+    torch.manual_seed(config.seed)
+    net = space.build(arch)
+    params = list(net.parameters())
+    optimizer = _weight_optimizer(params, config, config.train_lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.train_epochs, 1))
+    shuffle = _generator(config.seed + 5)
+    steps = len(data.loader("train", config.train_batch_size, drop_last=True))
+    history = []
+    bar = tqdm(total=config.train_epochs * steps, desc=label, unit="step", disable=not progress, dynamic_ncols=True)
+    for epoch in range(config.train_epochs):
+        net.train()
+        losses, accs = [], []
+        for batch in data.loader("train", config.train_batch_size, True, shuffle, drop_last=True):
+            loss, acc = _weight_step(net, batch, optimizer, params, config)
+            losses.append(loss)
+            accs.append(acc)
+            bar.update(1)
+            bar.set_postfix_str(f"loss {loss:.3f}")
+        scheduler.step()
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_accuracy": float(np.mean(accs))})
+    bar.close()
+    return net, evaluate(net, data.loader("test", config.eval_batch_size)), history

@@ -1,0 +1,177 @@
+"""The search run end to end on the tiny space: a synthetic latency table, the embedded digits, the torch runtime
+with a short measurement protocol, one epoch per phase."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hwnas.cli import main
+from hwnas.errors import HwnasError
+from hwnas.latency.estimator import TableEstimator
+from hwnas.latency.table import LatencyTable, default_table_path
+from hwnas.search.run import SearchConfig, baseline_arch, default_target_ms, run_search
+from hwnas.search.strategies import strategy_names
+from hwnas.spaces import Architecture, ArchNet, get_space
+
+QUICK = {"device": "cpu-torch", "space": "tiny", "resolution": 32, "warmup_epochs": 1, "search_epochs": 1,
+         "train_epochs": 1, "max_per_split": 192, "num_threads": 1,
+         "protocol": {"rounds": 1, "min_runs": 3, "min_time_s": 0.0, "warmup_runs": 1, "warmup_s": 0.0}}
+
+
+def _stats(ms: float) -> dict[str, Any]:
+    return {"median_ms": ms, "p10_ms": ms, "p90_ms": ms, "mean_ms": ms, "std_ms": 0.0, "n": 10}
+
+
+def write_synthetic_table(path: Path, space_name: str = "tiny", resolution: int = 32, num_classes: int = 10,
+                          device: str = "cpu-torch") -> LatencyTable:
+    """A table whose op latency grows with the op's MACs (0.05 ms + 1 ms per MMAC), overhead 0.01 ms."""
+    space = get_space(space_name, resolution, num_classes)
+    entries = {s.key(): _stats(0.05 + s.macs() / 1e6) for s in space.all_specs() if not s.is_free}
+    table = LatencyTable(device={"name": device}, space=space_name, resolution=resolution, num_classes=num_classes,
+                         fingerprint={}, protocol={}, entries=entries, overhead=_stats(0.01))
+    table.save(path)
+    return table
+
+
+@pytest.fixture
+def tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "tables"
+    monkeypatch.setenv("HWNAS_TABLES", str(folder))
+    write_synthetic_table(default_table_path("cpu-torch", "tiny", 32))
+    return folder
+
+
+def _estimator() -> TableEstimator:
+    space = get_space("tiny", 32, 10)
+    return TableEstimator(LatencyTable.load(default_table_path("cpu-torch", "tiny", 32)), space)
+
+
+def _config(out: Path, **overrides: Any) -> SearchConfig:
+    return SearchConfig().with_overrides({**QUICK, "out": str(out), **overrides})
+
+
+def test_seeded_runs_give_the_same_architecture_and_files_load(tables: Path, tmp_path: Path) -> None:
+    first = run_search(_config(tmp_path / "a", seed=3), progress=False)
+    second = run_search(_config(tmp_path / "b", seed=3), progress=False)
+    assert first["arch"] == second["arch"]
+    report_a = json.loads((tmp_path / "a" / "report.json").read_text())
+    report_b = json.loads((tmp_path / "b" / "report.json").read_text())
+    latencies = [[h["expected_latency_ms"] for h in r["history"]] for r in (report_a, report_b)]
+    assert latencies[0] == latencies[1]
+    assert report_a["accuracy"] == report_b["accuracy"]
+
+    run = tmp_path / "a"
+    arch = Architecture.load(run / "arch.json")
+    assert arch.to_dict() == first["arch"]
+    checkpoint = torch.load(run / "model.pt", weights_only=True)
+    net = ArchNet.from_config(checkpoint["arch"])
+    net.load_state_dict(checkpoint["state_dict"])
+    assert checkpoint["config"]["seed"] == 3 and checkpoint["classes"] == [str(i) for i in range(10)]
+    for key in ("target_ms", "estimated_ms", "measured_ms", "measured_over_target", "accuracy", "search_seconds",
+                "train_seconds", "peak_rss_mb", "seed", "versions", "config", "history", "train_history"):
+        assert key in report_a
+    assert report_a["measured_ms"] > 0 and report_a["versions"]["runtime"]["runtime"] == "torch"
+    assert [h["phase"] for h in report_a["history"]] == ["warmup", "search"]
+    assert (run / "search.png").stat().st_size > 10_000
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(report_a["config"]))
+    assert SearchConfig.from_file(saved) == _config(tmp_path / "a", seed=3)  # a report's config reruns the run
+
+
+@pytest.mark.parametrize("strategy", strategy_names())
+def test_decoded_architecture_meets_the_target(tables: Path, tmp_path: Path, strategy: str) -> None:
+    space, estimator = get_space("tiny", 32, 10), _estimator()
+    target, fastest, slowest = default_target_ms(space, estimator, 0.3)
+    assert fastest < target < slowest
+    result = run_search(_config(tmp_path / strategy, strategy=strategy, target_ms=target, measure=False), False)
+    assert result["estimated_ms"] <= target
+    assert estimator.latency_ms(Architecture.from_dict(result["arch"])) == pytest.approx(result["estimated_ms"])
+    assert result["measured_ms"] is None and result["decode"].startswith("most probable")
+
+
+def test_infeasible_target_falls_back_to_argmax(tables: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    result = run_search(_config(tmp_path / "run", target_ms=0.001, measure=False), progress=False)
+    assert result["decode"].startswith("argmax: no architecture meets the target")
+    assert "warning" in capsys.readouterr().err
+
+
+def test_baseline_arch_is_uniform_and_within_budget(tables: Path) -> None:
+    space, estimator = get_space("tiny", 32, 10), _estimator()
+    target, fastest, _ = default_target_ms(space, estimator, 0.5)
+    arch = baseline_arch(space, estimator, target)
+    assert arch is not None and estimator.latency_ms(arch) <= target
+    assert len({c for c in arch.choices if c != "zero"}) == 1
+    assert baseline_arch(space, estimator, fastest * 0.5) is None
+
+
+def test_baseline_is_trained_and_reported(tables: Path, tmp_path: Path) -> None:
+    result = run_search(_config(tmp_path / "run", baseline=True), progress=False)
+    base = result["baseline"]
+    assert base is not None and base["estimated_ms"] <= result["target_ms"] and base["measured_ms"] > 0
+    assert 0.0 <= base["accuracy"] <= 1.0
+
+
+def test_config_files_and_overrides(tmp_path: Path) -> None:
+    toml = tmp_path / "search.toml"
+    toml.write_text('space = "tiny"\nsearch_epochs = 3\narch_betas = [0.0, 0.9]\n[loss_params]\nbeta = 0.6\n')
+    config = SearchConfig.from_file(toml)
+    assert (config.space, config.search_epochs, config.arch_betas, config.loss_params) == \
+        ("tiny", 3, [0.0, 0.9], {"beta": 0.6})
+    assert config.with_overrides({"search_epochs": 1}).search_epochs == 1
+    js = tmp_path / "search.json"
+    js.write_text(json.dumps({"target_ms": 2, "strategy": "mnas"}))
+    assert SearchConfig.from_file(js).target_ms == 2 and SearchConfig.from_file(js).strategy == "mnas"
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"serch_epochs": 3}, "unknown key 'serch_epochs'"),
+    ({"search_epochs": "three"}, "field 'search_epochs': expected int"),
+    ({"strategy": "darts"}, "field 'strategy': expected one of proxyless, mnas"),
+    ({"loss": "mul#exp"}, "field 'loss': expected one of"),
+    ({"target_ms": -1.0}, "field 'target_ms'"),
+])
+def test_bad_config_file_is_a_one_line_error(tmp_path: Path, content: dict[str, Any], message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(HwnasError, match=message) as info:
+        SearchConfig.from_file(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("device, profile_missing, why", [
+    ("android-litert", True, "the adb runtime is unavailable here"),  # no phone in CI
+    ("cpu-torch", False, "profiling is off"),
+])
+def test_missing_table_says_how_to_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str,
+                                           profile_missing: bool, why: str) -> None:
+    monkeypatch.setenv("HWNAS_TABLES", str(tmp_path / "empty"))
+    config = _config(tmp_path / "run", device=device, profile_missing=profile_missing)
+    with pytest.raises(HwnasError, match=f"hwnas profile --device {device} --space tiny --resolution 32") as info:
+        run_search(config, progress=False)
+    assert why in str(info.value) and "does not exist" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_search_json(tables: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "quick.json"
+    config.write_text(json.dumps({**QUICK, "seed": 1}))
+    out = tmp_path / "run"
+    code = main(["search", "--config", str(config), "--seed", "2", "--out", str(out), "--json", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0
+    result = json.loads(captured.out)
+    for key in ("arch", "target_ms", "estimated_ms", "measured_ms", "accuracy", "out"):
+        assert key in result
+    assert result["out"] == str(out) and result["estimated_ms"] <= result["target_ms"]
+    assert json.loads((out / "report.json").read_text())["config"]["seed"] == 2  # the flag beats the file
+
+
+def test_cli_bad_data_path_is_one_line(tables: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["search", "--device", "cpu-torch", "--space", "tiny", "--data", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "nowhere: no such data set folder" in err
