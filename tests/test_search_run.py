@@ -175,3 +175,24 @@ def test_cli_bad_data_path_is_one_line(tables: Path, tmp_path: Path, capsys: pyt
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "nowhere: no such data set folder" in err
+
+
+def test_closed_loop_tightens_the_table_target_when_the_device_misses(tables: Path, tmp_path: Path) -> None:
+    """A table that underestimates the device 1000x: the decoded architecture meets T in the table, the device
+    says otherwise, and the run decodes again under a tighter table target (recorded in the report)."""
+    space = get_space("tiny", 32, 10)
+    path = default_table_path("cpu-torch", "tiny", 32)
+    table = LatencyTable.load(path)
+    for entry in table.entries.values():
+        for key in ("median_ms", "p10_ms", "p90_ms", "mean_ms"):
+            entry[key] /= 1000.0
+    table.overhead = _stats(0.0)
+    table.save(path)
+    estimator = TableEstimator(LatencyTable.load(path), space)
+    slowest = max(estimator.latency_ms(space.arch(c)) for c in [[layer.names[-1] for layer in space.layers]])
+    result = run_search(_config(tmp_path / "loop", target_ms=slowest * 0.9, closed_loop_steps=2), progress=False)
+    loop = json.loads((tmp_path / "loop" / "report.json").read_text())["closed_loop"]
+    assert loop and loop[0]["measured_ms"] > result["target_ms"]
+    if len(loop) > 1:
+        assert loop[1]["table_target_ms"] < loop[0]["table_target_ms"]
+        assert loop[1]["estimated_ms"] <= loop[1]["table_target_ms"]

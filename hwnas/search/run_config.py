@@ -66,6 +66,9 @@ class SearchConfig:
         deterministic: ``torch.use_deterministic_algorithms`` during the run.
         baseline: also train, evaluate and measure a same-budget uniform architecture (:func:`baseline_arch`).
         measure: measure the derived network end to end on the device.
+        closed_loop_steps: before training, measure the decoded architecture on the device (latency does not
+            depend on the weights) and, while it is over T, decode again under a table target tightened by the
+            measured/estimated ratio; at most this many measurements (0: trust the table).
         protocol: overrides of the device's measurement protocol.
         out: run folder (None: ``runs/search-<timestamp>``).
     """
@@ -115,6 +118,7 @@ class SearchConfig:
     deterministic: bool = True
     baseline: bool = False
     measure: bool = True
+    closed_loop_steps: int = 3
     protocol: dict[str, Any] = field(default_factory=dict)
     out: str | None = None
 
@@ -192,7 +196,7 @@ def _validate_values(values: dict[str, Any], source: str) -> None:
     from hwnas.search.supernet import ARCH_GRAD_MODES
 
     _check_fields(values, source)
-    for name in ("warmup_epochs", "search_epochs", "train_epochs"):
+    for name in ("warmup_epochs", "search_epochs", "train_epochs", "closed_loop_steps"):
         if values[name] < 0:
             raise HwnasError(f"{source}: field {name!r}: expected a non-negative integer, got {values[name]}")
     for name in ("arch_steps", "num_threads", "arch_update_every", "batch_size", "arch_batch_size",
