@@ -31,7 +31,7 @@ def runtime_class(name: str) -> type[Runtime]:
 
 
 def get_runtime(name: str, config: RuntimeConfig, workdir: Path) -> Runtime:
-    """Instantiate a runtime, raising :class:`RuntimeUnavailable` (one line, naming the extra) when it can't run here."""
+    """Instantiate a runtime; :class:`RuntimeUnavailable` (one line, naming the extra) when it can't run here."""
     cls = runtime_class(name)
     reason = cls.unavailable_reason(config)
     if reason is not None:

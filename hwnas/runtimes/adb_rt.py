@@ -162,11 +162,7 @@ class AdbRuntime(Runtime):
 
     def prepare_file(self, path: Path) -> AdbPreparedModel:
         """Push an existing ``.tflite`` file to ``options.remote_dir`` on the phone."""
-        path = Path(path)
-        if path.suffix != ".tflite":
-            raise HwnasError(f"{path}: the adb runtime runs .tflite files, got {path.suffix or 'no suffix'!r}")
-        if not path.is_file():
-            raise HwnasError(f"{path}: model file not found")
+        path = self._model_file(path, ".tflite", "runs")
         remote = f"{self.options.remote_dir.rstrip('/')}/{path.name}"
         self.shell(["mkdir", "-p", self.options.remote_dir])
         self._check(self._runner([*self.options.adb(), "push", str(path), remote], self.options.timeout_s))

@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 from torch import nn
 
+from hwnas.errors import HwnasError
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
@@ -62,9 +64,22 @@ class Runtime(ABC):
     extra: ClassVar[str] = ""
 
     def __init__(self, config: RuntimeConfig, workdir: Path) -> None:
+        threads = config.threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise HwnasError(f"{self.name} runtime: threads must be a positive integer, got {threads!r}")
         self.config = config
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def _model_file(self, path: Path | str, suffix: str, verb: str = "loads") -> Path:
+        """``path`` as a Path, after checking it has ``suffix`` and exists (one-line errors otherwise)."""
+        path = Path(path)
+        if path.suffix != suffix:
+            got = path.suffix or "no suffix"
+            raise HwnasError(f"{path}: the {self.name} runtime {verb} {suffix} files, got {got!r}")
+        if not path.is_file():
+            raise HwnasError(f"{path}: model file not found")
+        return path
 
     @classmethod
     @abstractmethod

@@ -36,8 +36,6 @@ class LiteRTRuntime(Runtime):
     def __init__(self, config: RuntimeConfig, workdir: Path) -> None:
         super().__init__(config, workdir)
         self.options = resolve_options(self.name, config.options, DEFAULT_OPTIONS)
-        if isinstance(config.threads, bool) or not isinstance(config.threads, int) or config.threads < 1:
-            raise HwnasError(f"litert runtime: threads must be a positive integer, got {config.threads!r}")
 
     @classmethod
     def unavailable_reason(cls, config: RuntimeConfig) -> str | None:
@@ -61,11 +59,7 @@ class LiteRTRuntime(Runtime):
 
     def prepare_file(self, path: Path) -> LiteRTPreparedModel:
         """Load an existing ``.tflite`` file; its input layout is guessed for :meth:`LiteRTPreparedModel.infer`."""
-        path = Path(path)
-        if path.suffix != ".tflite":
-            raise HwnasError(f"{path}: the litert runtime loads .tflite files, got {path.suffix or 'no suffix'!r}")
-        if not path.is_file():
-            raise HwnasError(f"{path}: model file not found")
+        path = self._model_file(path, ".tflite")
         return LiteRTPreparedModel(path, self._interpreter(path), channel_last=None)
 
     def _interpreter(self, path: Path) -> Any:

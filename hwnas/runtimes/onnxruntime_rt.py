@@ -48,8 +48,6 @@ class OnnxRuntime(Runtime):
         if self.options["provider"] not in _CUDA_PROVIDERS:
             raise HwnasError(f"onnxruntime runtime: option 'provider' must be one of {', '.join(_CUDA_PROVIDERS)}, "
                              f"got {self.options['provider']!r}")
-        if isinstance(config.threads, bool) or not isinstance(config.threads, int) or config.threads < 1:
-            raise HwnasError(f"onnxruntime runtime: threads must be a positive integer, got {config.threads!r}")
 
     @classmethod
     def unavailable_reason(cls, config: RuntimeConfig) -> str | None:
@@ -77,11 +75,7 @@ class OnnxRuntime(Runtime):
 
     def prepare_file(self, path: Path) -> OnnxPreparedModel:
         """Open a session on an existing ``.onnx`` file; dynamic input dimensions are set to 1."""
-        path = Path(path)
-        if path.suffix != ".onnx":
-            raise HwnasError(f"{path}: the onnxruntime runtime loads .onnx files, got {path.suffix or 'no suffix'!r}")
-        if not path.is_file():
-            raise HwnasError(f"{path}: model file not found")
+        path = self._model_file(path, ".onnx")
         return OnnxPreparedModel(path, self._session(path), self.config.device)
 
     def _session(self, path: Path) -> Any:

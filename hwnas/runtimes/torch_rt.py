@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.errors import HwnasError
 from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig
 from hwnas.runtimes.converters import example_input
 from hwnas.runtimes.fingerprint import resolve_options
@@ -36,8 +35,6 @@ class TorchRuntime(Runtime):
     def __init__(self, config: RuntimeConfig, workdir: Path) -> None:
         super().__init__(config, workdir)
         self.options = resolve_options(self.name, config.options, DEFAULT_OPTIONS)
-        if isinstance(config.threads, bool) or not isinstance(config.threads, int) or config.threads < 1:
-            raise HwnasError(f"torch runtime: threads must be a positive integer, got {config.threads!r}")
 
     @classmethod
     def unavailable_reason(cls, config: RuntimeConfig) -> str | None:
