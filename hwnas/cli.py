@@ -155,6 +155,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
              "train_epochs": args.train_epochs, "loss": args.loss, "strategy": args.strategy, "seed": args.seed,
              "out": args.out}
     config = config.with_overrides({k: v for k, v in flags.items() if v is not None}, "command line")
+    config = config.with_overrides(_parse_sets(args.set), "command line --set")
     if args.baseline:
         config = config.with_overrides({"baseline": True}, "command line")
     result = run_search(config, progress=not args.quiet)
@@ -173,6 +174,20 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
                      + (f", measured {base['measured_ms']:.4f} ms" if base["measured_ms"] is not None else ""))
     lines.append(f"files      {result['out']}/ (arch.json, model.pt, report.json, search.png)")
     return {**result, "_text": "\n".join(lines)}
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` pairs; VALUE parsed as JSON (numbers, true/false, null, lists, objects), else a string."""
+    values: dict[str, Any] = {}
+    for item in items:
+        field, sep, raw = item.partition("=")
+        if not sep or not field.strip():
+            raise HwnasError(f"command line --set: expected FIELD=VALUE, got {item!r}")
+        try:
+            values[field.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[field.strip()] = raw
+    return values
 
 
 # -- export ----------------------------------------------------------------------------------------------
@@ -259,11 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="search epochs (alternating weight and architecture steps)")
     p.add_argument("--warmup-epochs", type=int, help="supernet warm-up epochs (weight steps only)")
     p.add_argument("--train-epochs", type=int, help="epochs training the derived network from scratch")
-    p.add_argument("--loss", help="latency loss of the proxyless strategy: mul#log or add#linear")
+    p.add_argument("--loss", help="latency loss of the proxyless strategy: add#abs (default), mul#log or add#linear")
     p.add_argument("--strategy", help="proxyless (gradient) or mnas (REINFORCE)")
     p.add_argument("--seed", type=int)
     p.add_argument("--baseline", action="store_true", help="also train and measure a same-budget uniform network")
     p.add_argument("--config", help="JSON or TOML file of search config fields (flags override it)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any search config field (repeatable; VALUE is JSON, else a string), "
+                   "e.g. --set arch_lr=0.01 --set weight_sharing=none")
     p.add_argument("--out", help="run folder (default: runs/search-<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

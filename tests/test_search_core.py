@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import TableEstimator
 from hwnas.latency.table import LatencyTable
-from hwnas.ops import MBConvSpec, ZeroSpec
+from hwnas.ops import MBConvSpec, ZeroSpec, build_op
 from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
 from hwnas.search.losses import get_loss, get_reward, loss_names, reward_names
 from hwnas.search.strategies import get_strategy, strategy_names
@@ -52,9 +52,10 @@ def _estimator(space, seed: int = 0) -> TableEstimator:
     return TableEstimator(table, space, overhead="per-op")
 
 
-def _mixed_layer(count: int, arch_grad: str = "full_v2", seed: int = 0) -> tuple[MixedOp, torch.Tensor, torch.Tensor]:
+def _mixed_layer(count: int, arch_grad: str = "full_v2", seed: int = 0,
+                 sharing: str = "none") -> tuple[MixedOp, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
-    mixed = MixedOp(_candidates(count), arch_grad).double().train()
+    mixed = MixedOp(_candidates(count), arch_grad, sharing).double().train()
     with torch.no_grad():
         mixed.alpha.copy_(torch.randn(count, dtype=torch.float64))
     x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
@@ -72,11 +73,12 @@ def _mixture_grad(mixed: MixedOp, x: torch.Tensor, c: torch.Tensor, subset: list
 
 
 # -- binary gates ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sharing", ["none", "nested"])
 @pytest.mark.parametrize("active", range(7))
-def test_full_v2_gradient_equals_softmax_mixture_for_a_linear_loss(active):
+def test_full_v2_gradient_equals_softmax_mixture_for_a_linear_loss(active, sharing):
     """L = <c, out> is linear in out, so sum_j <c, o_j> p_j (delta_ij - p_i) is exactly d/dalpha_i of
     <c, sum_j p_j o_j>, whatever path is active (the last candidate is zero: o = x)."""
-    mixed, x, c = _mixed_layer(7)
+    mixed, x, c = _mixed_layer(7, sharing=sharing)
     mixed.mode = "arch"
     mixed.set_path(active)
     (grad,) = torch.autograd.grad((c * mixed(x)).sum(), mixed.alpha)
@@ -102,10 +104,11 @@ def test_full_v2_sampled_paths_and_zero_op_gradient():
     assert len(seen) > 1
 
 
-def test_two_mode_gradient_equals_the_pair_mixture_and_rescale_keeps_other_paths():
+@pytest.mark.parametrize("sharing", ["none", "nested"])
+def test_two_mode_gradient_equals_the_pair_mixture_and_rescale_keeps_other_paths(sharing):
     """'two' is exact for the two-path mixture: the gradient equals d/dalpha of <c, q_a o_a + q_b o_b> with
     q = softmax(alpha_{a,b}) (zero for the other alphas); after the rescaling the other paths' p is unchanged."""
-    mixed, x, c = _mixed_layer(7, "two", seed=2)
+    mixed, x, c = _mixed_layer(7, "two", seed=2, sharing=sharing)
     mixed.mode = "arch"
     generator = torch.Generator().manual_seed(1)
     for _ in range(8):
@@ -123,8 +126,9 @@ def test_two_mode_gradient_equals_the_pair_mixture_and_rescale_keeps_other_paths
         torch.testing.assert_close(mixed.probs().detach()[others], p_before[others], rtol=1e-12, atol=1e-12)
 
 
-def test_backward_recompute_leaves_batchnorm_statistics_unchanged():
-    mixed, x, c = _mixed_layer(7)
+@pytest.mark.parametrize("sharing", ["none", "nested"])
+def test_backward_recompute_leaves_batchnorm_statistics_unchanged(sharing):
+    mixed, x, c = _mixed_layer(7, sharing=sharing)
     mixed.mode = "arch"
     mixed.set_path(0)
     out = mixed(x)
@@ -133,12 +137,55 @@ def test_backward_recompute_leaves_batchnorm_statistics_unchanged():
     assert all(torch.equal(a, b) for a, b in zip(buffers, mixed.buffers()))
 
 
+# -- nested weight sharing -------------------------------------------------------------------------------
+def test_nested_candidate_equals_a_standalone_mbconv_with_the_sliced_weights():
+    """Each nested candidate computes exactly what build_op's MBConv computes with the shared weights' slices
+    (first mid filters, centred k x k window) and the candidate's own BatchNorms copied in."""
+    torch.manual_seed(0)
+    mixed = MixedOp(_candidates(7), "full_v2", "nested").double().eval()
+    assert len(mixed.shared) == 1 and type(mixed.ops[6]).__name__ == "Identity"
+    for module in mixed.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # non-trivial statistics and affine parameters
+            for t in (module.running_mean, module.weight, module.bias):
+                t.data.normal_()
+            module.running_var.data.uniform_(0.5, 2.0)
+    shared = mixed.shared[0]
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
+    for (name, spec), op in zip(_candidates(6), mixed.ops):
+        reference = build_op(spec).double().eval()
+        expand, depthwise, project = reference.body
+        start = (7 - spec.k) // 2
+        with torch.no_grad():
+            expand[0].weight.copy_(shared.expand[:spec.mid])
+            depthwise[0].weight.copy_(shared.depthwise[:spec.mid, :, start:start + spec.k, start:start + spec.k])
+            project[0].weight.copy_(shared.project[:, :spec.mid])
+        for block, bn in ((expand, op.bn_expand), (depthwise, op.bn_depthwise), (project, op.bn_project)):
+            block[1].load_state_dict(bn.state_dict())
+        torch.testing.assert_close(op(x), reference(x), rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_nested_sharing_trains_every_candidate_with_one_path():
+    """A weight step through one nested candidate updates the shared weights every other candidate uses."""
+    torch.manual_seed(0)
+    separate, nested = MixedOp(_candidates(7)), MixedOp(_candidates(7), "full_v2", "nested")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(nested) < count(separate) / 2
+    nested.set_path(0)
+    nested(torch.randn(2, 8, 6, 6)).sum().backward()
+    assert nested.shared[0].depthwise.grad is not None
+    assert nested.shared[0].depthwise.grad[:24, :, 2:5, 2:5].abs().sum() > 0  # k3_e3's window
+    assert nested.shared[0].depthwise.grad[24:].abs().sum() == 0  # channels only e6 uses
+    with pytest.raises(HwnasError, match="weight_sharing"):
+        MixedOp(_candidates(3), "full_v2", "ofa")
+
+
 # -- supernets of every space ----------------------------------------------------------------------------
+@pytest.mark.parametrize("sharing", ["none", "nested"])
 @pytest.mark.parametrize("arch_grad", ["full_v2", "two"])
 @pytest.mark.parametrize("name", space_names())
-def test_every_space_supernet_weight_and_arch_steps(name, arch_grad):
+def test_every_space_supernet_weight_and_arch_steps(name, arch_grad, sharing):
     space = get_space(name, SMALL[name])
-    net = SuperNet(space, arch_grad)
+    net = SuperNet(space, arch_grad, sharing)
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, 3, space.resolution, space.resolution), torch.tensor([0, 1])
     net.set_mode("weight")
@@ -283,20 +330,31 @@ def test_losses_against_their_formulas():
     assert float(get_loss("add#linear")(ce, expected, 80.0)) == pytest.approx(2.0 + 0.1 * 20.0 / 80.0, rel=1e-6)
     assert float(get_loss("mul#log", alpha=1.0, beta=0.6, unit_ms=0.01)(ce, torch.tensor(0.5), 0.4)) == pytest.approx(
         2.0 * (math.log(50.0) / math.log(40.0)) ** 0.6, rel=1e-6)
-    assert sorted(loss_names()) == ["add#linear", "mul#log"]
+    assert float(get_loss("add#abs")(ce, expected, 80.0)) == pytest.approx(2.0 + 0.1 * 0.25, rel=1e-6)
+    assert float(get_loss("add#abs", lam=0.5)(ce, torch.tensor(60.0), 80.0)) == pytest.approx(2.0 + 0.5 * 0.25)
+    assert sorted(loss_names()) == ["add#abs", "add#linear", "mul#log"]
     with pytest.raises(HwnasError):
         get_loss("mul#log")(ce, expected, 0.5)  # log T < 0 in ms: needs a smaller unit
     with pytest.raises(HwnasError):
         get_loss("mul#log", gamma=1.0)
 
 
-@pytest.mark.parametrize("name", loss_names())
+@pytest.mark.parametrize("name", [n for n in loss_names() if n != "add#abs"])
 def test_losses_grow_with_latency(name):
     loss = get_loss(name)
     latency = torch.tensor([60.0, 80.0, 120.0], dtype=torch.float64, requires_grad=True)
     values = torch.stack([loss(torch.tensor(1.5, dtype=torch.float64), latency[i], 80.0) for i in range(3)])
     (grad,) = torch.autograd.grad(values.sum(), latency)
     assert values[0] < values[1] < values[2] and torch.all(grad > 0)
+
+
+def test_abs_loss_pulls_expected_latency_towards_the_target_from_both_sides():
+    loss = get_loss("add#abs")
+    latency = torch.tensor([60.0, 80.0, 120.0], dtype=torch.float64, requires_grad=True)
+    values = torch.stack([loss(torch.tensor(1.5, dtype=torch.float64), latency[i], 80.0) for i in range(3)])
+    (grad,) = torch.autograd.grad(values.sum(), latency)
+    assert values[1] < values[0] and values[1] < values[2]
+    assert grad[0] < 0 < grad[2]  # below T the loss falls as latency grows; above T it rises
 
 
 def test_rewards_against_their_formulas():

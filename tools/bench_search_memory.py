@@ -6,6 +6,7 @@ autograd saves (``saved_tensors_hooks``, each storage once, parameters excluded)
 * ``path``: the largest single path (every layer at its largest candidate), as a plain network;
 * ``weight``: a supernet weight step (mode ``weight``, one sampled path);
 * ``arch full_v2`` / ``arch two``: a supernet architecture step with binary gates;
+* ``weight nested`` / ``arch two nested``: the search run's default, candidates sharing nested weights;
 * ``darts``: the softmax mixture ``sum_j p_j o_j(x)`` with every candidate computed and stored;
 
 and the peak RSS growth of the same forward + backward run in a forked child (the full_v2 column includes the
@@ -70,9 +71,12 @@ def _steps(space: SearchSpace, seed: int) -> dict[str, tuple[torch.nn.Module, Ca
     largest = space.arch([layer.names[0] for layer in space.layers])
     path = ArchNet(space, largest)
     steps: dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]] = {"path": (path, path)}
-    for column, mode, arch_grad in (("weight", "weight", "full_v2"), ("arch full_v2", "arch", "full_v2"),
-                                    ("arch two", "arch", "two")):
-        net = SuperNet(space, arch_grad)
+    for column, mode, arch_grad, sharing in (("weight", "weight", "full_v2", "none"),
+                                             ("arch full_v2", "arch", "full_v2", "none"),
+                                             ("arch two", "arch", "two", "none"),
+                                             ("weight nested", "weight", "two", "nested"),
+                                             ("arch two nested", "arch", "two", "nested")):
+        net = SuperNet(space, arch_grad, sharing)
         net.set_mode(mode)
         for m in net.mixed_ops:
             m.set_path(0)

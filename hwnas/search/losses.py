@@ -10,6 +10,11 @@ Losses:
   ProxylessNAS search code (Cai, Zhu, Han, ICLR 2019; ``--grad_reg_loss_type mul#log``), with latency in ms.
 * ``add#linear`` -- ``L = CE + lambda * (E[LAT] - T) / T``, lambda = 0.1: the paper's additive latency loss
   ``CE + lambda_2 * E[LAT]`` normalised by the target, as the same code writes it (``add#linear``).
+* ``add#abs`` -- ``L = CE + lambda * |E[LAT] / T - 1|``, lambda = 0.1: TuNAS's absolute-value cost (Bender et
+  al., CVPR 2020) as a differentiable loss. Both losses above push ``E[LAT]`` down at any latency, so with a
+  weak accuracy signal (short searches, small data) the probabilities drift to the cheapest ops whatever T is;
+  this one pulls ``E[LAT]`` towards T from both sides, so the probabilities describe networks near T and decoding
+  under T (:mod:`hwnas.search.decode`) lands just below it. The search run's default.
 
 Rewards:
 
@@ -75,6 +80,17 @@ class AddLinearLoss:
 
 
 @dataclass(frozen=True)
+class AddAbsLoss:
+    """``L = CE + lambda * |E[LAT] / T - 1|`` (TuNAS's absolute cost as a loss; see the module docstring)."""
+
+    lam: float = 0.1
+
+    def __call__(self, ce: torch.Tensor, expected_latency_ms: torch.Tensor, target_ms: float) -> torch.Tensor:
+        _check_target("add#abs", target_ms)
+        return ce + self.lam * torch.abs(expected_latency_ms.to(ce.dtype) / target_ms - 1.0)
+
+
+@dataclass(frozen=True)
 class MnasSoftReward:
     """``R = ACC * (LAT / T) ** w`` with ``w`` = -0.07 (MnasNet soft constraint)."""
 
@@ -109,7 +125,7 @@ class TunasAbsReward:
         return accuracy + self.beta * abs(latency_ms / target_ms - 1.0)
 
 
-_LOSSES: dict[str, type] = {"mul#log": MulLogLoss, "add#linear": AddLinearLoss}
+_LOSSES: dict[str, type] = {"mul#log": MulLogLoss, "add#linear": AddLinearLoss, "add#abs": AddAbsLoss}
 _REWARDS: dict[str, type] = {"mnas-soft": MnasSoftReward, "mnas-hard": MnasHardReward, "tunas-abs": TunasAbsReward}
 
 

@@ -9,6 +9,7 @@ Every hyper-parameter lives in :class:`~hwnas.search.run_config.SearchConfig`.
 
 from __future__ import annotations
 
+import math
 import platform
 import resource
 import sys
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,7 +41,8 @@ from hwnas.search.run_train import search_supernet, torch_settings, train_derive
 from hwnas.search.supernet import SuperNet
 from hwnas.spaces import Architecture, SearchSpace, get_space, space_info
 
-__all__ = ["SearchConfig", "baseline_arch", "default_target_ms", "load_estimator", "measure_networks", "run_search"]
+__all__ = ["SearchConfig", "baseline_arch", "baseline_candidates", "default_target_ms", "load_estimator",
+           "measure_networks", "meet_on_device", "run_search"]
 
 
 def default_target_ms(space: SearchSpace, estimator: LatencyEstimator, fraction: float) -> tuple[float, float, float]:
@@ -50,26 +52,33 @@ def default_target_ms(space: SearchSpace, estimator: LatencyEstimator, fraction:
     return fastest + fraction * (slowest - fastest), fastest, slowest
 
 
-def baseline_arch(space: SearchSpace, estimator: LatencyEstimator, target_ms: float) -> Architecture | None:
-    """A uniform MobileNetV2-like architecture within ``target_ms``: the same op in every layer.
+def baseline_candidates(space: SearchSpace) -> list[Architecture]:
+    """Uniform MobileNetV2-like architectures: the same op in every layer, at every uniform depth ``d``.
 
-    Candidates are every non-zero op shared by all layers, at every uniform depth ``d`` (the first ``d`` layers
-    of each stage keep the op; later layers that offer ``zero`` are skipped, Once-for-All's elastic depth).
-    Returns the slowest candidate whose table latency is <= ``target_ms`` (deeper first on ties), None if none fits.
+    Ops: every non-zero op shared by all layers. Depth ``d``: the first ``d`` layers of each stage keep the op;
+    later layers that offer ``zero`` are skipped (Once-for-All's elastic depth).
     """
     shared = [n for n in space.layers[0].names if n != "zero" and all(n in layer.names for layer in space.layers)]
     depth = max((len(stage.layers) for stage in space.stages), default=len(space.layers))
     position = {i: p for stage in space.stages for p, i in enumerate(stage.layers)}
-    best: tuple[float, int, Any] | None = None
-    for op in shared:
-        for d in range(1, depth + 1):
-            choices = [op if position.get(layer.index, 0) < d or "zero" not in layer.names else "zero"
-                       for layer in space.layers]
-            arch = space.arch(choices)
-            latency = estimator.latency_ms(arch)
-            if latency <= target_ms and (best is None or (latency, d) > best[:2]):
-                best = (latency, d, arch)
-    return best[2] if best else None
+    archs = []
+    for d in range(depth, 0, -1):  # deeper first: kept on latency ties
+        for op in shared:
+            archs.append(space.arch([op if position.get(layer.index, 0) < d or "zero" not in layer.names else "zero"
+                                     for layer in space.layers]))
+    return archs
+
+
+def _slowest_within(archs: list[Architecture], estimator: LatencyEstimator, target_ms: float) -> Architecture | None:
+    fitting = [a for a in archs if estimator.latency_ms(a) <= target_ms]
+    return max(fitting, key=estimator.latency_ms) if fitting else None
+
+
+def baseline_arch(space: SearchSpace, estimator: LatencyEstimator, target_ms: float) -> Architecture | None:
+    """The same-budget uniform baseline: the slowest of :func:`baseline_candidates` whose table latency is
+    <= ``target_ms`` (deeper first on ties), None if none fits. The search run then corrects it on the device
+    with the same closed loop as the searched architecture."""
+    return _slowest_within(baseline_candidates(space), estimator, target_ms)
 
 
 def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConfig, progress: bool) -> TableEstimator:
@@ -133,43 +142,80 @@ def _train(space: SearchSpace, arch: Architecture, data: DataSplits, config: Sea
     return _Trained(arch, net, accuracy, history, time.perf_counter() - start)
 
 
-def _decode(supernet: SuperNet, space: SearchSpace, estimator: LatencyEstimator, target_ms: float,
-            fastest_ms: float) -> tuple[Architecture, str]:
-    """The most probable architecture within ``target_ms``; argmax (with a warning) when none is."""
-    log_probs = [torch.log_softmax(a.detach().double(), dim=0).tolist() for a in supernet.arch_parameters()]
-    arch = decode_under_target(space, log_probs, estimator, target_ms)
-    if arch is not None:
-        return arch, "most probable architecture within the target (decode_under_target)"
-    note = (f"argmax: no architecture meets the target {target_ms:.4g} ms (the fastest takes {fastest_ms:.4g} ms "
-            "in the table)")
+def _decode_note(space: SearchSpace, estimator: LatencyEstimator, log_probs: list[list[float]], target_ms: float,
+                 fastest_ms: float) -> str:
+    """How the architecture was derived; warns when no architecture meets the target in the table."""
+    if decode_under_target(space, log_probs, estimator, target_ms) is not None:
+        return "most probable architecture within the target (decode_under_target), then the closed loop"
+    note = (f"fastest architecture: none meets the target {target_ms:.4g} ms in the table (the fastest takes "
+            f"{fastest_ms:.4g} ms)")
     print(f"hwnas: warning: {note}", file=sys.stderr)
-    return supernet.argmax_arch(), note
+    return note
 
 
-def _meet_on_device(supernet: SuperNet, space: SearchSpace, estimator: LatencyEstimator, target_ms: float,
-                    arch: Architecture, device: DeviceProfile, config: SearchConfig,
-                    progress: bool) -> tuple[Architecture, list[dict[str, float]]]:
-    """Closed loop before training: measure the decoded architecture on the device; while it is over the target,
-    decode again under a table target scaled by target/measured (1% tighter), so the table's misses (fusion,
-    overhead, layout) are corrected by the device itself. Returns the architecture and one record per measurement.
+def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float,
+                   decode: Callable[[float], Architecture | None], fastest: Architecture, ceiling_ms: float,
+                   device: DeviceProfile, config: SearchConfig) -> tuple[Architecture, list[dict[str, Any]]]:
+    """Closed loop before training (latency does not depend on the weights): find the table target whose decoded
+    architecture (``decode(table_target)``, None when nothing fits) measures on the device just under T.
+
+    The aim is ``measured <= (1 - margin) * T``; a result within ``2 * margin`` below the aim is accepted. Over
+    the aim, the table target is scaled down by aim/measured; far under it, up by the same ratio (a step that
+    decodes the same architecture again is doubled); once a target over and one under are known, the next lies
+    between them. A table target under what ``fastest`` needs tries ``fastest``; one at or over ``ceiling_ms``
+    (from there on every target decodes the same) ends the loop. At most ``config.closed_loop_steps``
+    measurements (an architecture is measured once). Returns the slowest architecture measured under the aim (the
+    first decoded one when nothing was measured, the fastest measured one when none was under the aim) and one
+    record per decoded architecture (consecutive repeats once).
     """
-    log_probs = [torch.log_softmax(a.detach().double(), dim=0).tolist() for a in supernet.arch_parameters()]
-    table_target, log = target_ms, []
-    for _ in range(config.closed_loop_steps if config.measure else 0):
-        try:
-            stats, _ = measure_networks(device, {"candidate": space.build(arch)}, space.input_shape, config, False)
-        except RuntimeUnavailable:
-            break
-        measured = stats["candidate"]["median_ms"]
-        log.append({"table_target_ms": table_target, "estimated_ms": estimator.latency_ms(arch),
-                    "measured_ms": measured, "arch": " ".join(arch.choices)})
-        if measured <= target_ms:
-            break
-        table_target *= 0.99 * target_ms / measured
-        tighter = decode_under_target(space, log_probs, estimator, table_target)
-        if tighter is None or tighter == arch:
-            break
-        arch = tighter
+    steps = config.closed_loop_steps if config.measure else 0
+    aim = target_ms * (1.0 - config.closed_loop_margin)
+    good_enough = aim * (1.0 - 2.0 * config.closed_loop_margin)
+    measured: dict[tuple[str, ...], float] = {}
+    under: tuple[float, Architecture] | None = None
+    low = high = None  # the loosest table target decoded under the aim, the tightest decoded over it
+    table_target, stretch, previous, log = target_ms, 1.0, None, []
+    arch = decode(target_ms) or fastest
+    for _ in range(4 * steps):
+        if arch.choices not in measured:
+            if len(measured) == steps:
+                break
+            try:
+                stats, _ = measure_networks(device, {"candidate": space.build(arch)}, space.input_shape, config, False)
+            except RuntimeUnavailable:
+                break
+            measured[arch.choices] = stats["candidate"]["median_ms"]
+        ms = measured[arch.choices]
+        if arch != previous:
+            log.append({"table_target_ms": table_target, "estimated_ms": estimator.latency_ms(arch), "measured_ms": ms,
+                        "arch": " ".join(arch.choices)})
+        if ms <= aim:
+            low = table_target if low is None else max(low, table_target)
+            if under is None or ms > under[0]:
+                under = (ms, arch)
+            if ms >= good_enough or table_target >= ceiling_ms:
+                break
+        else:
+            high = table_target if high is None else min(high, table_target)
+        stretch = min(stretch * 2.0, 16.0) if arch == previous else 1.0
+        proposal = table_target * (aim / ms) ** stretch
+        if low is not None and high is not None:
+            if high / low < 1.002:
+                break
+            if not low < proposal < high:
+                proposal = math.sqrt(low * high)
+        previous, table_target = arch, proposal
+        decoded = decode(table_target)
+        if decoded is None:  # tighter than the fastest architecture: try that one
+            decoded, table_target = fastest, estimator.latency_ms(fastest)
+            if decoded.choices in measured:
+                break
+        arch = decoded
+    if under is not None:
+        return under[1], log
+    if measured:
+        fastest = min(measured, key=measured.__getitem__)
+        return space.arch(list(fastest)), log
     return arch, log
 
 
@@ -226,15 +272,27 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
     default_t, fastest_ms, slowest_ms = default_target_ms(space, estimator, config.target_fraction)
     target_ms = config.target_ms if config.target_ms is not None else default_t
     with torch_settings(config):
-        supernet = SuperNet(space, arch_grad=config.arch_grad)
+        supernet = SuperNet(space, arch_grad=config.arch_grad, weight_sharing=config.weight_sharing)
+        if config.channels_last:
+            supernet = supernet.to(memory_format=torch.channels_last)
         search_start = time.perf_counter()
         history = search_supernet(supernet, data, estimator, target_ms, config, progress)
-        arch, decode_note = _decode(supernet, space, estimator, target_ms, fastest_ms)
-        arch, closed_loop = _meet_on_device(supernet, space, estimator, target_ms, arch, device, config, progress)
+        log_probs = [torch.log_softmax(a.detach().double(), dim=0).tolist() for a in supernet.arch_parameters()]
+        decode_note = _decode_note(space, estimator, log_probs, target_ms, fastest_ms)
+        decode = lambda t: decode_under_target(space, log_probs, estimator, t)  # noqa: E731
+        fastest = fastest_arch(space, estimator)
+        ceiling_ms = estimator.latency_ms(decode(slowest_ms) or fastest)
+        arch, closed_loop = meet_on_device(space, estimator, target_ms, decode, fastest, ceiling_ms, device, config)
         search_seconds = time.perf_counter() - search_start
         trained = {"derived": _train(space, arch, data, config, progress, "train")}
-        baseline = baseline_arch(space, estimator, target_ms) if config.baseline else None
-        if baseline is not None:
+        baseline, baseline_loop = None, []
+        if config.baseline:
+            uniform = baseline_candidates(space)
+            pick = lambda t: _slowest_within(uniform, estimator, t)  # noqa: E731
+            fastest_uniform = min(uniform, key=estimator.latency_ms)
+            baseline, baseline_loop = meet_on_device(space, estimator, target_ms, pick, fastest_uniform,
+                                                     estimator.latency_ms(max(uniform, key=estimator.latency_ms)),
+                                                     device, config)
             trained["baseline"] = _train(space, baseline, data, config, progress, "baseline")
         measure_start = time.perf_counter()
         measurement, runtime = _measure(device, trained, space, config, progress)
@@ -248,9 +306,7 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
         baseline_result = {"arch": base.arch.to_dict(), "arch_human": space.human(base.arch),
                            "estimated_ms": estimator.latency_ms(base.arch), "measured_ms": _ms(base),
                            "measured_over_target": _ratio(_ms(base), target_ms), "accuracy": base.accuracy,
-                           "train_seconds": base.seconds}
-    elif config.baseline:
-        baseline_result = {"arch": None, "note": f"no uniform architecture fits {target_ms:.4g} ms"}
+                           "train_seconds": base.seconds, "closed_loop": baseline_loop}
 
     out.mkdir(parents=True, exist_ok=True)
     files = {"arch": str(arch.save(out / "arch.json")), "model": str(out / "model.pt"),

@@ -45,10 +45,12 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec, build_op
+from hwnas.search.nested import build_candidates
 from hwnas.spaces import Architecture, SearchSpace
 
 MODES = ("weight", "arch", "fixed")
 ARCH_GRAD_MODES = ("full_v2", "two")
+WEIGHT_SHARING_MODES = ("none", "nested")
 
 
 @contextmanager
@@ -100,13 +102,15 @@ class _BinaryGate(torch.autograd.Function):
 class MixedOp(nn.Module):
     """All candidates of one searchable layer, its architecture parameters ``alpha`` and the sampled path."""
 
-    def __init__(self, candidates: Sequence[tuple[str, OpSpec]], arch_grad: str = "full_v2") -> None:
+    def __init__(self, candidates: Sequence[tuple[str, OpSpec]], arch_grad: str = "full_v2",
+                 weight_sharing: str = "none") -> None:
         super().__init__()
         if not candidates:
             raise HwnasError("MixedOp: a searchable layer needs at least one candidate")
         _check_arch_grad(arch_grad)
+        _check_weight_sharing(weight_sharing)
         self.names = tuple(name for name, _ in candidates)
-        self.ops = nn.ModuleList(build_op(spec) for _, spec in candidates)
+        self.ops, self.shared = build_candidates([spec for _, spec in candidates], weight_sharing == "nested")
         self.alpha = nn.Parameter(torch.zeros(len(candidates)))
         self.mode = "weight"
         self.arch_grad = arch_grad
@@ -167,13 +171,15 @@ class MixedOp(nn.Module):
 class SuperNet(nn.Module):
     """Prefix ops, one :class:`MixedOp` per searchable layer, suffix ops; see the module docstring."""
 
-    def __init__(self, space: SearchSpace, arch_grad: str = "full_v2") -> None:
+    def __init__(self, space: SearchSpace, arch_grad: str = "full_v2", weight_sharing: str = "none") -> None:
         super().__init__()
         _check_arch_grad(arch_grad)
+        _check_weight_sharing(weight_sharing)
         self.space = space
         self.arch_grad = arch_grad
+        self.weight_sharing = weight_sharing
         self.prefix = nn.Sequential(*(build_op(spec) for spec in space.prefix))
-        self.mixed_ops = nn.ModuleList(MixedOp(layer.candidates, arch_grad) for layer in space.layers)
+        self.mixed_ops = nn.ModuleList(MixedOp(layer.candidates, arch_grad, weight_sharing) for layer in space.layers)
         self.suffix = nn.Sequential(*(build_op(spec) for spec in space.suffix))
         self.mode = "weight"
 
@@ -230,6 +236,11 @@ class SuperNet(nn.Module):
         for m in self.mixed_ops:
             x = m(x)
         return self.suffix(x)
+
+
+def _check_weight_sharing(weight_sharing: str) -> None:
+    if weight_sharing not in WEIGHT_SHARING_MODES:
+        raise HwnasError(f"weight_sharing must be one of {', '.join(WEIGHT_SHARING_MODES)}, got {weight_sharing!r}")
 
 
 def _check_arch_grad(arch_grad: str) -> None:
