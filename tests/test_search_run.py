@@ -165,14 +165,26 @@ def test_cli_search_json(tables: Path, tmp_path: Path, capsys: pytest.CaptureFix
     config = tmp_path / "quick.json"
     config.write_text(json.dumps({**QUICK, "seed": 1}))
     out = tmp_path / "run"
-    code = main(["search", "--config", str(config), "--seed", "2", "--out", str(out), "--json", "--quiet"])
+    code = main(["search", "--config", str(config), "--seed", "2", "--out", str(out), "--json", "--quiet",
+                 "--set", "closed_loop_steps=0", "--set", "arch_lr=0.01", "--set", "loss=add#linear"])
     captured = capsys.readouterr()
     assert code == 0
     result = json.loads(captured.out)
     for key in ("arch", "target_ms", "estimated_ms", "measured_ms", "accuracy", "out"):
         assert key in result
-    assert result["out"] == str(out) and result["estimated_ms"] <= result["target_ms"]
-    assert json.loads((out / "report.json").read_text())["config"]["seed"] == 2  # the flag beats the file
+    assert result["out"] == str(out) and result["estimated_ms"] <= result["target_ms"]  # no closed loop: table
+    saved = json.loads((out / "report.json").read_text())["config"]
+    assert saved["seed"] == 2  # the flag beats the file
+    assert (saved["closed_loop_steps"], saved["arch_lr"], saved["loss"]) == (0, 0.01, "add#linear")
+
+
+@pytest.mark.parametrize("item, message", [("arch_lr", "expected FIELD=VALUE"),
+                                           ("arch_lr=fast", "field 'arch_lr'"),
+                                           ("speed=3", "unknown key 'speed'")])
+def test_cli_set_errors_are_one_line(item: str, message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["search", "--set", item]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
 
 
 def test_cli_bad_data_path_is_one_line(tables: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

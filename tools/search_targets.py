@@ -70,8 +70,14 @@ def main() -> None:
     parser.add_argument("--num-classes", type=int, default=10, help="classes of the data set (digits: 10)")
     parser.add_argument("--fractions", default="0.2,0.5,0.8")
     parser.add_argument("--out", default="runs/targets")
+    parser.add_argument("--table-only", action="store_true", help="reprint the table and plot of OUT/targets.json")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
+    if args.table_only:
+        rows = json.loads((Path(args.out) / "targets.json").read_text())
+        plot(rows, Path(args.out) / "targets.png")
+        print(markdown(rows))
+        return
     fractions = [float(f) for f in args.fractions.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,18 +97,42 @@ def main() -> None:
                   file=sys.stderr)
             (out / "targets.json").write_text(json.dumps(rows, indent=1))
     plot(rows, out / "targets.png")
-    print("| device | target (ms) | table estimate (ms) | measured (ms) | measured / target | closed-loop measurements |"
-          " accuracy | baseline accuracy | baseline measured (ms) | baseline / target | search + train (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(markdown(rows))
+
+
+def _loop_ms(result: dict[str, Any], arch: dict[str, Any]) -> str:
+    """The closed loop's (pre-training) measurement of the chosen architecture."""
+    chosen = " ".join(arch["choices"])
+    values = [entry["measured_ms"] for entry in result.get("closed_loop") or [] if entry["arch"] == chosen]
+    return f"{values[-1]:.3f}" if values else "—"
+
+
+def _noisy(row: dict[str, Any], baseline: bool = False) -> str:
+    """" *" when the final measurement's fastest rounds still disagreed (the protocol's ``noisy`` flag)."""
+    report = Path(row["out"]) / "report.json"
+    if not report.is_file():
+        return ""
+    data = json.loads(report.read_text())
+    measured = ((data.get("baseline") or {}).get("measured") if baseline else data.get("measured")) or {}
+    return " *" if measured.get("noisy") else ""
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| device | target T (ms) | table estimate (ms) | closed loop (ms) | measured (ms) | measured / T | "
+             "accuracy | baseline closed loop (ms) | baseline measured (ms) | baseline / T | baseline accuracy | "
+             "search + train (s) |", "|---" * 12 + "|"]
     for r in rows:
         base = r.get("baseline") or {}
-        base_acc = f"{base['accuracy']:.3f}" if base.get("accuracy") is not None else "none fits"
-        base_ms = f"{base['measured_ms']:.3f}" if base.get("measured_ms") is not None else "—"
-        base_ratio = f"{base['measured_over_target']:.2f}" if base.get("measured_over_target") is not None else "—"
-        loop = len({entry["arch"] for entry in r["closed_loop"]})
-        print(f"| {r['device']} | {r['target_ms']:.3f} | {r['estimated_ms']:.3f} | {r['measured_ms']:.3f} | "
-              f"{r['measured_over_target']:.2f} | {loop} | {r['accuracy']:.3f} | {base_acc} | {base_ms} | "
-              f"{base_ratio} | {r['search_seconds'] + r['train_seconds']:.0f} |")
+        if base.get("arch"):
+            base_cells = (f"{_loop_ms(base, base['arch'])} | {base['measured_ms']:.3f}{_noisy(r, True)} | "
+                          f"{base['measured_over_target']:.2f} | {base['accuracy']:.3f}")
+        else:
+            base_cells = "— | — | — | none fits"
+        lines.append(f"| {r['device']} | {r['target_ms']:.3f} | {r['estimated_ms']:.3f} | {_loop_ms(r, r['arch'])} | "
+                     f"{r['measured_ms']:.3f}{_noisy(r)} | {r['measured_over_target']:.2f} | {r['accuracy']:.3f} | {base_cells} | "
+                     f"{r['search_seconds'] + r['train_seconds']:.0f} |")
+    return "\n".join(lines + ["", "\\* the final measurement's fastest rounds disagreed by more than 10% (flagged "
+                               "noisy): the machine was in a burst for most of it."])
 
 
 if __name__ == "__main__":

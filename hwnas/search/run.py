@@ -220,19 +220,23 @@ def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
 
 
 def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchSpace, config: SearchConfig,
-             progress: bool) -> tuple[str, dict[str, Any] | None]:
-    """Fill ``measured`` of each trained network; returns (what was done, the runtime's description)."""
+             progress: bool) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+    """Fill ``measured`` of each trained network; returns (what was done, the runtime's description, the
+    statistics of an untrained copy of the derived architecture measured in the same interleaved rounds: the
+    control that tells a slower machine state from a weight-dependent latency when the final measurement and
+    the closed loop's disagree)."""
     if not config.measure:
-        return "off (config.measure is false)", None
+        return "off (config.measure is false)", None, None
+    nets = {k: t.net for k, t in trained.items()}
+    nets["derived_untrained"] = space.build(trained["derived"].arch)
     try:
-        stats, runtime = measure_networks(device, {k: t.net for k, t in trained.items()}, space.input_shape,
-                                          config, progress)
+        stats, runtime = measure_networks(device, nets, space.input_shape, config, progress)
     except RuntimeUnavailable as exc:
         print(f"hwnas: warning: not measured on {device.name}: {exc}", file=sys.stderr)
-        return f"skipped: {exc}", None
+        return f"skipped: {exc}", None, None
     for name, t in trained.items():
         t.measured = stats[name]
-    return f"end to end on {device.name} ({device.backend})", runtime
+    return f"end to end on {device.name} ({device.backend})", runtime, stats["derived_untrained"]
 
 
 def _ms(trained: _Trained) -> float | None:
@@ -295,7 +299,7 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
                                                      device, config)
             trained["baseline"] = _train(space, baseline, data, config, progress, "baseline")
         measure_start = time.perf_counter()
-        measurement, runtime = _measure(device, trained, space, config, progress)
+        measurement, runtime, untrained = _measure(device, trained, space, config, progress)
         measure_seconds = time.perf_counter() - measure_start
     derived = trained["derived"]
     probs = [p.detach().tolist() for p in supernet.probs()]
@@ -306,7 +310,7 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
         baseline_result = {"arch": base.arch.to_dict(), "arch_human": space.human(base.arch),
                            "estimated_ms": estimator.latency_ms(base.arch), "measured_ms": _ms(base),
                            "measured_over_target": _ratio(_ms(base), target_ms), "accuracy": base.accuracy,
-                           "train_seconds": base.seconds, "closed_loop": baseline_loop}
+                           "train_seconds": base.seconds, "closed_loop": baseline_loop, "measured": base.measured}
 
     out.mkdir(parents=True, exist_ok=True)
     files = {"arch": str(arch.save(out / "arch.json")), "model": str(out / "model.pt"),
@@ -316,7 +320,8 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
                 "std": list(data.std), "hwnas_version": hwnas.__version__})
     title = (f"{space.name}@{space.resolution} on {device.name}: T {target_ms:.3g} ms, est {estimated_ms:.3g} ms"
              + (f", meas {measured_ms:.3g} ms" if measured_ms is not None else "") + f", acc {derived.accuracy:.3f}")
-    plot_search(out / "search.png", history, space, arch, probs, target_ms, title)
+    chosen = [entry["table_target_ms"] for entry in closed_loop if entry["arch"] == " ".join(arch.choices)]
+    plot_search(out / "search.png", history, space, arch, probs, target_ms, title, chosen[-1] if chosen else None)
     default_note = f"default: {config.target_fraction:.0%} of the way from the fastest to the slowest architecture"
     report = {
         "arch": arch.to_dict(), "arch_human": space.human(arch), "device": device.name, "space": space.name,
@@ -324,7 +329,7 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
         "target_ms": target_ms, "target_source": "config" if config.target_ms is not None else default_note,
         "fastest_ms": fastest_ms, "slowest_ms": slowest_ms, "estimated_ms": estimated_ms, "measured_ms": measured_ms,
         "estimated_over_target": estimated_ms / target_ms, "measured_over_target": _ratio(measured_ms, target_ms),
-        "measured": derived.measured, "measurement": measurement, "decode": decode_note, "closed_loop": closed_loop,
+        "measured": derived.measured, "measured_untrained": untrained, "measurement": measurement, "decode": decode_note, "closed_loop": closed_loop,
         "accuracy": derived.accuracy, "baseline": baseline_result, "search_seconds": search_seconds,
         "train_seconds": derived.seconds, "measure_seconds": measure_seconds,
         "total_seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(), "seed": config.seed,
