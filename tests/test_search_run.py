@@ -82,7 +82,8 @@ def test_seeded_runs_give_the_same_architecture_and_files_load(tables: Path, tmp
     assert (run / "search.png").stat().st_size > 10_000
     saved = tmp_path / "config.json"
     saved.write_text(json.dumps(report_a["config"]))
-    assert SearchConfig.from_file(saved) == _config(tmp_path / "a", seed=3, closed_loop_steps=0)  # a report's config reruns the run
+    # a report's config reruns the run
+    assert SearchConfig.from_file(saved) == _config(tmp_path / "a", seed=3, closed_loop_steps=0)
 
 
 @pytest.mark.parametrize("strategy", strategy_names())

@@ -31,7 +31,8 @@ def measured_range(device: str, space_name: str, resolution: int, num_classes: i
     """(fastest, slowest) architecture of the space by table latency, measured end to end on the device."""
     space = get_space(space_name, resolution, num_classes)
     estimator = TableEstimator(LatencyTable.load(default_table_path(device, space_name, resolution)), space)
-    nets = {name: space.build(f(space, estimator)) for name, f in (("fastest", fastest_arch), ("slowest", slowest_arch))}
+    nets = {"fastest": space.build(fastest_arch(space, estimator)),
+            "slowest": space.build(slowest_arch(space, estimator))}
     stats, _ = measure_networks(load_device(device), nets, space.input_shape, SearchConfig(), False)
     return stats["fastest"]["median_ms"], stats["slowest"]["median_ms"]
 
@@ -49,7 +50,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         targets = [r["target_ms"] for r in mine]
         ax.plot(targets, targets, "k--", lw=1, label="measured = target")
         ax.plot(targets, [r["measured_ms"] for r in mine], "o", label="searched")
-        base = [(r["target_ms"], r["baseline"]["measured_ms"]) for r in mine if (r.get("baseline") or {}).get("measured_ms")]
+        base = [(r["target_ms"], r["baseline"]["measured_ms"]) for r in mine
+                if (r.get("baseline") or {}).get("measured_ms")]
         if base:
             ax.plot(*zip(*base), "s", mfc="none", label="uniform baseline")
         for r in mine:
@@ -129,7 +131,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         else:
             base_cells = "— | — | — | none fits"
         lines.append(f"| {r['device']} | {r['target_ms']:.3f} | {r['estimated_ms']:.3f} | {_loop_ms(r, r['arch'])} | "
-                     f"{r['measured_ms']:.3f}{_noisy(r)} | {r['measured_over_target']:.2f} | {r['accuracy']:.3f} | {base_cells} | "
+                     f"{r['measured_ms']:.3f}{_noisy(r)} | {r['measured_over_target']:.2f} | {r['accuracy']:.3f} | "
+                     f"{base_cells} | "
                      f"{r['search_seconds'] + r['train_seconds']:.0f} |")
     return "\n".join(lines + ["", "\\* the final measurement's fastest rounds disagreed by more than 10% (flagged "
                                "noisy): the machine was in a burst for most of it."])

@@ -93,10 +93,10 @@ def build_candidates(specs: Sequence[OpSpec], share: bool) -> tuple[nn.ModuleLis
     for members in groups.values():
         if len(members) < 2:
             continue
-        nested = [specs[i] for i in members]
-        holder = SharedMBConvWeights(nested[0].cin, nested[0].cout, max(s.mid for s in nested),  # type: ignore[attr-defined]
-                                     max(s.k for s in nested), nested[0].pw)  # type: ignore[attr-defined]
+        nested: list[MBConvSpec] = [specs[i] for i in members]  # type: ignore[misc]  # _group_key: MBConv only
+        holder = SharedMBConvWeights(nested[0].cin, nested[0].cout, max(s.mid for s in nested),
+                                     max(s.k for s in nested), nested[0].pw)
         holders.append(holder)
-        for i in members:
-            modules[i] = NestedMBConv(specs[i], holder)  # type: ignore[arg-type]
+        for i, spec in zip(members, nested):
+            modules[i] = NestedMBConv(spec, holder)
     return nn.ModuleList(m if m is not None else build_op(s) for m, s in zip(modules, specs)), holders

@@ -214,9 +214,18 @@ def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
     if under is not None:
         return under[1], log
     if measured:
-        fastest = min(measured, key=measured.__getitem__)
-        return space.arch(list(fastest)), log
+        quickest = min(measured, key=measured.__getitem__)
+        return space.arch(list(quickest)), log
     return arch, log
+
+
+def _baseline_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float, device: DeviceProfile,
+                        config: SearchConfig) -> tuple[Architecture, list[dict[str, Any]]]:
+    """The uniform baseline chosen by the same closed loop as the searched architecture (see :func:`baseline_arch`)."""
+    uniform = baseline_candidates(space)
+    by_latency = sorted(uniform, key=estimator.latency_ms)
+    return meet_on_device(space, estimator, target_ms, lambda t: _slowest_within(uniform, estimator, t),
+                          by_latency[0], estimator.latency_ms(by_latency[-1]), device, config)
 
 
 def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchSpace, config: SearchConfig,
@@ -289,14 +298,9 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
         arch, closed_loop = meet_on_device(space, estimator, target_ms, decode, fastest, ceiling_ms, device, config)
         search_seconds = time.perf_counter() - search_start
         trained = {"derived": _train(space, arch, data, config, progress, "train")}
-        baseline, baseline_loop = None, []
+        baseline_loop: list[dict[str, Any]] = []
         if config.baseline:
-            uniform = baseline_candidates(space)
-            pick = lambda t: _slowest_within(uniform, estimator, t)  # noqa: E731
-            fastest_uniform = min(uniform, key=estimator.latency_ms)
-            baseline, baseline_loop = meet_on_device(space, estimator, target_ms, pick, fastest_uniform,
-                                                     estimator.latency_ms(max(uniform, key=estimator.latency_ms)),
-                                                     device, config)
+            baseline, baseline_loop = _baseline_on_device(space, estimator, target_ms, device, config)
             trained["baseline"] = _train(space, baseline, data, config, progress, "baseline")
         measure_start = time.perf_counter()
         measurement, runtime, untrained = _measure(device, trained, space, config, progress)
@@ -329,7 +333,8 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
         "target_ms": target_ms, "target_source": "config" if config.target_ms is not None else default_note,
         "fastest_ms": fastest_ms, "slowest_ms": slowest_ms, "estimated_ms": estimated_ms, "measured_ms": measured_ms,
         "estimated_over_target": estimated_ms / target_ms, "measured_over_target": _ratio(measured_ms, target_ms),
-        "measured": derived.measured, "measured_untrained": untrained, "measurement": measurement, "decode": decode_note, "closed_loop": closed_loop,
+        "measured": derived.measured, "measured_untrained": untrained, "measurement": measurement,
+        "decode": decode_note, "closed_loop": closed_loop,
         "accuracy": derived.accuracy, "baseline": baseline_result, "search_seconds": search_seconds,
         "train_seconds": derived.seconds, "measure_seconds": measure_seconds,
         "total_seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(), "seed": config.seed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
 
 import numpy as np
@@ -79,7 +79,7 @@ def evaluate(model: nn.Module, loader: Any, channels_last: bool = False, batch_s
     with running statistics while the supernet's training accuracy was 0.96)."""
     model.train(batch_statistics)
     correct = total = 0
-    with frozen_buffers(model):
+    with frozen_buffers(model) if batch_statistics else nullcontext():
         for batch in loader:
             x, y = _format(batch, channels_last)
             correct += int((model(x).argmax(dim=1) == y).sum())
