@@ -128,12 +128,14 @@ class OnnxPreparedModel(PreparedModel):
         rng = np.random.default_rng(0)
         self.binding = session.io_binding()
         self.inputs: list[tuple[str, type]] = []
+        self.input_values: list[Any] = []  # the bound OrtValues (a benchmark may rewrite them in place)
         for node in session.get_inputs():
             if node.type not in _NUMPY_TYPES:
                 raise HwnasError(f"{path}: input {node.name!r} has unsupported type {node.type}")
             shape = [dim if isinstance(dim, int) and dim > 0 else 1 for dim in node.shape]
             data = rng.standard_normal(shape).astype(_NUMPY_TYPES[node.type])
-            self.binding.bind_ortvalue_input(node.name, ort.OrtValue.ortvalue_from_numpy(data, self.device, 0))
+            self.input_values.append(ort.OrtValue.ortvalue_from_numpy(data, self.device, 0))
+            self.binding.bind_ortvalue_input(node.name, self.input_values[-1])
             self.inputs.append((node.name, _NUMPY_TYPES[node.type]))
         for node in session.get_outputs():
             self.binding.bind_output(node.name, self.device)

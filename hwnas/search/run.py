@@ -103,13 +103,13 @@ def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConf
 
 
 def measure_networks(device: DeviceProfile, nets: dict[str, nn.Module], input_shape: tuple[int, ...],
-                     config: SearchConfig, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+                     config: SearchConfig, progress: bool, attempts: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
     """Measure networks end to end on ``device`` (its runtime and measurement protocol, rounds interleaved across
     the networks); returns (statistics per name, the runtime's description).
 
-    When some network comes out ``noisy``, the whole set is measured again after ``config.retry_pause_s``, up to
-    ``config.noisy_retries`` times (:func:`pick_attempt` chooses); each network's statistics then carry
-    ``attempts``, the median and noisy flag of every attempt.
+    The set is measured ``attempts`` times, ``config.retry_pause_s`` apart, and again (up to
+    ``config.noisy_retries`` more times) while some network comes out ``noisy``; :func:`pick_attempt` chooses
+    each network's statistics, which then carry ``attempts``, the median and noisy flag of every attempt.
     """
     protocol = device_protocol(device, config.protocol)
     with tempfile.TemporaryDirectory(prefix="hwnas-search-") as tmp:
@@ -118,30 +118,31 @@ def measure_networks(device: DeviceProfile, nets: dict[str, nn.Module], input_sh
         try:
             for name, net in nets.items():
                 prepared[name] = runtime.prepare(net.eval(), input_shape, name)
-            attempts: list[dict[str, Any]] = []
-            for attempt in range(config.noisy_retries + 1):
-                if attempt:
+            done: list[dict[str, Any]] = []
+            while len(done) < attempts + config.noisy_retries:
+                if done:
                     time.sleep(config.retry_pause_s)
-                label = f"measure on {device.name}" + (f" (retry {attempt}: noisy)" if attempt else "")
+                label = f"measure on {device.name}" + (f" (attempt {len(done) + 1})" if done else "")
                 with tqdm(total=len(nets), desc=label, unit="net", disable=not progress, dynamic_ncols=True) as bar:
                     stats = measure(prepared, protocol, on_done=lambda *_: bar.update(1))
-                attempts.append({name: s.to_dict() for name, s in stats.items()})
-                if not any(s.noisy for s in stats.values()):
+                done.append({name: s.to_dict() for name, s in stats.items()})
+                if len(done) >= attempts and not any(s.noisy for s in stats.values()):
                     break
         finally:
             for model in prepared.values():
                 model.close()
-        return pick_attempt(attempts), runtime.describe()
+        return pick_attempt(done), runtime.describe()
 
 
 def pick_attempt(attempts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """The statistics to keep from repeated measurements of the same networks: the first attempt in which no
-    network is noisy, else each network's attempt with the lowest median (interference only adds time). Each
-    kept entry gets ``attempts``: ``[{"median_ms", "noisy"}, ...]`` in measurement order."""
-    quiet = [a for a in attempts if not any(s["noisy"] for s in a.values())]
+    """Each network's statistics from repeated measurements of the same networks: its attempt with the lowest
+    median among those where it was not noisy (else among all). On a shared CPU interference only adds time,
+    and its bursts last seconds to minutes, so the quietest of attempts spread in time is the best estimate of
+    the network's own latency. Each kept entry gets ``attempts``: ``[{"median_ms", "noisy"}, ...]`` in order."""
     chosen = {}
     for name in attempts[0]:
-        best = quiet[0][name] if quiet else min((a[name] for a in attempts), key=lambda s: s["median_ms"])
+        quiet = [a[name] for a in attempts if not a[name]["noisy"]] or [a[name] for a in attempts]
+        best = min(quiet, key=lambda s: s["median_ms"])
         chosen[name] = {**best, "attempts": [{"median_ms": a[name]["median_ms"], "noisy": a[name]["noisy"]}
                                              for a in attempts]}
     return chosen
@@ -263,7 +264,7 @@ def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchS
     nets = {k: t.net for k, t in trained.items()}
     nets["derived_untrained"] = space.build(trained["derived"].arch)
     try:
-        stats, runtime = measure_networks(device, nets, space.input_shape, config, progress)
+        stats, runtime = measure_networks(device, nets, space.input_shape, config, progress, config.final_attempts)
     except RuntimeUnavailable as exc:
         print(f"hwnas: warning: not measured on {device.name}: {exc}", file=sys.stderr)
         return f"skipped: {exc}", None, None
