@@ -77,10 +77,11 @@ def chain(device_name: str, resolution: int, copies: int) -> None:
           f"{overhead * 1e3:.1f} us\n")
     print(f"| op | weights (KiB) | alone (ms) | per copy in a chain of {copies} (ms) | ratio |")
     print("|---|---|---|---|---|")
-    for key, spec in sorted(chosen.items(), key=lambda kv: weight_kib(build_op(kv[1]))):
+    kib = {key: weight_kib(module) for key, module, _ in items if key.endswith("|1")}
+    for key in sorted(chosen, key=lambda k: kib[f"{k}|1"]):
         alone = stats[f"{key}|1"].median_ms - overhead
         per_copy = (stats[f"{key}|{copies}"].median_ms - overhead) / copies
-        print(f"| {key} | {weight_kib(build_op(spec)):.0f} | {alone:.4f} | {per_copy:.4f} | {per_copy / alone:.2f} |")
+        print(f"| {key} | {kib[f'{key}|1']:.0f} | {alone:.4f} | {per_copy:.4f} | {per_copy / alone:.2f} |")
 
 
 def flushing(model: PreparedModel, backend: str, buffer: np.ndarray | None) -> Callable[[int], list[float]]:

@@ -256,9 +256,10 @@ def _baseline_on_device(space: SearchSpace, estimator: LatencyEstimator, target_
 def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchSpace, config: SearchConfig,
              progress: bool) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
     """Fill ``measured`` of each trained network; returns (what was done, the runtime's description, the
-    statistics of an untrained copy of the derived architecture measured in the same interleaved rounds: the
-    control that tells a slower machine state from a weight-dependent latency when the final measurement and
-    the closed loop's disagree)."""
+    statistics of an untrained copy of the derived architecture measured in the same interleaved rounds and
+    attempts: the control that tells a slower machine state from a weight-dependent latency when the final
+    measurement and the closed loop's disagree; each network keeps its own quietest attempt, so compare the two
+    attempt by attempt through their ``attempts`` lists)."""
     if not config.measure:
         return "off (config.measure is false)", None, None
     nets = {k: t.net for k, t in trained.items()}
