@@ -61,6 +61,12 @@ def test_expected_settings_of_some_shipped_devices() -> None:
     phone = load_device("android-litert")
     assert (phone.backend, phone.device, phone.threads) == ("adb", "android", 4)
     assert phone.options["serial"] == "" and phone.options["use_xnnpack"] is True
+    from hwnas.latency.profile import device_protocol
+
+    # a GPU idles at a fraction of its clock: the CUDA profiles prime it before timing, CPU profiles need not
+    for device in list_devices():
+        primed = device_protocol(device).prime_s > 0
+        assert primed == (device.device == "cuda"), device.name
 
 
 def test_runtime_config_is_a_copy() -> None:

@@ -155,3 +155,21 @@ def test_stats_round_trip_and_errors() -> None:
         Stats.from_dict({**stats.to_dict(), "measured_at": "today"})
     with pytest.raises(HwnasError, match="missing field 'median_ms'"):
         Stats.from_dict({k: v for k, v in stats.to_dict().items() if k != "median_ms"})
+
+
+def test_priming_runs_every_model_untimed_before_the_first_round() -> None:
+    """prime_s: models take turns in 32-run chunks of untimed load until prime_s of run time has passed (3 chunks
+    of 0.032 s for 0.08 s: a, b, a), then the rounds time exactly what EXACT times; the priming values (huge) never
+    reach the statistics."""
+    log: list[str] = []
+    chunk, prime = [1e-3] * 32, dataclasses.replace(EXACT, prime_s=0.08)
+    a = ScriptedModel(chunk * 2 + visits(steady(1.0, 3)), "a", log)
+    b = ScriptedModel(chunk + visits(steady(2.0, 3)), "b", log)
+    stats = measure({"a": a, "b": b}, prime)
+    assert log[:3] == ["a", "b", "a"] and a.requests[:2] == b.requests[:1] + [32] == [32, 32]
+    assert stats["a"].median_ms == pytest.approx(1.0) and stats["b"].median_ms == pytest.approx(2.0)
+    assert a.position == len(a.script) and b.position == len(b.script)  # nothing asked beyond the script
+    unprimed = ScriptedModel(visits(steady(1.0, 3)))
+    assert measure({"op": unprimed}, EXACT)["op"].median_ms == pytest.approx(1.0)  # prime_s 0: no extra runs
+    with pytest.raises(HwnasError, match="prime_s"):
+        Protocol(prime_s=-1.0)

@@ -42,6 +42,10 @@ class Protocol:
             most this (10%: a burst on this kind of machine moves an op by 25-80%, normal jitter by a few %).
         max_remeasure: extra rounds for a model whose rounds disagree before it is flagged ``noisy``.
         seed: seed of the visiting order of each round.
+        prime_s: untimed run time, cycling through all models, once at the start of a measurement (before the
+            first round), so that the device leaves its idle state before anything is timed. A GPU idles at a
+            fraction of its clock and needs a sustained load to reach it again, longer than a visit's warm-up;
+            CPU devices need none (0). The CUDA device profiles set it (see docs/measurements.md).
     """
 
     warmup_runs: int = 10
@@ -53,6 +57,7 @@ class Protocol:
     noise_threshold: float = 0.10
     max_remeasure: int = 2
     seed: int = 0
+    prime_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -171,6 +176,7 @@ def measure(
     ``on_done(key, stats)`` is called once per key as soon as its statistics are final.
     """
     rng = random.Random(protocol.seed)
+    _prime(prepared, protocol.prime_s)
     rounds: dict[str, list[list[float]]] = {key: [] for key in prepared}
     results: dict[str, Stats] = {}
     pending = list(prepared)
@@ -210,6 +216,17 @@ def measure_overhead(runtime: Runtime, protocol: Protocol = Protocol()) -> Stats
         return measure({"overhead": prepared}, protocol)["overhead"]
     finally:
         prepared.close()
+
+
+def _prime(prepared: Mapping[str, PreparedModel], seconds: float) -> None:
+    """Run the models in turn, untimed, until ``seconds`` of run time have passed (nothing when 0)."""
+    models, total, turn = list(prepared.values()), 0.0, 0
+    while models and total < seconds:
+        model = models[turn % len(models)]
+        times = model.time_runs(_MAX_CHUNK)
+        if not times:
+            raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
+        total, turn = total + sum(times), turn + 1
 
 
 def _visit(model: PreparedModel, protocol: Protocol) -> list[float]:
