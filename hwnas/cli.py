@@ -163,7 +163,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     lines = [result["arch_human"],
              f"target     {result['target_ms']:.4f} ms",
              f"estimated  {result['estimated_ms']:.4f} ms (latency table)",
-             "measured   " + (f"{measured:.4f} ms ({result['measured_over_target']:.2f} x target)"
+             "measured   " + (f"{measured:.4f} ms ({result['measured_over_target']:.2f} x target{_quietest(result)})"
                                if measured is not None else "not measured"),
              f"accuracy   {result['accuracy']:.4f} (test split)"]
     base = result["baseline"]
@@ -174,6 +174,15 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
                      + (f", measured {base['measured_ms']:.4f} ms" if base["measured_ms"] is not None else ""))
     lines.append(f"files      {result['out']}/ (arch.json, model.pt, report.json, search.png)")
     return {**result, "_text": "\n".join(lines)}
+
+
+def _quietest(result: dict[str, Any]) -> str:
+    """'; quietest of N measurements[, the closed loop's]' when the search measured more than once."""
+    stats = result.get("measured") or {}
+    attempts = stats.get("attempts", [])
+    if len(attempts) < 2:
+        return ""
+    return f"; quietest of {len(attempts)}" + (", the closed loop's" if stats.get("source") == "closed loop" else "")
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:

@@ -252,6 +252,7 @@ def test_closed_loop_lands_just_under_the_target_on_a_biased_device(tables: Path
     measured = factor * estimator.latency_ms(arch)
     aim = 0.97 * target
     assert 1 <= len(calls) <= 6 and len(set(calls)) == len(calls)  # each architecture measured once
+    assert all(entry["measured"]["median_ms"] == entry["measured_ms"] for entry in log)
     if factor * fastest > aim:  # nothing can meet the aim: the fastest architecture, measured
         assert measured == min(calls) == factor * fastest
         return
@@ -300,7 +301,8 @@ def test_end_to_end_measurement_attempts_keep_each_networks_quietest(monkeypatch
     stats, runtime = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False)
     assert len(seen) == 2 and runtime == {"runtime": "fake"}  # noisy first attempt: one more
     assert stats["a"]["median_ms"] == 1.0 and stats["b"]["median_ms"] == 0.5  # 0.9 was noisy
-    assert stats["a"]["attempts"] == [{"median_ms": 0.9, "noisy": True}, {"median_ms": 1.0, "noisy": False}]
+    assert stats["a"]["attempts"] == [{"median_ms": 0.9, "noisy": True, "source": "final"},
+                                      {"median_ms": 1.0, "noisy": False, "source": "final"}]
     seen.clear()
     stats, _ = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, attempts=3)
     assert len(seen) == 3 and stats["a"]["median_ms"] == 1.0 and stats["b"]["median_ms"] == 0.4
@@ -308,6 +310,65 @@ def test_end_to_end_measurement_attempts_keep_each_networks_quietest(monkeypatch
     script[0]["a"] = _e2e_stats(0.9, False)
     stats, _ = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False)
     assert len(seen) == 1 and stats["a"]["median_ms"] == 0.9  # a quiet single attempt is not repeated
+
+
+def test_extra_attempts_while_over_the_target_and_closed_loop_prior(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``enough`` adds attempts (at most ``extra`` beyond attempts and noisy retries) until it holds; a closed-loop
+    prior competes with the attempts and can be the one kept."""
+    from hwnas.search import run as run_module
+
+    medians = iter([2.0, 1.9, 1.05, 0.95, 0.9])
+    seen: list[float] = []
+
+    def fake_measure(prepared: dict[str, Any], protocol: Any, on_done: Any = None) -> dict[str, Stats]:
+        seen.append(next(medians))
+        return {"derived": _e2e_stats(seen[-1], False), "derived_untrained": _e2e_stats(seen[-1], False)}
+
+    class FakeRuntime:
+        def prepare(self, net: Any, shape: Any, name: str) -> Any:
+            return type("Prepared", (), {"close": lambda self: None})()
+
+        def describe(self) -> dict[str, Any]:
+            return {}
+
+    monkeypatch.setattr(run_module, "measure", fake_measure)
+    monkeypatch.setattr(run_module, "get_runtime", lambda *args: FakeRuntime())
+    nets, device = {"derived": nn.Identity(), "derived_untrained": nn.Identity()}, load_device("cpu-onnxruntime")
+    config = SearchConfig(noisy_retries=1, retry_pause_s=0.0)
+    under_one = lambda chosen: chosen["derived"]["median_ms"] <= 1.0  # noqa: E731
+    stats, _ = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, 2, enough=under_one, extra=2)
+    assert seen == [2.0, 1.9, 1.05, 0.95] and stats["derived"]["median_ms"] == 0.95  # stopped once under 1.0
+    medians, seen[:] = iter([2.0, 1.9, 1.8, 1.7, 1.6, 1.5]), []
+    stats, _ = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, 2, enough=under_one, extra=1)
+    assert len(seen) == 4 and stats["derived"]["median_ms"] == 1.7  # capped: 2 + 1 noisy retry + 1 extra
+    medians, seen[:] = iter([2.0, 1.9]), []
+    prior = {"derived": [_e2e_stats(0.8, False).to_dict()]}
+    stats, _ = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, 2, enough=under_one, extra=2,
+                                           prior=prior, controls={"derived": "derived_untrained"})
+    assert len(seen) == 2 and stats["derived"]["median_ms"] == 0.8 and stats["derived"]["source"] == "closed loop"
+    assert [a["source"] for a in stats["derived"]["attempts"]] == ["closed loop", "final", "final"]
+
+
+def test_closed_loop_prior_only_counts_when_the_weights_do_not_change_the_latency() -> None:
+    """The trained network against its untrained copy: alike (ratio 1.02) the closed loop's quieter measurement
+    is kept; 30% slower (weight-dependent latency) it is ignored, the final attempts decide."""
+    from hwnas.search.run import pick_attempt, weights_free
+
+    def attempts(ratio: float) -> list[dict[str, dict[str, Any]]]:
+        return [{"derived": _e2e_stats(m * ratio, False).to_dict(), "derived_untrained": _e2e_stats(m, False).to_dict()}
+                for m in (1.0, 1.1, 1.2)]
+
+    prior = {"derived": [_e2e_stats(0.7, False).to_dict()], "derived_untrained": []}
+    controls = {"derived": "derived_untrained"}
+    assert weights_free(attempts(1.02), controls, 0.1) and not weights_free(attempts(1.3), controls, 0.1)
+    chosen = pick_attempt(attempts(1.02), prior, controls, 0.1)
+    assert chosen["derived"]["median_ms"] == 0.7 and chosen["derived"]["source"] == "closed loop"
+    assert chosen["derived_untrained"]["median_ms"] == 1.0 and len(chosen["derived_untrained"]["attempts"]) == 3
+    chosen = pick_attempt(attempts(1.3), prior, controls, 0.1)
+    assert chosen["derived"]["median_ms"] == pytest.approx(1.3) and chosen["derived"]["source"] == "final"
+    assert all(a["source"] == "final" for a in chosen["derived"]["attempts"])
+    noisy_prior = {"derived": [_e2e_stats(0.5, True).to_dict()]}
+    assert pick_attempt(attempts(1.0), noisy_prior, controls, 0.1)["derived"]["median_ms"] == 1.0  # noisy loses
 
 
 def test_pick_attempt_falls_back_to_the_lowest_median_when_every_attempt_is_noisy() -> None:
@@ -327,3 +388,5 @@ def test_retry_fields_are_validated() -> None:
         SearchConfig(retry_pause_s=-1.0)
     with pytest.raises(HwnasError, match="final_attempts"):
         SearchConfig(final_attempts=0)
+    with pytest.raises(HwnasError, match="final_extra_attempts"):
+        SearchConfig(final_extra_attempts=-1)

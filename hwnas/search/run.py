@@ -103,13 +103,17 @@ def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConf
 
 
 def measure_networks(device: DeviceProfile, nets: dict[str, nn.Module], input_shape: tuple[int, ...],
-                     config: SearchConfig, progress: bool, attempts: int = 1) -> tuple[dict[str, Any], dict[str, Any]]:
+                     config: SearchConfig, progress: bool, attempts: int = 1, *,
+                     prior: dict[str, list[dict[str, Any]]] | None = None, controls: dict[str, str] | None = None,
+                     enough: Callable[[dict[str, dict[str, Any]]], bool] | None = None,
+                     extra: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     """Measure networks end to end on ``device`` (its runtime and measurement protocol, rounds interleaved across
     the networks); returns (statistics per name, the runtime's description).
 
-    The set is measured ``attempts`` times, ``config.retry_pause_s`` apart, and again (up to
-    ``config.noisy_retries`` more times) while some network comes out ``noisy``; :func:`pick_attempt` chooses
-    each network's statistics, which then carry ``attempts``, the median and noisy flag of every attempt.
+    The set is measured ``attempts`` times, ``config.retry_pause_s`` apart, and again while some network comes out
+    ``noisy`` or ``enough(chosen)`` is false, at most ``config.noisy_retries + extra`` more times;
+    :func:`pick_attempt` (with ``prior`` and ``controls``) chooses each network's statistics, which then carry
+    ``attempts`` (median, noisy flag and source of every attempt) and ``source`` (where the kept one comes from).
     """
     protocol = device_protocol(device, config.protocol)
     with tempfile.TemporaryDirectory(prefix="hwnas-search-") as tmp:
@@ -119,32 +123,54 @@ def measure_networks(device: DeviceProfile, nets: dict[str, nn.Module], input_sh
             for name, net in nets.items():
                 prepared[name] = runtime.prepare(net.eval(), input_shape, name)
             done: list[dict[str, Any]] = []
-            while len(done) < attempts + config.noisy_retries:
+            while len(done) < attempts + config.noisy_retries + extra:
                 if done:
                     time.sleep(config.retry_pause_s)
                 label = f"measure on {device.name}" + (f" (attempt {len(done) + 1})" if done else "")
                 with tqdm(total=len(nets), desc=label, unit="net", disable=not progress, dynamic_ncols=True) as bar:
                     stats = measure(prepared, protocol, on_done=lambda *_: bar.update(1))
                 done.append({name: s.to_dict() for name, s in stats.items()})
-                if len(done) >= attempts and not any(s.noisy for s in stats.values()):
+                if len(done) < attempts or any(s.noisy for s in stats.values()):
+                    continue
+                if enough is None or enough(pick_attempt(done, prior, controls, protocol.noise_threshold)):
                     break
         finally:
             for model in prepared.values():
                 model.close()
-        return pick_attempt(done), runtime.describe()
+        return pick_attempt(done, prior, controls, protocol.noise_threshold), runtime.describe()
 
 
-def pick_attempt(attempts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+def weights_free(attempts: list[dict[str, dict[str, Any]]], controls: dict[str, str], threshold: float) -> bool:
+    """Whether every network in ``controls`` (name -> name of its untrained copy, measured in the same attempts)
+    ran no slower than its copy: the median over attempts of network/copy medians is at most 1 + ``threshold``."""
+    for name, control in controls.items():
+        ratios = [a[name]["median_ms"] / a[control]["median_ms"] for a in attempts if a[control]["median_ms"] > 0]
+        if not ratios or float(np.median(ratios)) > 1.0 + threshold:
+            return False
+    return True
+
+
+def pick_attempt(attempts: list[dict[str, dict[str, Any]]], prior: dict[str, list[dict[str, Any]]] | None = None,
+                 controls: dict[str, str] | None = None, threshold: float = 0.1) -> dict[str, dict[str, Any]]:
     """Each network's statistics from repeated measurements of the same networks: its attempt with the lowest
     median among those where it was not noisy (else among all). On a shared CPU interference only adds time,
     and its bursts last seconds to minutes, so the quietest of attempts spread in time is the best estimate of
-    the network's own latency. Each kept entry gets ``attempts``: ``[{"median_ms", "noisy"}, ...]`` in order."""
+    the network's own latency.
+
+    ``prior`` holds earlier measurements per network (the closed loop's, of an untrained copy of the same
+    architecture); they compete with the attempts only when :func:`weights_free` holds for ``controls`` (the
+    trained networks ran no slower than their untrained copies, so the weights do not change the latency and an
+    earlier quiet measurement tells as much as a later one). Each kept entry gets ``source`` ("closed loop" or
+    "final") and ``attempts``: ``[{"median_ms", "noisy", "source"}, ...]``, prior ones first, in order."""
+    use_prior = bool(prior) and weights_free(attempts, controls or {}, threshold)
     chosen = {}
     for name in attempts[0]:
-        quiet = [a[name] for a in attempts if not a[name]["noisy"]] or [a[name] for a in attempts]
+        earlier = [{**s, "source": "closed loop"} for s in (prior or {}).get(name, [])] if use_prior else []
+        history = earlier + [{**a[name], "source": "final"} for a in attempts]
+        quiet = [s for s in history if not s["noisy"]] or history
         best = min(quiet, key=lambda s: s["median_ms"])
-        chosen[name] = {**best, "attempts": [{"median_ms": a[name]["median_ms"], "noisy": a[name]["noisy"]}
-                                             for a in attempts]}
+        chosen[name] = {**best, "attempts": [{"median_ms": s["median_ms"], "noisy": s["noisy"], "source": s["source"]}
+                                             for s in history]}
     return chosen
 
 
@@ -191,12 +217,13 @@ def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
     (from there on every target decodes the same) ends the loop. At most ``config.closed_loop_steps``
     measurements (an architecture is measured once). Returns the slowest architecture measured under the aim (the
     first decoded one when nothing was measured, the fastest measured one when none was under the aim) and one
-    record per decoded architecture (consecutive repeats once).
+    record per decoded architecture (consecutive repeats once; the statistics of its measurement under
+    ``measured``).
     """
     steps = config.closed_loop_steps if config.measure else 0
     aim = target_ms * (1.0 - config.closed_loop_margin)
     good_enough = aim * (1.0 - 2.0 * config.closed_loop_margin)
-    measured: dict[tuple[str, ...], float] = {}
+    measured: dict[tuple[str, ...], dict[str, Any]] = {}
     under: tuple[float, Architecture] | None = None
     low = high = None  # the loosest table target decoded under the aim, the tightest decoded over it
     table_target, stretch, previous, log = target_ms, 1.0, None, []
@@ -209,11 +236,11 @@ def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
                 stats, _ = measure_networks(device, {"candidate": space.build(arch)}, space.input_shape, config, False)
             except RuntimeUnavailable:
                 break
-            measured[arch.choices] = stats["candidate"]["median_ms"]
-        ms = measured[arch.choices]
+            measured[arch.choices] = stats["candidate"]
+        ms = measured[arch.choices]["median_ms"]
         if arch != previous:
             log.append({"table_target_ms": table_target, "estimated_ms": estimator.latency_ms(arch), "measured_ms": ms,
-                        "arch": " ".join(arch.choices)})
+                        "arch": " ".join(arch.choices), "measured": measured[arch.choices]})
         if ms <= aim:
             low = table_target if low is None else max(low, table_target)
             if under is None or ms > under[0]:
@@ -239,7 +266,7 @@ def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
     if under is not None:
         return under[1], log
     if measured:
-        quickest = min(measured, key=measured.__getitem__)
+        quickest = min(measured, key=lambda choices: measured[choices]["median_ms"])
         return space.arch(list(quickest)), log
     return arch, log
 
@@ -254,18 +281,29 @@ def _baseline_on_device(space: SearchSpace, estimator: LatencyEstimator, target_
 
 
 def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchSpace, config: SearchConfig,
-             progress: bool) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+             progress: bool, target_ms: float,
+             loops: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
     """Fill ``measured`` of each trained network; returns (what was done, the runtime's description, the
     statistics of an untrained copy of the derived architecture measured in the same interleaved rounds and
-    attempts: the control that tells a slower machine state from a weight-dependent latency when the final
-    measurement and the closed loop's disagree; each network keeps its own quietest attempt, so compare the two
-    attempt by attempt through their ``attempts`` lists)."""
+    attempts).
+
+    The untrained copy is the control: when the derived network runs no slower than it, the weights do not
+    change the latency and the closed loop's measurement of each architecture (``loops``: name -> its closed-loop
+    records) counts as one more attempt; otherwise a slower machine state and a weight-dependent latency are told
+    apart attempt by attempt through the ``attempts`` lists. Attempts are added (``config.final_extra_attempts``)
+    while a network's quietest measurement is over ``target_ms``."""
     if not config.measure:
         return "off (config.measure is false)", None, None
     nets = {k: t.net for k, t in trained.items()}
     nets["derived_untrained"] = space.build(trained["derived"].arch)
+    prior = {name: [entry["measured"] for entry in loops.get(name, [])
+                    if entry["arch"] == " ".join(t.arch.choices) and "measured" in entry]
+             for name, t in trained.items()}
     try:
-        stats, runtime = measure_networks(device, nets, space.input_shape, config, progress, config.final_attempts)
+        stats, runtime = measure_networks(
+            device, nets, space.input_shape, config, progress, config.final_attempts, prior=prior,
+            controls={"derived": "derived_untrained"}, extra=config.final_extra_attempts,
+            enough=lambda chosen: all(chosen[name]["median_ms"] <= target_ms for name in trained))
     except RuntimeUnavailable as exc:
         print(f"hwnas: warning: not measured on {device.name}: {exc}", file=sys.stderr)
         return f"skipped: {exc}", None, None
@@ -329,7 +367,8 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
             baseline, baseline_loop = _baseline_on_device(space, estimator, target_ms, device, config)
             trained["baseline"] = _train(space, baseline, data, config, progress, "baseline")
         measure_start = time.perf_counter()
-        measurement, runtime, untrained = _measure(device, trained, space, config, progress)
+        measurement, runtime, untrained = _measure(device, trained, space, config, progress, target_ms,
+                                                   {"derived": closed_loop, "baseline": baseline_loop})
         measure_seconds = time.perf_counter() - measure_start
     derived = trained["derived"]
     probs = [p.detach().tolist() for p in supernet.probs()]
@@ -370,6 +409,6 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
     }
     write_report(out / "report.json", report)
     keys = ("arch", "arch_human", "device", "space", "resolution", "target_ms", "estimated_ms", "measured_ms",
-            "measured_over_target", "accuracy", "baseline", "decode", "closed_loop", "search_seconds",
+            "measured_over_target", "measured", "accuracy", "baseline", "decode", "closed_loop", "search_seconds",
             "train_seconds", "total_seconds")
     return {**{k: report[k] for k in keys}, "out": str(out), "files": files}
