@@ -109,33 +109,45 @@ def _loop_ms(result: dict[str, Any], arch: dict[str, Any]) -> str:
     return f"{values[-1]:.3f}" if values else "—"
 
 
-def _noisy(row: dict[str, Any], baseline: bool = False) -> str:
-    """" *" when the final measurement's fastest rounds still disagreed (the protocol's ``noisy`` flag)."""
+def _measured(row: dict[str, Any], baseline: bool = False) -> dict[str, Any]:
+    """The kept statistics of the searched network (or the baseline) from the run's report."""
     report = Path(row["out"]) / "report.json"
     if not report.is_file():
-        return ""
+        return {}
     data = json.loads(report.read_text())
-    measured = ((data.get("baseline") or {}).get("measured") if baseline else data.get("measured")) or {}
-    return " *" if measured.get("noisy") else ""
+    return ((data.get("baseline") or {}).get("measured") if baseline else data.get("measured")) or {}
+
+
+def _finals(row: dict[str, Any], baseline: bool = False) -> str:
+    """The medians of the final measurement's attempts ("*": noisy), to show how much the machine moved."""
+    attempts = [a for a in _measured(row, baseline).get("attempts", []) if a.get("source", "final") == "final"]
+    return ", ".join(f"{a['median_ms']:.3f}{'*' if a['noisy'] else ''}" for a in attempts) or "—"
+
+
+def _noisy(row: dict[str, Any], baseline: bool = False) -> str:
+    """" *" when the kept measurement's fastest rounds still disagreed (the protocol's ``noisy`` flag)."""
+    return " *" if _measured(row, baseline).get("noisy") else ""
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| device | target T (ms) | table estimate (ms) | closed loop (ms) | measured (ms) | measured / T | "
-             "accuracy | baseline closed loop (ms) | baseline measured (ms) | baseline / T | baseline accuracy | "
-             "search + train (s) |", "|---" * 12 + "|"]
+    lines = ["| device | target T (ms) | table estimate (ms) | closed loop (ms) | final attempts (ms) | measured (ms) | "
+             "measured / T | accuracy | baseline closed loop (ms) | baseline final attempts (ms) | baseline measured "
+             "(ms) | baseline / T | baseline accuracy | search + train (s) |", "|---" * 14 + "|"]
     for r in rows:
         base = r.get("baseline") or {}
         if base.get("arch"):
-            base_cells = (f"{_loop_ms(base, base['arch'])} | {base['measured_ms']:.3f}{_noisy(r, True)} | "
+            base_cells = (f"{_loop_ms(base, base['arch'])} | {_finals(r, True)} | "
+                          f"{base['measured_ms']:.3f}{_noisy(r, True)} | "
                           f"{base['measured_over_target']:.2f} | {base['accuracy']:.3f}")
         else:
-            base_cells = "— | — | — | none fits"
+            base_cells = "— | — | — | — | none fits"
         lines.append(f"| {r['device']} | {r['target_ms']:.3f} | {r['estimated_ms']:.3f} | {_loop_ms(r, r['arch'])} | "
-                     f"{r['measured_ms']:.3f}{_noisy(r)} | {r['measured_over_target']:.2f} | {r['accuracy']:.3f} | "
+                     f"{_finals(r)} | {r['measured_ms']:.3f}{_noisy(r)} | {r['measured_over_target']:.2f} | {r['accuracy']:.3f} | "
                      f"{base_cells} | "
                      f"{r['search_seconds'] + r['train_seconds']:.0f} |")
-    return "\n".join(lines + ["", "\\* the final measurement's fastest rounds disagreed by more than 10% (flagged "
-                               "noisy): the machine was in a burst for most of it."])
+    return "\n".join(lines + ["", "measured: the quietest of the closed loop's measurement and the final attempts "
+                               "(see docs/search.md, step 5). \\* the fastest rounds disagreed by more than 10% "
+                               "(flagged noisy): the machine was in a burst for most of it."])
 
 
 if __name__ == "__main__":
