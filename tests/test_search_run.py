@@ -4,6 +4,7 @@ with a short measurement protocol, one epoch per phase."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +370,17 @@ def test_closed_loop_prior_only_counts_when_the_weights_do_not_change_the_latenc
     assert all(a["source"] == "final" for a in chosen["derived"]["attempts"])
     noisy_prior = {"derived": [_e2e_stats(0.5, True).to_dict()]}
     assert pick_attempt(attempts(1.0), noisy_prior, controls, 0.1)["derived"]["median_ms"] == 1.0  # noisy loses
+
+
+def test_closed_loop_drift_compares_the_loops_measurement_with_the_verdict() -> None:
+    from hwnas.search.run import closed_loop_drift
+
+    space = get_space("tiny", 32, 10)
+    arch = space.random_arch(random.Random(0))
+    other = next(a for seed in range(1, 50) if (a := space.random_arch(random.Random(seed))) != arch)
+    loop = [{"arch": " ".join(other.choices), "measured_ms": 3.0}, {"arch": " ".join(arch.choices), "measured_ms": 0.9}]
+    assert closed_loop_drift(loop, arch, {"median_ms": 0.45}) == pytest.approx(2.0)  # busy during the loop
+    assert closed_loop_drift(loop, arch, None) is None and closed_loop_drift(loop[:1], arch, {"median_ms": 1.0}) is None
 
 
 def test_pick_attempt_falls_back_to_the_lowest_median_when_every_attempt_is_noisy() -> None:

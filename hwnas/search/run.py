@@ -41,8 +41,8 @@ from hwnas.search.run_train import search_supernet, torch_settings, train_derive
 from hwnas.search.supernet import SuperNet
 from hwnas.spaces import Architecture, SearchSpace, get_space, space_info
 
-__all__ = ["SearchConfig", "baseline_arch", "baseline_candidates", "default_target_ms", "load_estimator",
-           "measure_networks", "meet_on_device", "pick_attempt", "run_search"]
+__all__ = ["SearchConfig", "baseline_arch", "baseline_candidates", "closed_loop_drift", "default_target_ms",
+           "load_estimator", "measure_networks", "meet_on_device", "pick_attempt", "run_search", "weights_free"]
 
 
 def default_target_ms(space: SearchSpace, estimator: LatencyEstimator, fraction: float) -> tuple[float, float, float]:
@@ -297,8 +297,8 @@ def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchS
     nets = {k: t.net for k, t in trained.items()}
     nets["derived_untrained"] = space.build(trained["derived"].arch)
     prior = {name: [entry["measured"] for entry in loops.get(name, [])
-                    if entry["arch"] == " ".join(t.arch.choices) and "measured" in entry]
-             for name, t in trained.items()}
+                    if entry["arch"] == " ".join(t.arch.choices) and "measured" in entry][-1:]
+             for name, t in trained.items()}  # an architecture is measured once; the log may repeat it
     try:
         stats, runtime = measure_networks(
             device, nets, space.input_shape, config, progress, config.final_attempts, prior=prior,
@@ -310,6 +310,19 @@ def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchS
     for name, t in trained.items():
         t.measured = stats[name]
     return f"end to end on {device.name} ({device.backend})", runtime, stats["derived_untrained"]
+
+
+DRIFT_WARNING = 1.25
+
+
+def closed_loop_drift(loop: list[dict[str, Any]], arch: Architecture, measured: dict[str, Any] | None) -> float | None:
+    """The closed loop's measurement of ``arch`` over its final verdict (None when either is missing). Well over 1:
+    the device was busier during the closed loop than at its quietest, so the loop saw ``arch`` nearer the aim than
+    it is and the result lies further under the target than it had to."""
+    values = [entry["measured_ms"] for entry in loop if entry["arch"] == " ".join(arch.choices)]
+    if not values or not measured or measured["median_ms"] <= 0:
+        return None
+    return values[-1] / measured["median_ms"]
 
 
 def _ms(trained: _Trained) -> float | None:
@@ -371,6 +384,12 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
                                                    {"derived": closed_loop, "baseline": baseline_loop})
         measure_seconds = time.perf_counter() - measure_start
     derived = trained["derived"]
+    drift = closed_loop_drift(closed_loop, arch, derived.measured)
+    if drift is not None and drift > DRIFT_WARNING:
+        print(f"hwnas: warning: the closed loop measured this architecture {drift:.2f}x slower than its quietest "
+              f"measurement ({drift * derived.measured['median_ms']:.4g} vs {derived.measured['median_ms']:.4g} ms): "
+              "the device was busy then, so the result lies further under the target than needed; search again "
+              "when it is quiet", file=sys.stderr)
     probs = [p.detach().tolist() for p in supernet.probs()]
     estimated_ms, measured_ms = estimator.latency_ms(arch), _ms(derived)
     baseline_result = None
@@ -399,7 +418,7 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
         "fastest_ms": fastest_ms, "slowest_ms": slowest_ms, "estimated_ms": estimated_ms, "measured_ms": measured_ms,
         "estimated_over_target": estimated_ms / target_ms, "measured_over_target": _ratio(measured_ms, target_ms),
         "measured": derived.measured, "measured_untrained": untrained, "measurement": measurement,
-        "decode": decode_note, "closed_loop": closed_loop,
+        "decode": decode_note, "closed_loop": closed_loop, "closed_loop_drift": drift,
         "accuracy": derived.accuracy, "baseline": baseline_result, "search_seconds": search_seconds,
         "train_seconds": derived.seconds, "measure_seconds": measure_seconds,
         "total_seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(), "seed": config.seed,
