@@ -177,7 +177,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _quietest(result: dict[str, Any]) -> str:
-    """'; quietest of N measurements[, the closed loop's]' when the search measured more than once."""
+    """'; quietest of N[, the closed loop's]' when the search measured the network more than once."""
     stats = result.get("measured") or {}
     attempts = stats.get("attempts", [])
     if len(attempts) < 2:
