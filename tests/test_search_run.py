@@ -269,6 +269,16 @@ def test_closed_loop_lands_just_under_the_target_on_a_biased_device(tables: Path
         assert log[1]["table_target_ms"] < target
 
 
+class _FakeRuntime:
+    """Prepares nothing: with ``measure`` scripted, measure_networks runs without a runtime."""
+
+    def prepare(self, net: Any, shape: Any, name: str) -> Any:
+        return type("Prepared", (), {"close": lambda self: None})()
+
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": "fake"}
+
+
 def _e2e_stats(median_ms: float, noisy: bool) -> Stats:
     return Stats(median_ms=median_ms, p10_ms=median_ms, p90_ms=median_ms, mean_ms=median_ms, std_ms=0.0, n=1,
                  noisy=noisy)
@@ -288,15 +298,8 @@ def test_end_to_end_measurement_attempts_keep_each_networks_quietest(monkeypatch
         seen.append(len(seen))
         return script[len(seen) - 1]
 
-    class FakeRuntime:
-        def prepare(self, net: Any, shape: Any, name: str) -> Any:
-            return type("Prepared", (), {"close": lambda self: None})()
-
-        def describe(self) -> dict[str, Any]:
-            return {"runtime": "fake"}
-
     monkeypatch.setattr(run_module, "measure", fake_measure)
-    monkeypatch.setattr(run_module, "get_runtime", lambda *args: FakeRuntime())
+    monkeypatch.setattr(run_module, "get_runtime", lambda *args: _FakeRuntime())
     nets, device = {"a": nn.Identity(), "b": nn.Identity()}, load_device("cpu-onnxruntime")
     config = SearchConfig(noisy_retries=3, retry_pause_s=0.0)
     stats, runtime = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False)
@@ -325,15 +328,8 @@ def test_extra_attempts_while_over_the_target_and_closed_loop_prior(monkeypatch:
         seen.append(next(medians))
         return {"derived": _e2e_stats(seen[-1], False), "derived_untrained": _e2e_stats(seen[-1], False)}
 
-    class FakeRuntime:
-        def prepare(self, net: Any, shape: Any, name: str) -> Any:
-            return type("Prepared", (), {"close": lambda self: None})()
-
-        def describe(self) -> dict[str, Any]:
-            return {}
-
     monkeypatch.setattr(run_module, "measure", fake_measure)
-    monkeypatch.setattr(run_module, "get_runtime", lambda *args: FakeRuntime())
+    monkeypatch.setattr(run_module, "get_runtime", lambda *args: _FakeRuntime())
     nets, device = {"derived": nn.Identity(), "derived_untrained": nn.Identity()}, load_device("cpu-onnxruntime")
     config = SearchConfig(noisy_retries=1, retry_pause_s=0.0)
     under_one = lambda chosen: chosen["derived"]["median_ms"] <= 1.0  # noqa: E731

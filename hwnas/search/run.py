@@ -296,9 +296,8 @@ def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchS
         return "off (config.measure is false)", None, None
     nets = {k: t.net for k, t in trained.items()}
     nets["derived_untrained"] = space.build(trained["derived"].arch)
-    prior = {name: [entry["measured"] for entry in loops.get(name, [])
-                    if entry["arch"] == " ".join(t.arch.choices) and "measured" in entry][-1:]
-             for name, t in trained.items()}  # an architecture is measured once; the log may repeat it
+    entries = {name: _loop_entry(loops.get(name, []), t.arch) for name, t in trained.items()}
+    prior = {name: [entry["measured"]] if entry else [] for name, entry in entries.items()}
     try:
         stats, runtime = measure_networks(
             device, nets, space.input_shape, config, progress, config.final_attempts, prior=prior,
@@ -315,14 +314,21 @@ def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchS
 DRIFT_WARNING = 1.25
 
 
+def _loop_entry(loop: list[dict[str, Any]], arch: Architecture) -> dict[str, Any] | None:
+    """The closed loop's record of ``arch`` (the last one: an architecture is measured once, the log may repeat
+    it), or None when the loop did not measure it."""
+    matches = [entry for entry in loop if entry["arch"] == " ".join(arch.choices)]
+    return matches[-1] if matches else None
+
+
 def closed_loop_drift(loop: list[dict[str, Any]], arch: Architecture, measured: dict[str, Any] | None) -> float | None:
     """The closed loop's measurement of ``arch`` over its final verdict (None when either is missing). Well over 1:
     the device was busier during the closed loop than at its quietest, so the loop saw ``arch`` nearer the aim than
     it is and the result lies further under the target than it had to."""
-    values = [entry["measured_ms"] for entry in loop if entry["arch"] == " ".join(arch.choices)]
-    if not values or not measured or measured["median_ms"] <= 0:
+    entry = _loop_entry(loop, arch)
+    if entry is None or not measured or measured["median_ms"] <= 0:
         return None
-    return values[-1] / measured["median_ms"]
+    return entry["measured_ms"] / measured["median_ms"]
 
 
 def _ms(trained: _Trained) -> float | None:
@@ -408,8 +414,9 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
                 "std": list(data.std), "hwnas_version": hwnas.__version__})
     title = (f"{space.name}@{space.resolution} on {device.name}: T {target_ms:.3g} ms, est {estimated_ms:.3g} ms"
              + (f", meas {measured_ms:.3g} ms" if measured_ms is not None else "") + f", acc {derived.accuracy:.3f}")
-    chosen = [entry["table_target_ms"] for entry in closed_loop if entry["arch"] == " ".join(arch.choices)]
-    plot_search(out / "search.png", history, space, arch, probs, target_ms, title, chosen[-1] if chosen else None)
+    chosen = _loop_entry(closed_loop, arch)
+    plot_search(out / "search.png", history, space, arch, probs, target_ms, title,
+                chosen["table_target_ms"] if chosen else None)
     default_note = f"default: {config.target_fraction:.0%} of the way from the fastest to the slowest architecture"
     report = {
         "arch": arch.to_dict(), "arch_human": space.human(arch), "device": device.name, "space": space.name,
