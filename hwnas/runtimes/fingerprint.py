@@ -47,7 +47,31 @@ def machine_fingerprint() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "torch": torch.__version__,
         "gpu": gpu,
+        "caches": cache_sizes(),
     }
+
+
+def cache_sizes() -> dict[str, int]:
+    """Per-core data/unified cache sizes in bytes by level (``{"L1": ..., "L2": ..., "L3": ...}``) from Linux sysfs;
+    empty where the OS does not say. Informational in a fingerprint; predictors compare weight bytes with them."""
+    from pathlib import Path
+
+    sizes: dict[str, int] = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = int((index / "level").read_text().strip())
+            raw = (index / "size").read_text().strip().upper()
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction":
+            continue
+        scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(raw[-1:], 1)
+        try:
+            sizes[f"L{level}"] = int(raw.rstrip("KMG")) * scale
+        except ValueError:
+            continue
+    return sizes
 
 
 def full_fingerprint(runtime: Runtime) -> dict[str, Any]:

@@ -1,0 +1,241 @@
+"""What every learned latency predictor shares: metadata, a registry of kinds, and the JSON file format.
+
+A predictor file is one JSON object (never a pickle)::
+
+    {"schema": "hwnas.predictor/1", "kind": "calibrated", "meta": {...}, "model": {...}}
+
+``meta`` (:class:`PredictorMeta`) says what the predictor is for and how it was made: the device, its
+fingerprint, the space and resolution (for predictors of a space), the reference network and its quiet
+latency, the feature list, the training data (rows, sources, date, cross-validated figures) and the versions
+of hwnas, xgboost and the runtime. ``model`` is the kind's own content; XGBoost boosters are stored as their
+JSON model inside it. Loading checks all of it and answers a foreign, stale or corrupt file with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import hwnas
+from hwnas.errors import HwnasError
+from hwnas.latency.estimator import LatencyEstimator
+from hwnas.latency.table import now_iso, write_json_atomic
+from hwnas.spaces import SearchSpace
+
+SCHEMA = "hwnas.predictor/1"
+_KINDS: dict[str, type[Predictor]] = {}
+
+
+@dataclass
+class PredictorMeta:
+    """Who a predictor is for and how it was made (the ``meta`` object of the file).
+
+    Attributes:
+        device: device profile name the training data was measured on ("" for a transfer prior alone).
+        fingerprint: the machine/runtime fingerprint of the training data (``{}`` when unknown, e.g. a CSV).
+        space, resolution, num_classes: the search space it predicts architectures of (None: any model).
+        reference: the reference network (``{"arch": {...}}`` or a description) that latencies were paired with.
+        reference_ms: the reference's quiet latency in the training data; predictions are in these ms, and
+            :func:`rescale` moves them to another set's reference level.
+        features: names of the features the model reads, in order (a file whose list differs from what this
+            hwnas computes is stale and refused).
+        training: rows, sources, fit date and cross-validated figures.
+        versions: hwnas, xgboost, numpy and runtime versions at fit time.
+    """
+
+    device: str = ""
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    space: str | None = None
+    resolution: int | None = None
+    num_classes: int | None = None
+    reference: dict[str, Any] | None = None
+    reference_ms: float | None = None
+    features: list[str] = field(default_factory=list)
+    training: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> PredictorMeta:
+        if not isinstance(data, Mapping):
+            raise HwnasError(f"{source}: field 'meta': expected an object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise HwnasError(f"{source}: field 'meta': unknown field {unknown[0]!r}")
+        meta = cls(**dict(data))
+        for name, typ in (("device", str), ("fingerprint", dict), ("features", list), ("training", dict),
+                          ("versions", dict)):
+            if not isinstance(getattr(meta, name), typ):
+                raise HwnasError(f"{source}: field 'meta.{name}': expected {typ.__name__}")
+        ref = meta.reference_ms
+        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, float)) or not 0 < ref < math.inf):
+            raise HwnasError(f"{source}: field 'meta.reference_ms': expected a positive number or null, got {ref!r}")
+        return meta
+
+
+def versions(runtime: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Versions recorded with a fitted predictor."""
+    import numpy
+    import xgboost
+
+    return {"hwnas": hwnas.__version__, "xgboost": xgboost.__version__, "numpy": numpy.__version__,
+            "runtime": dict(runtime or {})}
+
+
+def register_predictor(cls: type[Predictor]) -> type[Predictor]:
+    """Class decorator: make a predictor kind loadable by its ``kind``."""
+    _KINDS[cls.kind] = cls
+    return cls
+
+
+def predictor_kinds() -> list[str]:
+    _import_kinds()
+    return sorted(_KINDS)
+
+
+class Predictor(ABC):
+    """A latency model fitted on measurements; subclasses give ``kind`` and the model's JSON content."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, meta: PredictorMeta) -> None:
+        self.meta = meta
+        self.path: Path | None = None
+
+    @abstractmethod
+    def model_to_dict(self) -> dict[str, Any]:
+        """The kind's own content of the file (plain JSON)."""
+
+    @classmethod
+    @abstractmethod
+    def model_from_dict(cls, meta: PredictorMeta, data: Mapping[str, Any], source: str) -> Predictor:
+        """Rebuild from :meth:`model_to_dict`; one-line :class:`HwnasError` naming ``source`` on bad content."""
+
+    @classmethod
+    def expected_features(cls, meta: PredictorMeta) -> list[str] | None:
+        """The feature names this hwnas computes for such a predictor (None: the kind does not check)."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "kind": self.kind, "saved": now_iso(), "meta": self.meta.to_dict(),
+                "model": self.model_to_dict()}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        data = self.to_dict()
+        try:
+            json.dumps(data, allow_nan=False)
+        except ValueError:
+            raise HwnasError(f"{path}: predictor holds NaN or infinite values; refusing to save it") from None
+        write_json_atomic(path, data)
+        self.path = path
+        return path
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """Load any kind of predictor file; a missing, corrupt, foreign-schema or stale file raises one line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise HwnasError(f"{path}: no such predictor file") from None
+    except IsADirectoryError:
+        raise HwnasError(f"{path}: is a folder, expected a predictor .json file") from None
+    except UnicodeDecodeError:
+        raise HwnasError(f"{path}: corrupt predictor, not UTF-8 JSON (predictors are never pickles)") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HwnasError(f"{path}: corrupt predictor, not valid JSON ({exc})") from None
+    predictor = predictor_from_dict(data, str(path))
+    predictor.path = path
+    return predictor
+
+
+def predictor_from_dict(data: Any, source: str) -> Predictor:
+    if not isinstance(data, dict):
+        raise HwnasError(f"{source}: not a predictor (expected a JSON object)")
+    if data.get("schema") != SCHEMA:
+        raise HwnasError(f"{source}: field 'schema': expected {SCHEMA!r}, got {data.get('schema')!r}")
+    _import_kinds()
+    kind = data.get("kind")
+    if kind not in _KINDS:
+        raise HwnasError(f"{source}: field 'kind': expected one of {', '.join(sorted(_KINDS))}, got {kind!r}")
+    for name in ("meta", "model"):
+        if not isinstance(data.get(name), dict):
+            raise HwnasError(f"{source}: field {name!r}: expected an object")
+    cls = _KINDS[kind]
+    meta = PredictorMeta.from_dict(data["meta"], source)
+    expected = cls.expected_features(meta)
+    if expected is not None and list(meta.features) != expected:
+        raise HwnasError(f"{source}: stale predictor: fitted with {len(meta.features)} features that this hwnas no "
+                         f"longer computes the same way ({len(expected)} now); refit it with `hwnas predictor fit`")
+    try:
+        return cls.model_from_dict(meta, data["model"], source)
+    except HwnasError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise HwnasError(f"{source}: corrupt predictor model ({exc.__class__.__name__}: {exc})") from None
+
+
+def check_device(predictor: Predictor, device_name: str, fingerprint: Mapping[str, Any] | None = None) -> list[str]:
+    """Why ``predictor`` does not belong to ``device_name`` here: [] when it does, else one line per difference.
+
+    A different device name is always reported; fingerprint fields are compared when both sides have them.
+    """
+    from hwnas.runtimes.fingerprint import fingerprint_differences
+
+    problems = []
+    if predictor.meta.device and predictor.meta.device != device_name:
+        problems.append(f"fitted for device {predictor.meta.device!r}, not {device_name!r}")
+    if fingerprint and predictor.meta.fingerprint:
+        problems += fingerprint_differences(predictor.meta.fingerprint, fingerprint)
+    return problems
+
+
+def rescale(predicted_ms: float, predictor: Predictor, reference_ms: float | None) -> float:
+    """Move a prediction from the predictor's reference level to another set's (``None``: unchanged).
+
+    Both are ``ratio x reference``; comparing at one reference level compares ratios, which is what survives a
+    machine whose speed drifts between the day of fitting and the day of measuring.
+    """
+    if reference_ms is None or not predictor.meta.reference_ms:
+        return predicted_ms
+    return predicted_ms * reference_ms / predictor.meta.reference_ms
+
+
+def _import_kinds() -> None:
+    """Import the modules that register the built-in kinds (lazily: they import xgboost)."""
+    import importlib
+
+    for module in ("hwnas.latency.predictors.calibrated", "hwnas.latency.predictors.transfer",
+                   "hwnas.latency.predictors.kernel"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+
+class SpacePredictor(Predictor, LatencyEstimator):
+    """A predictor of one search space's architectures, and a :class:`LatencyEstimator` of it: ``latency_ms``,
+    ``expected_latency_ms`` (differentiable), ``layer_costs_ms``/``fixed_ms`` for the exact decoder, so search,
+    decode and the closed loop use it in place of a table. Subclasses set ``self.space`` in ``__init__``."""
+
+    space: SearchSpace
+
+    @staticmethod
+    def space_of(meta: PredictorMeta, source: str) -> SearchSpace:
+        from hwnas.spaces import get_space
+
+        if meta.space is None or meta.resolution is None:
+            raise HwnasError(f"{source}: field 'meta.space': a {meta.space!r} predictor needs a space and resolution")
+        return get_space(meta.space, meta.resolution, meta.num_classes)

@@ -1,0 +1,310 @@
+"""The calibrated table: a space's table sum plus a correction learned from end-to-end measurements.
+
+The additive part (a per-layer cost model, so the decoder and the differentiable loss stay exact)::
+
+    LIN(a) = overhead + sum_ops t(op) + b + w . sum_ops f(op)
+
+where ``t(op)`` is the op's isolated table latency (overhead counted once), ``f(op)`` the per-op features of
+:mod:`hwnas.latency.predictors.features` and ``b, w`` a ridge fit of the table's error on the measured networks
+(weights ``1/y^2``: relative errors count, not milliseconds; the penalty is chosen by generalized cross-
+validation), so with no measurements the predictor *is* the table. Without a table (a CSV of another device),
+``t = 0`` and the features gain one indicator per (layer, candidate): a per-layer table learned from data.
+
+The optional non-additive part (gradient-boosted trees, XGBoost) multiplies it::
+
+    LAT(a) = LIN(a) * exp(g(n(a)))
+
+with ``g`` fitted on ``log(y / LIN)`` over network features ``n(a)`` (weight bytes against the caches, arithmetic
+intensity, depth, ...). Both are cross-validated on the training rows and the better one is used (``selected``);
+both figures are kept in ``meta.training``. For search, ``g`` is evaluated at an anchor architecture (the
+current most probable one), so ``expected_latency_ms = exp(g(anchor)) * E[LIN]`` is differentiable, and equals
+``latency_ms`` exactly for one-hot probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.latency.estimator import TableEstimator
+from hwnas.latency.predictors.base import PredictorMeta, SpacePredictor, register_predictor
+from hwnas.latency.predictors.features import NET_FEATURES, OP_FEATURES, Caches, FeatureCache
+from hwnas.latency.table import LatencyTable, now_iso
+from hwnas.ops import OpSpec
+from hwnas.spaces import Architecture, SearchSpace
+
+RESIDUAL_CHOICES = ("auto", "linear", "xgb")
+_XGB_PARAMS = {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.05, "subsample": 0.8,
+               "colsample_bytree": 0.8, "reg_lambda": 2.0, "min_child_weight": 2}
+
+
+@dataclass(frozen=True)
+class TrainingRow:
+    """One network the predictor learned from: its choices, latency (at the predictor's reference level), weight."""
+
+    choices: tuple[str, ...]
+    latency_ms: float
+    weight: float = 1.0
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": " ".join(self.choices), "latency_ms": self.latency_ms, "weight": self.weight,
+                "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingRow:
+        return cls(tuple(str(data["arch"]).split()), float(data["latency_ms"]), float(data.get("weight", 1.0)),
+                   str(data.get("source", "")))
+
+
+class _EmbeddedTable:
+    """Op latencies carried inside the predictor file (the table it was fitted with), keyed by canonical key."""
+
+    def __init__(self, op_ms: Mapping[str, float], overhead_ms: float) -> None:
+        self.ops, self.overhead_ms = dict(op_ms), float(overhead_ms)
+
+    def op_ms(self, spec: OpSpec) -> float:
+        return 0.0 if spec.is_free else self.ops[spec.key()]
+
+    @classmethod
+    def from_table(cls, table: LatencyTable, space: SearchSpace) -> _EmbeddedTable:
+        estimator = TableEstimator(table, space, "once")
+        return cls({s.key(): estimator.op_ms(s) for s in space.all_specs() if not s.is_free}, table.overhead_ms)
+
+
+@register_predictor
+class CalibratedPredictor(SpacePredictor):
+    """See the module docstring. Build with :func:`fit_calibrated`; refit with :meth:`with_rows`."""
+
+    kind = "calibrated"
+
+    def __init__(self, meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None,
+                 rows: list[TrainingRow], coef: np.ndarray, intercept: float, booster: Any | None,
+                 selected: str, options: Mapping[str, Any]) -> None:
+        super().__init__(meta)
+        self.space, self.table, self.rows = space, table, rows
+        self.coef, self.intercept, self.booster, self.selected = np.asarray(coef, float), float(intercept), booster, selected
+        self.options = dict(options)
+        self.features = FeatureCache(space, Caches.from_fingerprint(meta.fingerprint), table)
+        self._onehot_offsets = np.cumsum([0] + [len(layer.names) for layer in space.layers])
+        n_op = len(OP_FEATURES)
+        w_op, w_hot = self.coef[:n_op], self.coef[n_op:]
+        base = [c[:, 0] if table is not None else np.zeros(len(c)) for c in self.features.layer]
+        self._lin_layer = [b + c @ w_op + (w_hot[self._onehot_offsets[l]:self._onehot_offsets[l + 1]]
+                                           if len(w_hot) else 0.0)
+                           for l, (b, c) in enumerate(zip(base, self.features.layer))]
+        self._lin_fixed = (self.intercept + float(self.features.fixed @ w_op)
+                           + (self.features.fixed[0] + table.overhead_ms if table is not None else 0.0))
+        self._anchor_factor = 1.0
+
+    # -- estimator interface ------------------------------------------------------------------------------
+    def linear_ms(self, arch: Architecture) -> float:
+        return self._lin_fixed + sum(float(self._lin_layer[l][i]) for l, i in enumerate(self.features.indices(arch)))
+
+    def factor(self, arch: Architecture) -> float:
+        """``exp(g(n(a)))``: the non-additive correction (1 when the linear model is selected)."""
+        if self.selected != "xgb" or self.booster is None:
+            return 1.0
+        import xgboost
+
+        x = self.features.network(arch, self.linear_ms(arch))[None, :]
+        return float(math.exp(self.booster.predict(xgboost.DMatrix(x, feature_names=list(NET_FEATURES)))[0]))
+
+    def latency_ms(self, arch: Architecture) -> float:
+        return self.linear_ms(arch) * self.factor(arch)
+
+    def set_anchor(self, arch: Architecture | None) -> None:
+        """Evaluate the non-additive factor at ``arch`` for :meth:`layer_costs_ms`, :meth:`fixed_ms` and
+        :meth:`expected_latency_ms` (None: factor 1)."""
+        self._anchor_factor = self.factor(arch) if arch is not None else 1.0
+
+    def layer_costs_ms(self) -> list[list[float]]:
+        return [[float(v) * self._anchor_factor for v in costs] for costs in self._lin_layer]
+
+    def fixed_ms(self) -> float:
+        return self._lin_fixed * self._anchor_factor
+
+    def expected_latency_ms(self, probs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``exp(g(anchor)) * E[LIN]`` with the anchor at the most probable architecture (differentiable)."""
+        if self.selected == "xgb" and self.booster is not None:
+            choices = [layer.names[int(torch.argmax(p))] for layer, p in zip(self.space.layers, probs)]
+            self.set_anchor(self.space.arch(choices))
+        return super().expected_latency_ms(probs)
+
+    # -- refitting ----------------------------------------------------------------------------------------
+    def with_rows(self, archs: Sequence[Architecture], latencies_ms: Sequence[float], *, weight: float = 1.0,
+                  source: str = "added") -> CalibratedPredictor:
+        """A new predictor fitted on this one's rows plus these (e.g. the closed loop's measurements)."""
+        rows = self.rows + [TrainingRow(a.choices, float(y), weight, source) for a, y in zip(archs, latencies_ms)]
+        return _fit(self.meta, self.space, self.table, rows, self.options)
+
+    # -- file ---------------------------------------------------------------------------------------------
+    def model_to_dict(self) -> dict[str, Any]:
+        return {
+            "table": None if self.table is None else {"op_ms": self.table.ops, "overhead_ms": self.table.overhead_ms},
+            "rows": [r.to_dict() for r in self.rows],
+            "linear": {"features": list(OP_FEATURES), "onehot": self.table is None, "coef": self.coef.tolist(),
+                       "intercept": self.intercept},
+            "residual": None if self.booster is None else
+            {"features": list(NET_FEATURES), "booster": json.loads(bytes(self.booster.save_raw("json")))},
+            "selected": self.selected,
+            "options": self.options,
+        }
+
+    @classmethod
+    def expected_features(cls, meta: PredictorMeta) -> list[str] | None:
+        return list(OP_FEATURES) + list(NET_FEATURES)
+
+    @classmethod
+    def model_from_dict(cls, meta: PredictorMeta, data: Mapping[str, Any], source: str) -> CalibratedPredictor:
+        space = cls.space_of(meta, source)
+        table = None if data["table"] is None else _EmbeddedTable(data["table"]["op_ms"],
+                                                                   data["table"]["overhead_ms"])
+        if table is not None:
+            missing = [s.key() for s in space.all_specs() if not s.is_free and s.key() not in table.ops]
+            if missing:
+                raise HwnasError(f"{source}: corrupt predictor: its table lacks op {missing[0]}")
+        booster = None
+        if data["residual"] is not None:
+            import xgboost
+
+            booster = xgboost.Booster()
+            booster.load_model(bytearray(json.dumps(data["residual"]["booster"]).encode()))
+        coef = np.asarray(data["linear"]["coef"], dtype=float)
+        expected = len(OP_FEATURES) + (0 if table is not None else sum(len(layer.names) for layer in space.layers))
+        if coef.shape != (expected,):
+            raise HwnasError(f"{source}: corrupt predictor: {coef.size} coefficients, expected {expected}")
+        if data["selected"] not in ("linear", "xgb"):
+            raise HwnasError(f"{source}: field 'model.selected': expected 'linear' or 'xgb'")
+        rows = [TrainingRow.from_dict(r) for r in data["rows"]]
+        return cls(meta, space, table, rows, coef, float(data["linear"]["intercept"]), booster, data["selected"],
+                   data.get("options", {}))
+
+
+# -- fitting ---------------------------------------------------------------------------------------------------
+def fit_calibrated(space: SearchSpace, archs: Sequence[Architecture], latencies_ms: Sequence[float], *,
+                   table: LatencyTable | None, meta: PredictorMeta, residual: str = "auto", seed: int = 0,
+                   sources: Sequence[str] | None = None) -> CalibratedPredictor:
+    """Fit on measured networks (may be none: then the predictor reproduces the table).
+
+    Args:
+        residual: ``"linear"`` (additive only), ``"xgb"`` (always add the trees) or ``"auto"`` (the trees when
+            they cross-validate better by at least 5% relative MAPE, and at least 30 rows exist).
+        meta: device, fingerprint, reference and training sources; space, features and training figures are set
+            here.
+    """
+    if residual not in RESIDUAL_CHOICES:
+        raise HwnasError(f"predictor fit: residual must be one of {', '.join(RESIDUAL_CHOICES)}, got {residual!r}")
+    if table is None and not archs:
+        raise HwnasError("predictor fit: a calibrated predictor needs a table, measurements, or both")
+    embedded = _EmbeddedTable.from_table(table, space) if table is not None else None
+    rows = [TrainingRow(a.choices, float(y), 1.0, (sources[i] if sources else ""))
+            for i, (a, y) in enumerate(zip(archs, latencies_ms))]
+    meta.space, meta.resolution, meta.num_classes = space.name, space.resolution, space.num_classes
+    meta.features = list(OP_FEATURES) + list(NET_FEATURES)
+    return _fit(meta, space, embedded, rows, {"residual": residual, "seed": seed})
+
+
+def _fit(meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None, rows: list[TrainingRow],
+         options: Mapping[str, Any]) -> CalibratedPredictor:
+    features = FeatureCache(space, Caches.from_fingerprint(meta.fingerprint), table)
+    archs = [space.arch(r.choices) for r in rows]
+    y = np.array([r.latency_ms for r in rows])
+    weights = np.array([r.weight for r in rows])
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise HwnasError("predictor fit: latencies must be positive and finite")
+    x = _design(features, archs, table is None)
+    base = _base(features, archs, table)
+    n_coef = x.shape[1]
+    coef, intercept = (np.zeros(n_coef), 0.0) if not rows else _ridge(x, y - base, weights / y**2)
+    booster, selected, cv = None, "linear", {}
+    residual = options.get("residual", "auto")
+    if len(rows) >= 10:
+        cv = _cross_validate(features, archs, y, weights, table, int(options.get("seed", 0)))
+    if rows and residual != "linear" and (residual == "xgb" or len(rows) >= 30):
+        linear_pred = base + x @ coef + intercept
+        booster = _fit_trees(features, archs, y, linear_pred, weights, int(options.get("seed", 0)))
+        if residual == "xgb" or (cv and cv["xgb"]["mape"] < 0.95 * cv["linear"]["mape"]):
+            selected = "xgb"
+    meta.training = {**meta.training, "n": len(rows), "fitted_at": now_iso(), "selected": selected, "cv": cv,
+                     "sources": sorted({r.source for r in rows if r.source})}
+    return CalibratedPredictor(meta, space, table, rows, coef, intercept, booster, selected, options)
+
+
+def _design(features: FeatureCache, archs: Sequence[Architecture], onehot: bool) -> np.ndarray:
+    x = features.matrix(archs)
+    if not onehot:
+        return x
+    sizes = [len(layer.names) for layer in features.space.layers]
+    hot = np.zeros((len(archs), sum(sizes)))
+    offsets = np.cumsum([0] + sizes)
+    for row, arch in enumerate(archs):
+        for l, i in enumerate(features.indices(arch)):
+            hot[row, offsets[l] + i] = 1.0
+    return np.hstack([x, hot])
+
+
+def _base(features: FeatureCache, archs: Sequence[Architecture], table: _EmbeddedTable | None) -> np.ndarray:
+    """The table's once-overhead sum per network (zeros without a table)."""
+    if table is None:
+        return np.zeros(len(archs))
+    return features.matrix(archs)[:, 0] + table.overhead_ms
+
+
+def _ridge(x: np.ndarray, target: np.ndarray, sample_weight: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ridge on standardized columns, penalty by generalized cross-validation; coefficients on raw columns."""
+    from sklearn.linear_model import RidgeCV
+
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    keep = std > 1e-12
+    coef = np.zeros(x.shape[1])
+    if not keep.any() or len(target) < 2:
+        return coef, float(np.average(target, weights=sample_weight))
+    z = (x[:, keep] - mean[keep]) / std[keep]
+    model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(z, target, sample_weight=sample_weight)
+    coef[keep] = model.coef_ / std[keep]
+    return coef, float(model.intercept_ - (mean[keep] * coef[keep]).sum())
+
+
+def _fit_trees(features: FeatureCache, archs: Sequence[Architecture], y: np.ndarray, linear_pred: np.ndarray,
+               weights: np.ndarray, seed: int) -> Any:
+    import xgboost
+
+    x = np.stack([features.network(a, p) for a, p in zip(archs, linear_pred)])
+    target = np.log(y / np.maximum(linear_pred, 1e-9))
+    data = xgboost.DMatrix(x, label=target, weight=weights, feature_names=list(NET_FEATURES))
+    params = {"max_depth": _XGB_PARAMS["max_depth"], "eta": _XGB_PARAMS["learning_rate"],
+              "subsample": _XGB_PARAMS["subsample"], "colsample_bytree": _XGB_PARAMS["colsample_bytree"],
+              "lambda": _XGB_PARAMS["reg_lambda"], "min_child_weight": _XGB_PARAMS["min_child_weight"],
+              "objective": "reg:squarederror", "seed": seed, "nthread": 1}
+    return xgboost.train(params, data, num_boost_round=_XGB_PARAMS["n_estimators"])
+
+
+def _cross_validate(features: FeatureCache, archs: Sequence[Architecture], y: np.ndarray, weights: np.ndarray,
+                    table: _EmbeddedTable | None, seed: int, folds: int = 5) -> dict[str, dict[str, float]]:
+    """K-fold figures of the additive model and of the additive model with trees (held-out folds only)."""
+    from hwnas.latency.sets import agreement
+
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(y)) % folds
+    x, base = _design(features, archs, table is None), _base(features, archs, table)
+    pred = {"linear": np.zeros(len(y)), "xgb": np.zeros(len(y))}
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        coef, intercept = _ridge(x[train], (y - base)[train], weights[train] / y[train] ** 2)
+        lin = base + x @ coef + intercept
+        pred["linear"][test] = lin[test]
+        booster = _fit_trees(features, [a for a, t in zip(archs, train) if t], y[train], lin[train], weights[train],
+                             seed)
+        import xgboost
+
+        net = np.stack([features.network(a, p) for a, p, t in zip(archs, lin, test) if t])
+        factor = np.exp(booster.predict(xgboost.DMatrix(net, feature_names=list(NET_FEATURES))))
+        pred["xgb"][test] = lin[test] * factor
+    return {name: agreement(p, y) for name, p in pred.items()}

@@ -1,0 +1,375 @@
+"""End-to-end measurement sets: sampled whole networks of a space, each measured paired with the reference.
+
+A set is one JSON file: the device, fingerprint, space and resolution, the sampling seed, the planned
+architectures, one row per measured network (its paired statistics, ``ratio`` and ``latency_ms``), the
+re-measured subset and the noise floor computed from it. ``latency_ms = ratio x reference_ms`` where
+``reference_ms`` is the reference's quiet latency over the whole set (the 10th percentile of the reference's
+medians during all pairs). The file is saved atomically after every network, so a killed run resumes with
+no row lost.
+
+Sampling is stratified over a latency proxy (the table's estimate when a table exists, else MACs): a large
+pool is drawn with a per-network preference for small or large ops, then one network is kept per equal-width
+bin of the proxy's range, so a set covers the fastest and slowest networks rather than the middle only.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+from tqdm import tqdm
+
+from hwnas.devices import DeviceProfile
+from hwnas.errors import HwnasError
+from hwnas.latency.estimator import LatencyEstimator
+from hwnas.latency.reference import reference_module
+from hwnas.latency.table import now_iso, write_json_atomic
+from hwnas.runtimes import get_runtime
+from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
+from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
+from hwnas.spaces import Architecture, SearchSpace, get_space
+
+SCHEMA = "hwnas.measurement_set/1"
+
+
+@dataclass
+class SetRow:
+    """One measured network: its index in the plan, architecture choices and paired statistics."""
+
+    id: int
+    choices: tuple[str, ...]
+    paired: PairedStats
+    measured_at: str = ""
+
+    def to_dict(self, reference_ms: float | None) -> dict[str, Any]:
+        data = {"id": self.id, "arch": " ".join(self.choices), "ratio": self.paired.ratio,
+                "latency_ms": self.paired.ratio * reference_ms if reference_ms else None,
+                "noisy": self.paired.noisy, "measured_at": self.measured_at}
+        data["paired"] = self.paired.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> SetRow:
+        if not isinstance(data, dict) or "id" not in data or "arch" not in data or "paired" not in data:
+            raise HwnasError(f"{source}: expected an object with id, arch and paired")
+        if not isinstance(data["arch"], str):
+            raise HwnasError(f"{source}: field 'arch': expected op names separated by spaces")
+        return cls(int(data["id"]), tuple(data["arch"].split()), PairedStats.from_dict(data["paired"], source),
+                   str(data.get("measured_at", "")))
+
+
+@dataclass
+class MeasurementSet:
+    """Paired end-to-end measurements of sampled networks of one space on one device."""
+
+    device: dict[str, Any]
+    space: str
+    resolution: int
+    num_classes: int
+    fingerprint: dict[str, Any]
+    protocol: dict[str, Any]
+    seed: int
+    plan: list[tuple[str, ...]]
+    rows: dict[int, SetRow] = field(default_factory=dict)
+    repeats: dict[int, SetRow] = field(default_factory=dict)
+    repeat_ids: list[int] = field(default_factory=list)
+    proxy: str = "macs"
+    created: str = field(default_factory=now_iso)
+    updated: str = field(default_factory=now_iso)
+    path: Path | None = None
+
+    @property
+    def device_name(self) -> str:
+        return str(self.device.get("name", "?"))
+
+    def space_obj(self) -> SearchSpace:
+        return get_space(self.space, self.resolution, self.num_classes)
+
+    @property
+    def reference_ms(self) -> float | None:
+        """The reference's quiet latency: the 10th percentile of its medians over every paired measurement."""
+        medians = [r.paired.reference.median_ms for r in [*self.rows.values(), *self.repeats.values()]]
+        return float(np.percentile(medians, 10)) if medians else None
+
+    def archs(self) -> list[Architecture]:
+        """The measured networks, in plan order."""
+        space = self.space_obj()
+        return [space.arch(self.rows[i].choices) for i in sorted(self.rows)]
+
+    def latencies_ms(self) -> np.ndarray:
+        ref = self.reference_ms or 0.0
+        return np.array([self.rows[i].paired.ratio * ref for i in sorted(self.rows)])
+
+    def noise(self) -> dict[str, Any] | None:
+        """The set's own noise floor: repeated networks against their first measurement, paired and raw."""
+        ids = [i for i in self.repeat_ids if i in self.rows and i in self.repeats]
+        if len(ids) < 3:
+            return None
+        first = [self.rows[i].paired for i in ids]
+        second = [self.repeats[i].paired for i in ids]
+        paired = agreement([p.ratio for p in second], [p.ratio for p in first])
+        raw = agreement([p.network.median_ms for p in second], [p.network.median_ms for p in first])
+        return {"n": len(ids), "paired": paired, "raw": raw}
+
+    def to_dict(self) -> dict[str, Any]:
+        ref = self.reference_ms
+        arch = reference_module(self.space_obj())[2]
+        return {
+            "schema": SCHEMA, "device": self.device, "space": self.space, "resolution": self.resolution,
+            "num_classes": self.num_classes, "fingerprint": self.fingerprint, "protocol": self.protocol,
+            "seed": self.seed, "proxy": self.proxy, "created": self.created, "updated": self.updated,
+            "reference": {"arch": " ".join(arch.choices), "median_ms": ref},
+            "plan": [" ".join(c) for c in self.plan],
+            "rows": [self.rows[i].to_dict(ref) for i in sorted(self.rows)],
+            "repeat_ids": list(self.repeat_ids),
+            "repeats": [self.repeats[i].to_dict(ref) for i in sorted(self.repeats)],
+            "noise": self.noise(),
+        }
+
+    def save(self, path: str | Path | None = None) -> Path:
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise HwnasError("measurement set has no path to save to")
+        self.updated = now_iso()
+        write_json_atomic(target, self.to_dict())
+        self.path = target
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> MeasurementSet:
+        import json
+
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise HwnasError(f"{path}: no such measurement set") from None
+        except IsADirectoryError:
+            raise HwnasError(f"{path}: is a folder, expected a measurement set .json file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise HwnasError(f"{path}: corrupt measurement set, not valid JSON ({exc})") from None
+        result = cls.from_dict(data, str(path))
+        result.path = path
+        return result
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> MeasurementSet:
+        if not isinstance(data, dict):
+            raise HwnasError(f"{source}: not a measurement set (expected a JSON object)")
+        if data.get("schema") != SCHEMA:
+            raise HwnasError(f"{source}: field 'schema': expected {SCHEMA!r}, got {data.get('schema')!r}")
+        expected = {"device": dict, "space": str, "resolution": int, "num_classes": int, "fingerprint": dict,
+                    "protocol": dict, "seed": int, "plan": list, "rows": list}
+        for name, typ in expected.items():
+            if not isinstance(data.get(name), typ) or isinstance(data.get(name), bool):
+                raise HwnasError(f"{source}: field {name!r}: expected {typ.__name__}, got {data.get(name)!r}")
+        space = get_space(data["space"], data["resolution"], data["num_classes"])
+        plan = []
+        for i, text in enumerate(data["plan"]):
+            if not isinstance(text, str):
+                raise HwnasError(f"{source}: plan[{i}]: expected op names separated by spaces")
+            arch = Architecture(space.name, space.resolution, tuple(text.split()), space.num_classes)
+            plan.append(space.validate(arch, f"{source}: plan[{i}]").choices)
+        rows = {}
+        for i, raw in enumerate(data["rows"]):
+            row = SetRow.from_dict(raw, f"{source}: rows[{i}]")
+            if not 0 <= row.id < len(plan) or row.choices != plan[row.id]:
+                raise HwnasError(f"{source}: rows[{i}]: id {row.id} does not match the plan's architecture")
+            rows[row.id] = row
+        repeats = {r.id: r for r in (SetRow.from_dict(raw, f"{source}: repeats[{i}]")
+                                     for i, raw in enumerate(data.get("repeats", [])))}
+        return cls(device=data["device"], space=data["space"], resolution=data["resolution"],
+                   num_classes=data["num_classes"], fingerprint=data["fingerprint"], protocol=data["protocol"],
+                   seed=data["seed"], plan=plan, rows=rows, repeats=repeats,
+                   repeat_ids=[int(i) for i in data.get("repeat_ids", [])], proxy=str(data.get("proxy", "macs")),
+                   created=str(data.get("created", "")), updated=str(data.get("updated", "")))
+
+
+def agreement(estimated: Sequence[float], truth: Sequence[float]) -> dict[str, float]:
+    """Share within +-5% / +-10%, Kendall tau, Spearman, MAPE (%) and RMSE of ``estimated`` against ``truth``."""
+    est, ref = np.asarray(estimated, dtype=float), np.asarray(truth, dtype=float)
+    rel = (est - ref) / ref
+    many = len(est) > 1
+    return {"n": int(len(est)), "acc5": float(np.mean(np.abs(rel) <= 0.05)),
+            "acc10": float(np.mean(np.abs(rel) <= 0.10)),
+            "kendall": float(scipy_stats.kendalltau(est, ref).statistic) if many else float("nan"),
+            "spearman": float(scipy_stats.spearmanr(est, ref).statistic) if many else float("nan"),
+            "mape": float(100 * np.mean(np.abs(rel))), "rmse": float(np.sqrt(np.mean((est - ref) ** 2))),
+            "bias_pct": float(100 * np.mean(rel))}
+
+
+# -- sampling ----------------------------------------------------------------------------------------------
+def macs_proxy(space: SearchSpace) -> Callable[[Architecture], float]:
+    return lambda arch: float(sum(spec.macs() for spec in space.arch_specs(arch) if not spec.is_free))
+
+
+def sample_stratified(space: SearchSpace, n: int, seed: int,
+                      proxy: Callable[[Architecture], float] | LatencyEstimator | None = None,
+                      pool_factor: int = 40) -> list[Architecture]:
+    """``n`` distinct architectures spread evenly over the proxy's range (see the module docstring).
+
+    Each pool network draws a preference ``beta ~ U(-4, 4)`` and picks each layer's candidate with probability
+    proportional to ``exp(beta * rank)``, the rank of the candidate's own proxy cost scaled to [0, 1]; the pool
+    therefore reaches both ends of the range. Then ``n`` equal-width bins over the pool's proxy range each keep
+    the pool network nearest their centre (bins left empty are filled from the largest remaining gaps).
+    """
+    if n < 1:
+        raise HwnasError(f"measurement set: --n must be at least 1, got {n}")
+    cost = proxy.latency_ms if isinstance(proxy, LatencyEstimator) else (proxy or macs_proxy(space))
+    rng = random.Random(seed)
+    ranks = []
+    for layer in space.layers:
+        costs = [_candidate_cost(space, layer.index, name, cost) for name in layer.names]
+        order = np.argsort(np.argsort(costs))
+        ranks.append(order / max(len(costs) - 1, 1))
+    pool: dict[tuple[str, ...], float] = {}
+    for _ in range(max(pool_factor * n, 400)):
+        beta = rng.uniform(-4.0, 4.0)
+        choices = []
+        for layer, rank in zip(space.layers, ranks):
+            weights = np.exp(beta * rank)
+            choices.append(rng.choices(layer.names, weights=list(weights))[0])
+        key = tuple(choices)
+        if key not in pool:
+            pool[key] = cost(space.arch(key))
+    keys = sorted(pool, key=pool.__getitem__)
+    values = np.array([pool[k] for k in keys])
+    lo, hi = float(values[0]), float(values[-1])
+    chosen: list[int] = []
+    for b in range(n):
+        centre = lo + (b + 0.5) * (hi - lo) / n
+        order = np.argsort(np.abs(values - centre))
+        pick = next((int(i) for i in order if int(i) not in chosen), None)
+        if pick is not None:
+            chosen.append(pick)
+    rng.shuffle(chosen)
+    return [space.arch(keys[i]) for i in chosen]
+
+
+def _candidate_cost(space: SearchSpace, index: int, name: str, cost: Callable[[Architecture], float]) -> float:
+    base = [layer.names[0] for layer in space.layers]
+    base[index] = name
+    return cost(space.arch(base))
+
+
+# -- measuring -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Options of ``hwnas measure``.
+
+    Attributes:
+        n: networks in the set.
+        seed: sampling seed (the plan is a function of space, resolution, n, seed and the proxy).
+        repeat: networks measured a second time, after all others, for the set's noise floor (0: none).
+        chunk: networks converted together (LiteRT converts in batches).
+        protocol: :class:`PairedProtocol` fields to change.
+        progress: progress bar on stderr.
+    """
+
+    n: int = 50
+    seed: int = 0
+    repeat: int = 10
+    chunk: int = 8
+    protocol: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class MeasureResult:
+    path: Path
+    rows: int
+    measured: int
+    reused: int
+    reference_ms: float | None
+    noise: dict[str, Any] | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.path), "rows": self.rows, "measured": self.measured, "reused": self.reused,
+                "reference_ms": self.reference_ms, "noise": self.noise, "seconds": round(self.seconds, 1)}
+
+
+def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: MeasureConfig = MeasureConfig(),
+                proxy: LatencyEstimator | None = None) -> MeasureResult:
+    """Measure (or resume) the set at ``out``: every planned network paired with the reference, then repeats."""
+    start = time.perf_counter()
+    if config.repeat < 0 or config.chunk < 1:
+        raise HwnasError(f"measure: --repeat must be >= 0 and --chunk >= 1, got {config.repeat}, {config.chunk}")
+    protocol = PairedProtocol.from_dict({**PairedProtocol().to_dict(), **config.protocol}, "--protocol")
+    with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
+        runtime = get_runtime(device.backend, device.runtime_config(), Path(tmp))
+        fingerprint = full_fingerprint(runtime)
+        mset = _open_set(Path(out), device, space, fingerprint, protocol, config, proxy)
+        todo = [i for i in range(len(mset.plan)) if i not in mset.rows]
+        repeats = [i for i in mset.repeat_ids if i not in mset.repeats]
+        reused = len(mset.rows)
+        module, shape, _ = reference_module(space)
+        reference = runtime.prepare(module, shape, "reference")
+        bar = tqdm(total=len(mset.plan) + len(mset.repeat_ids), initial=reused + len(mset.repeats), unit="net",
+                   desc=f"measure {device.name} {space.name}@{space.resolution}", disable=not config.progress,
+                   dynamic_ncols=True)
+        try:
+            for ids, store in ((todo, mset.rows), (repeats, mset.repeats)):
+                _measure_rows(runtime, reference, mset, ids, store, protocol, config.chunk, bar)
+        finally:
+            bar.close()
+            reference.close()
+    return MeasureResult(mset.path or Path(out), len(mset.rows), len(todo), reused, mset.reference_ms, mset.noise(),
+                         time.perf_counter() - start)
+
+
+def _measure_rows(runtime: Any, reference: Any, mset: MeasurementSet, ids: list[int], store: dict[int, SetRow],
+                  protocol: PairedProtocol, chunk: int, bar: tqdm) -> None:
+    space = mset.space_obj()
+    for start in range(0, len(ids), chunk):
+        part = ids[start:start + chunk]
+        prepared = runtime.prepare_many([(f"net{i}", space.build(space.arch(mset.plan[i])).eval(), space.input_shape)
+                                         for i in part])
+
+        def record(key: str, stats: PairedStats) -> None:
+            i = int(key.removeprefix("net"))
+            store[i] = SetRow(i, mset.plan[i], stats, now_iso())
+            mset.save()
+            bar.update(1)
+            bar.set_postfix_str(f"ratio {stats.ratio:.3f}" + (" noisy" if stats.noisy else ""))
+
+        try:
+            measure_paired(prepared, reference, protocol, on_done=record)
+        finally:
+            for model in prepared.values():
+                model.close()
+
+
+def _open_set(path: Path, device: DeviceProfile, space: SearchSpace, fingerprint: dict[str, Any],
+              protocol: PairedProtocol, config: MeasureConfig, proxy: LatencyEstimator | None) -> MeasurementSet:
+    if path.exists():
+        mset = MeasurementSet.load(path)
+        if (mset.space, mset.resolution, mset.num_classes) != (space.name, space.resolution, space.num_classes):
+            raise HwnasError(f"{path}: set is for {mset.space}@{mset.resolution}/{mset.num_classes}, not "
+                             f"{space.name}@{space.resolution}/{space.num_classes}; pass another --out")
+        if mset.device_name != device.name:
+            raise HwnasError(f"{path}: set is for device {mset.device_name!r}, not {device.name!r}")
+        if (mset.seed, len(mset.plan)) != (config.seed, config.n):
+            raise HwnasError(f"{path}: set was planned with --seed {mset.seed} --n {len(mset.plan)}; rerun with those "
+                             f"to resume, or pass another --out")
+        differences = fingerprint_differences(mset.fingerprint, fingerprint)
+        if differences:
+            raise HwnasError(f"{path}: refusing to measure into a set from another machine or runtime "
+                             f"({'; '.join(differences)}); pass another --out")
+        return mset
+    plan = [a.choices for a in sample_stratified(space, config.n, config.seed, proxy)]
+    step = max(1, len(plan) // max(config.repeat, 1))
+    repeat_ids = list(range(0, len(plan), step))[:config.repeat] if config.repeat else []
+    mset = MeasurementSet(device=device.to_dict(), space=space.name, resolution=space.resolution,
+                          num_classes=space.num_classes, fingerprint=fingerprint, protocol=protocol.to_dict(),
+                          seed=config.seed, plan=plan, repeat_ids=repeat_ids,
+                          proxy="table" if proxy is not None else "macs")
+    mset.save(path)
+    return mset
+

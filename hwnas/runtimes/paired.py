@@ -1,0 +1,181 @@
+"""Paired measurement: time a network against a fixed reference network, alternating single turns.
+
+On a machine whose speed drifts (the same ONNX file measured 0.73, 1.11 and 1.67 ms within one minute here),
+an absolute median is a fact about one moment. A *ratio* is not: network and reference take turns
+(network, reference, network, reference, ... ``pairs`` times), so a drift slows both sides of a pair alike and
+the ratio of their medians keeps what belongs to the network. Measured on this project's CPU machine on
+40 networks: plain medians re-measured within +-10% for 62-70% of them, paired ratios within +-5% for 100%.
+A latency is then ``ratio x reference_ms``, with the reference's quiet latency recorded once per data set.
+
+A turn runs a model enough times to last ``min_turn_s`` (microsecond kernels are timed in small batches, a
+whole network once), so the timer's resolution and the ~20 us call cost do not dominate small kernels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+from hwnas.runtimes.base import PreparedModel
+from hwnas.runtimes.protocol import Stats
+
+
+@dataclass(frozen=True)
+class PairedProtocol:
+    """How a network is timed against the reference.
+
+    Attributes:
+        pairs: turns of each side (network, reference, network, ...); 40 re-measured within +-5% here.
+        warmup_runs: untimed runs of each side before its pairs.
+        warmup_s: and at least this much untimed run time per side.
+        min_turn_s: a turn runs its model ``ceil(min_turn_s / per-run time)`` times (at least once) and counts
+            the mean; a whole network is one run per turn, a 5 us kernel about a hundred.
+        max_turn_runs: at most this many runs per turn.
+        noise_threshold: the ratios of the first and the second half of the pairs agree within this relative
+            difference, else the network is measured again (``max_remeasure`` times) and flagged ``noisy``.
+        max_remeasure: extra passes of ``pairs`` for a network whose halves disagree.
+    """
+
+    pairs: int = 40
+    warmup_runs: int = 5
+    warmup_s: float = 0.02
+    min_turn_s: float = 0.0005
+    max_turn_runs: int = 200
+    noise_threshold: float = 0.05
+    max_remeasure: int = 1
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
+                raise HwnasError(f"paired protocol: field {f.name!r} must be a non-negative number, got {value!r}")
+            if f.type == "int" and not isinstance(value, int):
+                raise HwnasError(f"paired protocol: field {f.name!r} must be an integer, got {value!r}")
+        if self.pairs < 4:
+            raise HwnasError(f"paired protocol: field 'pairs' must be at least 4, got {self.pairs}")
+        if self.max_turn_runs < 1:
+            raise HwnasError("paired protocol: field 'max_turn_runs' must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "paired protocol") -> PairedProtocol:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise HwnasError(f"{source}: unknown field {key!r} (expected one of {', '.join(known)})")
+        values = {k: float(v) if known[k].type == "float" and isinstance(v, int) and not isinstance(v, bool) else v
+                  for k, v in data.items()}
+        try:
+            return cls(**values)
+        except HwnasError as error:
+            raise HwnasError(f"{source}: {str(error).removeprefix('paired protocol: ')}") from None
+
+
+@dataclass
+class PairedStats:
+    """One network measured against the reference: the ratio of medians, and each side's own statistics.
+
+    ``network`` and ``reference`` are the usual :class:`Stats` of the per-turn times (ms per run) during the
+    pairs; ``half_ratios`` are the ratios of the first and second half of the pairs (the agreement check).
+    """
+
+    ratio: float
+    network: Stats
+    reference: Stats
+    half_ratios: list[float]
+    noisy: bool = False
+    remeasured: int = 0
+
+    def latency_ms(self, reference_ms: float) -> float:
+        return self.ratio * reference_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "network": self.network.to_dict(), "reference": self.reference.to_dict(),
+                "half_ratios": list(self.half_ratios), "noisy": self.noisy, "remeasured": self.remeasured}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "paired stats") -> PairedStats:
+        if not isinstance(data, Mapping):
+            raise HwnasError(f"{source}: expected an object with ratio, network, reference")
+        for name in ("ratio", "network", "reference"):
+            if name not in data:
+                raise HwnasError(f"{source}: missing field {name!r}")
+        ratio = data["ratio"]
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < math.inf:
+            raise HwnasError(f"{source}: field 'ratio': expected a positive number, got {ratio!r}")
+        return cls(ratio=float(ratio), network=Stats.from_dict(data["network"], f"{source}: network"),
+                   reference=Stats.from_dict(data["reference"], f"{source}: reference"),
+                   half_ratios=[float(v) for v in data.get("half_ratios", [])], noisy=bool(data.get("noisy", False)),
+                   remeasured=int(data.get("remeasured", 0)))
+
+
+def measure_paired(
+    prepared: Mapping[str, PreparedModel],
+    reference: PreparedModel,
+    protocol: PairedProtocol = PairedProtocol(),
+    on_done: Callable[[str, PairedStats], None] | None = None,
+) -> dict[str, PairedStats]:
+    """Measure every prepared model against ``reference`` in alternating turns; see the module docstring.
+
+    Models are measured one after the other, each with its own warm-up of both sides (a network and the
+    reference share the caches, so each warm-up restores the pair's state). ``on_done(key, stats)`` is called as
+    soon as a model's statistics are final.
+    """
+    results: dict[str, PairedStats] = {}
+    for key, model in prepared.items():
+        net_turns: list[float] = []
+        ref_turns: list[float] = []
+        passes = 0
+        while True:
+            runs_net = _turn_runs(model, protocol)
+            runs_ref = _turn_runs(reference, protocol)
+            for _ in range(protocol.pairs):
+                net_turns.append(_turn(model, runs_net))
+                ref_turns.append(_turn(reference, runs_ref))
+            passes += 1
+            halves = _half_ratios(net_turns, ref_turns)
+            agree = abs(halves[0] - halves[1]) / min(halves) <= protocol.noise_threshold
+            if agree or passes > protocol.max_remeasure:
+                break
+        net_ms, ref_ms = np.asarray(net_turns) * 1e3, np.asarray(ref_turns) * 1e3
+        stats = PairedStats(
+            ratio=float(np.median(net_ms) / np.median(ref_ms)),
+            network=Stats.from_samples(list(net_ms / 1e3), [float(np.median(net_ms))]),
+            reference=Stats.from_samples(list(ref_ms / 1e3), [float(np.median(ref_ms))]),
+            half_ratios=halves, noisy=not agree, remeasured=passes - 1,
+        )
+        results[key] = stats
+        if on_done is not None:
+            on_done(key, stats)
+    return results
+
+
+def _turn_runs(model: PreparedModel, protocol: PairedProtocol) -> int:
+    """Warm the model up and return how many runs one turn needs to last ``min_turn_s``."""
+    runs, elapsed = 0, 0.0
+    while runs < protocol.warmup_runs or elapsed < protocol.warmup_s:
+        times = model.time_runs(max(1, min(protocol.warmup_runs, 32)))
+        if not times:
+            raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
+        runs, elapsed = runs + len(times), elapsed + sum(times)
+    per_run = max(float(np.median(times)), 1e-9)
+    return max(1, min(protocol.max_turn_runs, math.ceil(protocol.min_turn_s / per_run)))
+
+
+def _turn(model: PreparedModel, runs: int) -> float:
+    times = model.time_runs(runs)
+    if not times:
+        raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
+    return sum(times) / len(times)
+
+
+def _half_ratios(net: list[float], ref: list[float]) -> list[float]:
+    half = len(net) // 2
+    return [float(np.median(net[:half]) / np.median(ref[:half])), float(np.median(net[half:]) / np.median(ref[half:]))]
