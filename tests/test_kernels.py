@@ -1,0 +1,114 @@
+"""Kernel-level latency: the splitter against ORT's own optimized graph, single-kernel generators, the kernel
+predictor's file round trip and ``hwnas predict`` (no real timing: predictors are fitted on scripted data)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.latency.kernels import Kernel, kernel_from_key, split_onnx
+from hwnas.latency.kernels.generators import FREE_TYPES, kernel_model
+from hwnas.latency.kernels.onnx_split import count_by_op
+from hwnas.runtimes.converters import to_onnx
+from hwnas.zoo import build_zoo, zoo_names
+
+PUBLISHED_PARAMS_M = {"resnet18": 11.69, "mobilenet_v2": 3.50, "mobilenet_v3_large": 5.48, "shufflenet_v2": 2.28,
+                      "efficientnet_b0": 5.29, "mnasnet": 3.89}
+
+
+def _ort_optimized_ops(path: Path) -> list[tuple[str, dict]]:
+    """ORT's optimized graph (CPU EP, all optimizations, as the cpu-onnxruntime device runs it): (op, attrs)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ops = []
+    for node in onnx.load(options.optimized_model_filepath).graph.node:
+        nchwc = node.domain == "com.microsoft.nchwc" and not node.op_type.startswith("Reorder")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs["_inputs"] = [i for i in node.input]
+        ops.append((("nchwc." if nchwc else "") + node.op_type, attrs))
+    return ops
+
+
+def _conv_signature(ops: list[tuple[str, dict]]) -> collections.Counter:
+    counts: collections.Counter = collections.Counter()
+    for op, attrs in ops:
+        if "Conv" in op:
+            act = attrs.get("activation", b"none")
+            act = act.decode() if isinstance(act, bytes) else act
+            fused_sum = int(len(attrs["_inputs"]) == 4 and attrs["_inputs"][3] != "")
+            counts[(op, act, fused_sum, attrs.get("group", 1) > 1)] += 1
+    return counts
+
+
+@pytest.fixture(scope="module")
+def zoo_onnx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("zoo")
+    paths = {name: to_onnx(build_zoo(name), (1, 3, 64, 64), folder / f"{name}.onnx") for name in zoo_names()}
+    from hwnas.spaces import get_space
+
+    space = get_space("proxyless", 64)
+    arch = space.random_arch(random.Random(3))
+    paths["proxyless"] = to_onnx(space.build(arch).eval(), space.input_shape, folder / "proxyless.onnx")
+    return paths
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_zoo_shapes_and_params(name: str) -> None:
+    module = build_zoo(name, num_classes=10)
+    with torch.no_grad():
+        assert module(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    params = sum(p.numel() for p in build_zoo(name).parameters()) / 1e6
+    assert params == pytest.approx(PUBLISHED_PARAMS_M[name], rel=0.01)
+
+
+@pytest.mark.parametrize("name", [*zoo_names(), "proxyless"])
+def test_splitter_matches_ort_optimized_graph(name: str, zoo_onnx: dict[str, Path]) -> None:
+    kernels = split_onnx(zoo_onnx[name])
+    ort_ops = _ort_optimized_ops(zoo_onnx[name])
+    assert count_by_op(kernels) == dict(collections.Counter(op for op, _ in ort_ops))
+    mine = collections.Counter((k.op, k.act, k.sum, k.g > 1) for k in kernels if "Conv" in k.op)
+    assert mine == _conv_signature(ort_ops)
+
+
+def test_kernel_key_round_trip(zoo_onnx: dict[str, Path]) -> None:
+    kernels = {k.key: k for name in zoo_names() for k in split_onnx(zoo_onnx[name])}
+    assert len(kernels) > 100
+    for key, kernel in kernels.items():
+        assert kernel_from_key(key) == kernel
+    with pytest.raises(HwnasError, match="malformed"):
+        kernel_from_key("conv-in:3x3")
+    with pytest.raises(HwnasError, match="type must be"):
+        Kernel("warp", "Conv", 1, 1, 1, 1, 1, 1)
+
+
+def test_generators_give_one_node_of_the_kernels_op(zoo_onnx: dict[str, Path], tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    kernels = {k.key: k for name in ("mobilenet_v3_large", "shufflenet_v2", "efficientnet_b0", "resnet18")
+               for k in split_onnx(zoo_onnx[name])}
+    by_op: dict[tuple[str, str], Kernel] = {}
+    for kernel in kernels.values():  # one of each (type, op): keeps the test fast
+        if kernel.type not in FREE_TYPES:
+            by_op.setdefault((kernel.type, kernel.op), kernel)
+    assert len(by_op) >= 15
+    for kernel in by_op.values():
+        path = tmp_path / "kernel.onnx"
+        onnx.save(kernel_model(kernel), str(path))
+        ops = [op for op, _ in _ort_optimized_ops(path)]
+        assert ops == [kernel.op.removeprefix("blocked.")], kernel.key
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session.run(None, {i.name: np.zeros(i.shape, np.float32) for i in session.get_inputs()})
