@@ -145,6 +145,89 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
     return {"metrics": report["metrics"], "out": args.out, "_text": text}
 
 
+# -- measurement sets and predictors ---------------------------------------------------------------------
+def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.devices import load_device
+    from hwnas.latency.estimator import TableEstimator
+    from hwnas.latency.sets import MeasureConfig, measure_set
+    from hwnas.latency.table import LatencyTable, default_table_path
+    from hwnas.spaces import get_space
+
+    device = load_device(args.device)
+    space = get_space(args.space, args.resolution, args.num_classes)
+    table_path = Path(args.table) if args.table else default_table_path(device.name, space.name, space.resolution)
+    proxy = None
+    if table_path.is_file():
+        table = LatencyTable.load(table_path)
+        if table.num_classes == space.num_classes:
+            proxy = TableEstimator(table, space)
+    elif args.table:
+        raise HwnasError(f"{args.table}: no such latency table")
+    config = MeasureConfig(n=args.n, seed=args.seed, repeat=args.repeat, chunk=args.chunk,
+                           protocol=_protocol_overrides(args), progress=not args.quiet)
+    result = measure_set(device, space, Path(args.out), config, proxy).to_dict()
+    noise = result["noise"]
+    text = (f"set        {result['out']} ({result['rows']} networks: {result['measured']} measured now, "
+            f"{result['reused']} reused; {result['seconds']} s)\nreference  {result['reference_ms']:.4f} ms "
+            f"(quiet latency of {device.name}'s reference network)")
+    if noise:
+        text += (f"\nnoise      {noise['n']} networks measured twice: paired ±5% {100 * noise['paired']['acc5']:.0f}%, "
+                 f"±10% {100 * noise['paired']['acc10']:.0f}%, tau {noise['paired']['kendall']:.3f}; raw medians "
+                 f"±5% {100 * noise['raw']['acc5']:.0f}%, ±10% {100 * noise['raw']['acc10']:.0f}%, "
+                 f"tau {noise['raw']['kendall']:.3f}")
+    return {**result, "_text": text}
+
+
+def cmd_predictor_fit(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.latency.predictors.fit import fit_predictor
+    from hwnas.latency.sets import MeasurementSet
+    from hwnas.spaces import get_space
+
+    resolution, num_classes = args.resolution, args.num_classes
+    if args.set and resolution is None:
+        first = MeasurementSet.load(args.set[0])
+        resolution, num_classes = first.resolution, num_classes or first.num_classes
+    elif args.table and resolution is None:
+        from hwnas.latency.table import LatencyTable
+
+        table = LatencyTable.load(args.table)
+        resolution, num_classes = table.resolution, num_classes or table.num_classes
+    space = get_space(args.space, resolution, num_classes)
+    result = fit_predictor(space=space, out=Path(args.out), kind=args.kind, table=args.table, sets=args.set or (),
+                           csv=args.measurements, column=args.column, prior=args.prior, residual=args.residual,
+                           seed=args.seed)
+    cv = result["training"].get("cv") or {}
+    lines = [f"predictor  {result['out']} ({result['kind']}, {result['space']}@{result['resolution']}, "
+             f"{result['n']} networks)"]
+    for name, figures in cv.items():
+        lines.append(f"cv {name:<7} ±5% {100 * figures['acc5']:5.1f}%  ±10% {100 * figures['acc10']:5.1f}%  "
+                     f"tau {figures['kendall']:.3f}  MAPE {figures['mape']:.2f}%")
+    return {**result, "_text": "\n".join(lines)}
+
+
+def cmd_predictor_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.latency.predictors import load_predictor
+    from hwnas.latency.predictors.fit import evaluate_predictor
+
+    predictor = load_predictor(args.predictor)
+    result = evaluate_predictor(predictor, sets=args.set or (), csv=args.measurements, column=args.column,
+                                plot=Path(args.plot) if args.plot else None)
+
+    def line(name: str, f: dict[str, Any]) -> str:
+        return (f"{name:<10} n {f['n']}  ±5% {100 * f['acc5']:5.1f}%  ±10% {100 * f['acc10']:5.1f}%  "
+                f"spearman {f['spearman']:.3f}  tau {f['kendall']:.3f}  MAPE {f['mape']:.2f}%  bias {f['bias_pct']:+.1f}%")
+
+    lines = [line("predictor", result)]
+    if "table" in result:
+        lines.append(line("table sum", result["table"]))
+    noise = result.get("noise")
+    if noise:
+        p = noise["paired"]
+        lines.append(f"noise      {noise['n']} re-measured: ±5% {100 * p['acc5']:5.1f}%  ±10% {100 * p['acc10']:5.1f}%  "
+                     f"tau {p['kendall']:.3f} (the set against itself)")
+    return {**result, "_text": "\n".join(lines)}
+
+
 # -- search ----------------------------------------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.search.run import SearchConfig, run_search
@@ -162,7 +245,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     measured = result["measured_ms"]
     lines = [result["arch_human"],
              f"target     {result['target_ms']:.4f} ms",
-             f"estimated  {result['estimated_ms']:.4f} ms (latency table)",
+             f"estimated  {result['estimated_ms']:.4f} ms ({_model_text(result['latency_model'])})",
              "measured   " + (f"{measured:.4f} ms ({result['measured_over_target']:.2f} x target{_quietest(result)})"
                                if measured is not None else "not measured"),
              f"accuracy   {result['accuracy']:.4f} (test split)"]
@@ -174,6 +257,12 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
                      + (f", measured {base['measured_ms']:.4f} ms" if base["measured_ms"] is not None else ""))
     lines.append(f"files      {result['out']}/ (arch.json, model.pt, report.json, search.png)")
     return {**result, "_text": "\n".join(lines)}
+
+
+def _model_text(model: dict[str, Any]) -> str:
+    if model["kind"] == "table":
+        return "latency table"
+    return f"calibrated predictor, {model['rows']} networks incl. the closed loop's; {model['note']}"
 
 
 def _quietest(result: dict[str, Any]) -> str:
@@ -197,6 +286,39 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             values[field.strip()] = raw
     return values
+
+
+# -- kernel-level prediction -----------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.devices import load_device
+    from hwnas.latency.predictors import check_device, load_predictor
+    from hwnas.latency.predictors.kernel import KernelPredictor
+    from hwnas.spaces import Architecture
+
+    device = load_device(args.device)
+    path = Path(args.predictor or f"latency_tables/predictors/{device.name}__kernel.json")
+    if args.predictor is None and not path.is_file():
+        raise HwnasError(f"{path}: no kernel predictor for device {device.name!r}; build one with "
+                         f"`python tools/build_kernel_predictor.py --device {device.name}` or pass --predictor")
+    predictor = load_predictor(path)
+    if not isinstance(predictor, KernelPredictor):
+        raise HwnasError(f"{path}: a {predictor.kind!r} predictor, expected a 'kernel' predictor")
+    problems = check_device(predictor, device.name)
+    if problems:
+        raise HwnasError(f"{path}: {problems[0]}")
+    target = Path(args.target)
+    if target.suffix == ".onnx":
+        if not target.is_file():
+            raise HwnasError(f"{target}: no such model file")
+        latency, kernels = predictor.predict_onnx(target)
+    elif target.suffix == ".json":
+        latency, kernels = predictor.predict_arch(Architecture.load(target))
+    else:
+        raise HwnasError(f"{target}: expected an architecture .json or an .onnx file")
+    text = "\n".join(f"{k['type']:<12} {k['ms']:8.4f} ms  {k['key']}" for k in kernels)
+    text += f"\n{'overhead':<12} {predictor.overhead_ms:8.4f} ms\n{'total':<12} {latency:8.4f} ms"
+    return {"latency_ms": latency, "device": device.name, "predictor": str(path),
+            "overhead_ms": predictor.overhead_ms, "kernels": kernels, "_text": text}
 
 
 # -- export ----------------------------------------------------------------------------------------------
@@ -273,6 +395,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_protocol_arg(p)
 
+    p = command("measure", cmd_measure, "measure sampled whole networks of a space end to end, each paired with "
+                "the reference network, into a resumable measurement set")
+    p.add_argument("--device", required=True, help="device profile name or path")
+    _add_space_args(p)
+    p.add_argument("--n", type=int, default=50, help="networks (stratified over the table's latency range)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=10, help="networks measured twice for the set's noise floor")
+    p.add_argument("--chunk", type=int, default=8, help="networks converted together")
+    p.add_argument("--table", help="table whose estimates stratify the sample (default: the device's, else MACs)")
+    p.add_argument("--out", required=True, help="set file (.json); rerun the same command to resume")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--protocol", action="append", metavar="FIELD=VALUE",
+                   help="override a paired-protocol field, e.g. --protocol pairs=60")
+
+    predictor = sub.add_parser("predictor", help="fit or evaluate a learned latency predictor",
+                               description="fit or evaluate a learned latency predictor")
+    predictor_sub = predictor.add_subparsers(dest="predictor_command", required=True)
+    p = predictor_sub.add_parser("fit", help="fit a predictor", description="fit a predictor of a space's networks")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(handler=cmd_predictor_fit)
+    _add_space_args(p)
+    p.add_argument("--table", help="latency table (default with --set: the set's device's table when it exists)")
+    p.add_argument("--set", action="append", help="measurement set (repeatable)")
+    p.add_argument("--measurements", help="CSV: column 'arch' (op names in layer order), latency columns in ms")
+    p.add_argument("--column", help="the CSV's latency column")
+    p.add_argument("--prior", help="CSV of other devices' measurements (all its latency columns), for --kind transfer")
+    p.add_argument("--kind", default="calibrated", choices=["calibrated", "kernel", "transfer"])
+    p.add_argument("--residual", default="auto", choices=["auto", "linear", "xgb"],
+                   help="calibrated: additive only, with XGBoost trees, or whichever cross-validates better")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="predictor file (.json)")
+    p = predictor_sub.add_parser("eval", help="evaluate a predictor on held-out measurements",
+                                 description="evaluate a predictor on held-out measurements")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(handler=cmd_predictor_eval)
+    p.add_argument("--predictor", required=True)
+    p.add_argument("--set", action="append", help="measurement set (repeatable)")
+    p.add_argument("--measurements", help="CSV of measurements")
+    p.add_argument("--column", help="the CSV's latency column")
+    p.add_argument("--plot", help="PNG: predicted vs measured with the ±10%% band")
+
     p = command("search", cmd_search, "search an architecture for a latency target on a device, train and measure it")
     p.add_argument("--device", help="device profile name or path (default: cpu-onnxruntime)")
     p.add_argument("--space", help="search space (default: proxyless)")
@@ -293,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. --set arch_lr=0.01 --set weight_sharing=none")
     p.add_argument("--out", help="run folder (default: runs/search-<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = command("predict", cmd_predict, "predict a model's latency on a device from its kernels (kernel predictor)")
+    p.add_argument("--device", required=True, help="device profile name or path")
+    p.add_argument("--predictor", help="kernel predictor file (default: latency_tables/predictors/DEVICE__kernel.json)")
+    p.add_argument("target", help="architecture .json or .onnx file")
 
     p = command("export", cmd_export, "export a searched model or an architecture to ONNX, TFLite or TensorRT, "
                 "verify it against PyTorch and measure it")

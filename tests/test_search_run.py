@@ -24,7 +24,7 @@ from hwnas.search.strategies import strategy_names
 from hwnas.spaces import Architecture, ArchNet, get_space
 
 QUICK = {"device": "cpu-torch", "space": "tiny", "resolution": 32, "warmup_epochs": 1, "search_epochs": 1,
-         "train_epochs": 1, "max_per_split": 192, "num_threads": 1, "retry_pause_s": 0.0,
+         "train_epochs": 1, "max_per_split": 192, "num_threads": 1, "retry_pause_s": 0.0, "predictor_networks": 0,
          "protocol": {"rounds": 1, "min_runs": 3, "min_time_s": 0.0, "warmup_runs": 1, "warmup_s": 0.0}}
 
 

@@ -30,10 +30,13 @@ from hwnas.data import DataSplits, load_dataset
 from hwnas.devices import DeviceProfile, load_device
 from hwnas.errors import HwnasError, RuntimeUnavailable
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
+from hwnas.latency.predictors.calibrated import CalibratedPredictor
 from hwnas.latency.profile import ProfileConfig, device_protocol, profile_device
 from hwnas.latency.table import LatencyTable, default_table_path
 from hwnas.runtimes import get_runtime, runtime_class
+from hwnas.runtimes.paired import PairedProtocol
 from hwnas.runtimes.protocol import measure
+from hwnas.search.aim import PairedMeter, aim_on_device, choose_estimator
 from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
 from hwnas.search.run_config import DEFAULT_DEVICE, SearchConfig
 from hwnas.search.run_report import plot_search, save_model, write_report
@@ -311,6 +314,37 @@ def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchS
     return f"end to end on {device.name} ({device.backend})", runtime, stats["derived_untrained"]
 
 
+def _aim(space: SearchSpace, predictor: CalibratedPredictor, target_ms: float, log_probs: list[list[float]],
+         device: DeviceProfile, config: SearchConfig) -> tuple[Architecture, list[dict[str, Any]], CalibratedPredictor]:
+    """The closed loop with a predictor (:func:`hwnas.search.aim.aim_on_device`), paired measurements."""
+    if not config.measure or config.closed_loop_steps == 0:
+        decoded = decode_under_target(space, log_probs, predictor, target_ms * (1.0 - config.closed_loop_margin))
+        return decoded or fastest_arch(space, predictor), [], predictor
+    protocol = PairedProtocol.from_dict({**PairedProtocol().to_dict(), **config.paired}, "search config: paired")
+    with PairedMeter(device, space, float(predictor.meta.reference_ms), protocol) as meter:
+        return aim_on_device(space, predictor, target_ms, log_probs, meter, config)
+
+
+def _measure_paired(device: DeviceProfile, trained: dict[str, _Trained], space: SearchSpace,
+                    predictor: CalibratedPredictor, config: SearchConfig) -> tuple[str, dict[str, Any] | None, None]:
+    """The final verdict with a predictor: one paired measurement of each trained network against the reference,
+    ``latency = ratio x reference_ms`` at the predictor's reference level."""
+    if not config.measure:
+        return "off (config.measure is false)", None, None
+    protocol = PairedProtocol.from_dict({**PairedProtocol().to_dict(), **config.paired}, "search config: paired")
+    try:
+        with PairedMeter(device, space, float(predictor.meta.reference_ms), protocol) as meter:
+            records = meter.measure({name: t.net for name, t in trained.items()}, "final (paired)")
+            runtime = meter.describe()
+    except RuntimeUnavailable as exc:
+        print(f"hwnas: warning: not measured on {device.name}: {exc}", file=sys.stderr)
+        return f"skipped: {exc}", None, None
+    for name, t in trained.items():
+        t.measured = records[name]
+    return (f"end to end on {device.name} ({device.backend}), paired with the reference network "
+            f"(latency = ratio x {predictor.meta.reference_ms:.4g} ms)"), runtime, None
+
+
 DRIFT_WARNING = 1.25
 
 
@@ -364,7 +398,9 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
     data = load_dataset(config.data, resolution, config.seed, config.arch_fraction, config.test_fraction,
                         config.max_per_split)
     space = get_space(config.space, resolution, data.num_classes)
-    estimator = load_estimator(device, space, config, progress)
+    table_estimator = load_estimator(device, space, config, progress)
+    choice = choose_estimator(device, space, table_estimator, config, out, progress)
+    estimator = choice.estimator
     default_t, fastest_ms, slowest_ms = default_target_ms(space, estimator, config.target_fraction)
     target_ms = config.target_ms if config.target_ms is not None else default_t
     with torch_settings(config):
@@ -378,16 +414,27 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
         decode = lambda t: decode_under_target(space, log_probs, estimator, t)  # noqa: E731
         fastest = fastest_arch(space, estimator)
         ceiling_ms = estimator.latency_ms(decode(slowest_ms) or fastest)
-        arch, closed_loop = meet_on_device(space, estimator, target_ms, decode, fastest, ceiling_ms, device, config)
+        if isinstance(estimator, CalibratedPredictor):
+            arch, closed_loop, estimator = _aim(space, estimator, target_ms, log_probs, device, config)
+        else:
+            arch, closed_loop = meet_on_device(space, estimator, target_ms, decode, fastest, ceiling_ms, device,
+                                               config)
         search_seconds = time.perf_counter() - search_start
         trained = {"derived": _train(space, arch, data, config, progress, "train")}
         baseline_loop: list[dict[str, Any]] = []
         if config.baseline:
-            baseline, baseline_loop = _baseline_on_device(space, estimator, target_ms, device, config)
+            if isinstance(estimator, CalibratedPredictor):
+                baseline = baseline_arch(space, estimator, target_ms * (1.0 - config.closed_loop_margin)) or min(
+                    baseline_candidates(space), key=estimator.latency_ms)
+            else:
+                baseline, baseline_loop = _baseline_on_device(space, estimator, target_ms, device, config)
             trained["baseline"] = _train(space, baseline, data, config, progress, "baseline")
         measure_start = time.perf_counter()
-        measurement, runtime, untrained = _measure(device, trained, space, config, progress, target_ms,
-                                                   {"derived": closed_loop, "baseline": baseline_loop})
+        if isinstance(estimator, CalibratedPredictor):
+            measurement, runtime, untrained = _measure_paired(device, trained, space, estimator, config)
+        else:
+            measurement, runtime, untrained = _measure(device, trained, space, config, progress, target_ms,
+                                                       {"derived": closed_loop, "baseline": baseline_loop})
         measure_seconds = time.perf_counter() - measure_start
     derived = trained["derived"]
     drift = closed_loop_drift(closed_loop, arch, derived.measured)
@@ -429,12 +476,16 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
         "accuracy": derived.accuracy, "baseline": baseline_result, "search_seconds": search_seconds,
         "train_seconds": derived.seconds, "measure_seconds": measure_seconds,
         "total_seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(), "seed": config.seed,
-        "table": str(estimator.table.path), "overhead_mode": config.overhead, "versions": _versions(runtime),
+        "table": str(table_estimator.table.path), "overhead_mode": config.overhead, "versions": _versions(runtime),
+        "latency_model": {**choice.to_dict(), "rows": len(getattr(estimator, "rows", []))},
         "probs": [dict(zip(layer.names, p)) for layer, p in zip(space.layers, probs)], "config": config.to_dict(),
         "history": history, "train_history": derived.history, "files": files,
     }
+    if isinstance(estimator, CalibratedPredictor):
+        files["predictor"] = str(estimator.save(out / "predictor.json"))  # with the closed loop's rows
     write_report(out / "report.json", report)
     keys = ("arch", "arch_human", "device", "space", "resolution", "target_ms", "estimated_ms", "measured_ms",
-            "measured_over_target", "measured", "accuracy", "baseline", "decode", "closed_loop", "search_seconds",
+            "measured_over_target", "measured", "accuracy", "baseline", "decode", "closed_loop", "latency_model",
+            "search_seconds",
             "train_seconds", "total_seconds")
     return {**{k: report[k] for k in keys}, "out": str(out), "files": files}

@@ -106,6 +106,18 @@ class SearchConfig:
         noisy_retries: an end-to-end measurement (closed loop or final) in which some network stayed ``noisy`` (its
             fastest rounds never agreed) is repeated up to this many more times.
         retry_pause_s: seconds between attempts.
+        predictor: the latency model the search aims with: ``auto`` (the device's calibrated predictor for this
+            space and resolution, ``latency_tables/predictors/<device>__<space>__<res>__calibrated.json``, when it
+            was fitted on this machine and runtime; else one built now from ``predictor_networks`` measured
+            networks; else the table), ``none`` (the table alone, closed loop and verdict as before), or a path.
+            With a predictor the closed loop and the final verdict measure paired with the reference network
+            (:mod:`hwnas.runtimes.paired`) and every closed-loop measurement refits the predictor before the
+            next decode (see :mod:`hwnas.search.aim`).
+        predictor_networks: networks measured (paired, stratified over the table's range) to build a predictor
+            when ``auto`` finds none that fits (0: do not build; use the table).
+        closed_loop_weight: weight of each closed-loop measurement in the refit (the training rows weigh 1):
+            the loop's own networks lie where the search aims, so they should dominate the fit there.
+        paired: overrides of :class:`~hwnas.runtimes.paired.PairedProtocol` for the paired measurements.
         out: run folder (None: ``runs/search-<timestamp>``).
     """
 
@@ -163,6 +175,10 @@ class SearchConfig:
     final_extra_attempts: int = 2
     noisy_retries: int = 2
     retry_pause_s: float = 10.0
+    predictor: str = "auto"
+    predictor_networks: int = 24
+    closed_loop_weight: float = 10.0
+    paired: dict[str, Any] = field(default_factory=dict)
     out: str | None = None
 
     def __post_init__(self) -> None:
@@ -240,7 +256,7 @@ def _validate_values(values: dict[str, Any], source: str) -> None:
 
     _check_fields(values, source)
     for name in ("warmup_epochs", "search_epochs", "train_epochs", "closed_loop_steps", "noisy_retries",
-                 "final_extra_attempts"):
+                 "final_extra_attempts", "predictor_networks"):
         if values[name] < 0:
             raise HwnasError(f"{source}: field {name!r}: expected a non-negative integer, got {values[name]}")
     for name in ("final_attempts", "arch_steps", "num_threads", "arch_update_every", "batch_size", "arch_batch_size",
@@ -260,6 +276,9 @@ def _validate_values(values: dict[str, Any], source: str) -> None:
     if not 0.0 <= values["closed_loop_margin"] < 0.5:
         raise HwnasError(f"{source}: field 'closed_loop_margin': expected a number in [0, 0.5), "
                          f"got {values['closed_loop_margin']}")
+    if not values["closed_loop_weight"] > 0.0:
+        raise HwnasError(f"{source}: field 'closed_loop_weight': expected a positive number, "
+                         f"got {values['closed_loop_weight']}")
     if not values["retry_pause_s"] >= 0.0:
         raise HwnasError(f"{source}: field 'retry_pause_s': expected a non-negative number of seconds, "
                          f"got {values['retry_pause_s']}")

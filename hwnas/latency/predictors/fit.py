@@ -1,0 +1,222 @@
+"""Entry point of the predictors: fit one from a table, measurement sets or a CSV; evaluate one on held-out data.
+
+Data sources, all reduced to (architectures, latencies in ms at one reference level):
+
+* a measurement set (``hwnas measure``): paired rows, ``latency = ratio x reference_ms``; several sets are
+  brought to the first set's reference level (their ratios are what compare across days);
+* a CSV (``--measurements CSV --column COL``): column ``arch`` with the space's op names in layer order separated
+  by spaces, latency columns in ms (the format of the FBNet data of HELP).
+
+Evaluation compares at the evaluation set's reference level (:func:`~hwnas.latency.predictors.base.rescale`),
+i.e. it compares ratios, and reports the set's own re-measurement agreement (its noise floor) beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+from hwnas.latency.predictors.base import Predictor, PredictorMeta, SpacePredictor, rescale, versions
+from hwnas.latency.sets import MeasurementSet, agreement
+from hwnas.latency.table import LatencyTable, default_table_path
+from hwnas.spaces import Architecture, SearchSpace, get_space
+
+KINDS = ("calibrated", "transfer", "kernel")
+
+
+@dataclass
+class Measurements:
+    """Architectures with latencies at one reference level, and where they come from."""
+
+    space: SearchSpace
+    archs: list[Architecture]
+    latencies_ms: np.ndarray
+    reference_ms: float | None
+    device: str
+    fingerprint: dict[str, Any]
+    sources: list[str]
+    noise: dict[str, Any] | None = None
+
+
+def load_sets(paths: Sequence[str | Path]) -> Measurements:
+    """One or more measurement sets of the same space and device, at the first set's reference level."""
+    sets = [MeasurementSet.load(p) for p in paths]
+    first = sets[0]
+    archs: list[Architecture] = []
+    values: list[float] = []
+    sources: list[str] = []
+    for mset in sets:
+        if (mset.space, mset.resolution, mset.device_name) != (first.space, first.resolution, first.device_name):
+            raise HwnasError(f"{mset.path}: set is for {mset.device_name} {mset.space}@{mset.resolution}, the first "
+                             f"for {first.device_name} {first.space}@{first.resolution}; fit them separately")
+        if not mset.rows:
+            raise HwnasError(f"{mset.path}: the set has no measured rows yet; run `hwnas measure` to fill it")
+        ratios = [mset.rows[i].paired.ratio for i in sorted(mset.rows)]
+        archs += mset.archs()
+        values += [r * (first.reference_ms or 0.0) for r in ratios]
+        sources += [str(mset.path)] * len(ratios)
+    return Measurements(first.space_obj(), archs, np.array(values), first.reference_ms, first.device_name,
+                        first.fingerprint, sources, first.noise())
+
+
+def load_csv(path: str | Path, space: SearchSpace, column: str) -> Measurements:
+    from hwnas.latency.predictors.csvdata import read_measurements
+
+    archs, latencies = read_measurements(path, space, column)
+    return Measurements(space, archs, np.asarray(latencies, dtype=float), None, column, {}, [f"{path}:{column}"])
+
+
+def fit_predictor(*, space: SearchSpace, out: Path, kind: str = "calibrated", table: str | Path | None = None,
+                  sets: Sequence[str | Path] = (), csv: str | Path | None = None, column: str | None = None,
+                  prior: str | Path | None = None, residual: str = "auto", seed: int = 0) -> dict[str, Any]:
+    """Fit a predictor of ``space`` and save it to ``out``; returns ``{"out", "n", "kind", ...}``."""
+    if kind not in KINDS:
+        raise HwnasError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "kernel":
+        raise HwnasError("--kind kernel: kernel predictors are built by measuring kernels on the device: "
+                         "run `python tools/build_kernel_predictor.py --device DEVICE`")
+    if sets and csv:
+        raise HwnasError("predictor fit: give --set or --measurements, not both")
+    if csv is not None and not column:
+        raise HwnasError("predictor fit: --measurements needs --column (the CSV's latency column)")
+    data = load_sets(sets) if sets else load_csv(csv, space, column or "") if csv is not None else None
+    if data is not None:
+        if (data.space.name, data.space.resolution) != (space.name, space.resolution):
+            raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, "
+                             f"not --space {space.name}@{space.resolution}")
+        space = data.space
+    meta = PredictorMeta(device=data.device if data else "", fingerprint=data.fingerprint if data else {},
+                         reference_ms=data.reference_ms if data else None,
+                         training={"sources": sorted(set(data.sources)) if data else []}, versions=versions())
+    if kind == "transfer":
+        predictor = _fit_transfer(space, data, prior, meta, seed)
+    else:
+        table_obj = _table_for(space, table, data)
+        if table_obj is not None:
+            meta.device = meta.device or table_obj.device_name
+            meta.fingerprint = meta.fingerprint or table_obj.fingerprint
+            meta.training["table"] = str(table_obj.path)
+            meta.versions["runtime"] = table_obj.fingerprint.get("runtime", {})
+        from hwnas.latency.predictors.calibrated import fit_calibrated
+
+        predictor = fit_calibrated(space, data.archs if data else [], data.latencies_ms if data else [],
+                                   table=table_obj, meta=meta, residual=residual, seed=seed,
+                                   sources=data.sources if data else None)
+    predictor.save(out)
+    training = predictor.meta.training
+    return {"out": str(out), "n": int(training.get("n", 0)), "kind": predictor.kind, "space": space.name,
+            "resolution": space.resolution, "device": predictor.meta.device, "training": training}
+
+
+def _table_for(space: SearchSpace, table: str | Path | None, data: Measurements | None) -> LatencyTable | None:
+    """The given table, else the default table of the measurements' device when it exists, else None."""
+    if table is not None:
+        loaded = LatencyTable.load(table)
+    elif data is not None and data.device:
+        path = default_table_path(data.device, space.name, space.resolution)
+        if not path.is_file():
+            return None
+        loaded = LatencyTable.load(path)
+    else:
+        return None
+    if (loaded.space, loaded.resolution) != (space.name, space.resolution):
+        raise HwnasError(f"{loaded.path}: table is for {loaded.space}@{loaded.resolution}, not "
+                         f"{space.name}@{space.resolution}")
+    if loaded.num_classes != space.num_classes:
+        space_classes = space.num_classes
+        raise HwnasError(f"{loaded.path}: table's head has {loaded.num_classes} classes, the measurements' "
+                         f"{space_classes}")
+    return loaded
+
+
+def _fit_transfer(space: SearchSpace, data: Measurements | None, prior: str | Path | None, meta: PredictorMeta,
+                  seed: int) -> Predictor:
+    if prior is None:
+        raise HwnasError("--kind transfer needs --prior CSV (other devices' measurements of the same space)")
+    if data is None:
+        raise HwnasError("--kind transfer needs the new device's measurements (--set or --measurements)")
+    from hwnas.latency.predictors.csvdata import read_prior
+    from hwnas.latency.predictors.transfer import fit_transfer
+
+    prior_archs, prior_latencies = read_prior(prior, space, exclude=(data.device,))
+    predictor = fit_transfer(space, prior_archs, prior_latencies, data.archs, data.latencies_ms,
+                             device=data.device, seed=seed)
+    predictor.meta.fingerprint = data.fingerprint
+    predictor.meta.reference_ms = data.reference_ms
+    predictor.meta.training = {**predictor.meta.training, "sources": sorted(set(data.sources)), "prior": str(prior)}
+    predictor.meta.versions = versions()
+    return predictor
+
+
+def evaluate_predictor(predictor: Predictor, *, sets: Sequence[str | Path] = (), csv: str | Path | None = None,
+                       column: str | None = None, plot: Path | None = None) -> dict[str, Any]:
+    """Figures of ``predictor`` on held-out measurements (and of the table it embeds, when it has one)."""
+    if not isinstance(predictor, SpacePredictor):
+        raise HwnasError(f"{predictor.path}: a {predictor.kind} predictor is evaluated with `hwnas predict`, "
+                         "not on a space's measurement set")
+    if bool(sets) == (csv is not None):
+        raise HwnasError("predictor eval: give --set or --measurements")
+    if csv is not None and not column:
+        raise HwnasError("predictor eval: --measurements needs --column")
+    data = load_sets(sets) if sets else load_csv(csv, predictor.space, column or "")
+    if (data.space.name, data.space.resolution) != (predictor.space.name, predictor.space.resolution):
+        raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, the "
+                         f"predictor of {predictor.space.name}@{predictor.space.resolution}")
+    measured = data.latencies_ms
+    predicted = np.array([rescale(predictor.latency_ms(a), predictor, data.reference_ms) for a in data.archs])
+    result = _figures(predicted, measured)
+    result["noise"] = data.noise
+    table_pred = _table_predictions(predictor, data)
+    if table_pred is not None:
+        result["table"] = _figures(table_pred, measured)
+    if plot is not None:
+        plot_predictions(measured, {"predictor": predicted, **({"table sum": table_pred} if table_pred is not None
+                                                              else {})}, plot,
+                         f"{predictor.meta.device} {predictor.space.name}@{predictor.space.resolution}")
+        result["plot"] = str(plot)
+    return result
+
+
+def _figures(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:
+    a = agreement(predicted, measured)
+    return {"n": a["n"], "spearman": a["spearman"], "kendall": a["kendall"], "acc5": a["acc5"], "acc10": a["acc10"],
+            "rmse_ms": a["rmse"], "mape": a["mape"], "bias_pct": a["bias_pct"]}
+
+
+def _table_predictions(predictor: Predictor, data: Measurements) -> np.ndarray | None:
+    """The embedded table's once-overhead sums (absolute ms: the table records no reference level)."""
+    table = getattr(predictor, "table", None)
+    features = getattr(predictor, "features", None)
+    if table is None or features is None:
+        return None
+    return features.matrix(data.archs)[:, 0] + table.overhead_ms
+
+
+def plot_predictions(measured: np.ndarray, series: dict[str, np.ndarray], path: Path, title: str) -> Path:
+    """Predicted vs measured, one series each, with y = x and the +-10% band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for (name, values), marker in zip(series.items(), "o^sv"):
+        a = agreement(values, measured)
+        ax.scatter(measured, values, s=14, marker=marker, alpha=0.75,
+                   label=f"{name}: ±10% {100 * a['acc10']:.0f}%, ±5% {100 * a['acc5']:.0f}%, τ {a['kendall']:.2f}")
+    lo = float(min(measured.min(), *(v.min() for v in series.values()))) * 0.9
+    hi = float(max(measured.max(), *(v.max() for v in series.values()))) * 1.1
+    line = np.linspace(lo, hi, 10)
+    ax.plot(line, line, "k-", lw=1)
+    ax.fill_between(line, line * 0.9, line * 1.1, color="gray", alpha=0.15, label="±10%")
+    ax.set(xlabel="measured, paired with the reference (ms)", ylabel="predicted (ms)", title=title)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,213 @@
+"""Aiming with a predictor: choose the latency model, measure paired, and close the loop by refitting.
+
+The table-only closed loop (:func:`hwnas.search.run.meet_on_device`) tunes a *table target* by trial: the table
+cannot tell which architecture lands near T, so the loop steps around it. With a calibrated predictor the loop
+learns instead: every architecture it measures (paired with the reference, so a drifting machine does not move
+the figure) is added to the predictor's training rows with weight ``closed_loop_weight`` and the predictor is
+refitted before the next decode, so its error near the searched architectures shrinks with every step and the
+next decode under ``(1 - margin) T`` lands nearer. The final verdict is one paired measurement per network,
+``latency = ratio x reference_ms`` at the predictor's reference level; no quietest-of-attempts selection.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+from hwnas.devices import DeviceProfile
+from hwnas.errors import HwnasError, RuntimeUnavailable
+from hwnas.latency.estimator import LatencyEstimator, TableEstimator
+from hwnas.latency.predictors import check_device, load_predictor
+from hwnas.latency.predictors.calibrated import CalibratedPredictor
+from hwnas.latency.reference import reference_module
+from hwnas.latency.table import tables_dir
+from hwnas.runtimes import get_runtime, runtime_class
+from hwnas.runtimes.fingerprint import full_fingerprint
+from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
+from hwnas.search.decode import decode_under_target, fastest_arch
+from hwnas.search.run_config import SearchConfig
+from hwnas.spaces import Architecture, SearchSpace
+
+
+def default_predictor_path(device: str, space: SearchSpace) -> Path:
+    return tables_dir() / "predictors" / f"{device}__{space.name}__{space.resolution}__calibrated.json"
+
+
+@dataclass
+class Choice:
+    """The latency model a search aims with, and why."""
+
+    estimator: LatencyEstimator
+    kind: str  # "table" or "calibrated"
+    path: str | None
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path, "note": self.note}
+
+
+def choose_estimator(device: DeviceProfile, space: SearchSpace, table: TableEstimator, config: SearchConfig,
+                     out: Path, progress: bool) -> Choice:
+    """The predictor ``config.predictor`` names, else (``auto``) the fitting shipped one, else a new one, else the
+    table; see :class:`~hwnas.search.run_config.SearchConfig`."""
+    if config.predictor == "none" or not config.measure and config.predictor == "auto":
+        return Choice(table, "table", str(table.table.path), f"predictor={config.predictor!r}" +
+                      ("" if config.measure else " and measure is off"))
+    reason = runtime_class(device.backend).unavailable_reason(device.runtime_config())
+    fingerprint = None
+    if reason is None:
+        with tempfile.TemporaryDirectory(prefix="hwnas-fp-") as tmp:
+            fingerprint = full_fingerprint(get_runtime(device.backend, device.runtime_config(), Path(tmp)))
+    if config.predictor != "auto":
+        predictor = _checked(load_predictor(config.predictor), device, space, fingerprint, strict=True)
+        return Choice(predictor, "calibrated", config.predictor, "given")
+    path = default_predictor_path(device.name, space)
+    if path.is_file():
+        try:
+            predictor = _checked(load_predictor(path), device, space, fingerprint, strict=True)
+            return Choice(predictor, "calibrated", str(path), "the device's predictor")
+        except HwnasError as exc:
+            print(f"hwnas: warning: not using {path}: {str(exc).split(': ', 1)[-1]}", file=sys.stderr)
+    if reason is not None or config.predictor_networks == 0:
+        why = f"the runtime is unavailable ({reason})" if reason else "predictor_networks is 0"
+        return Choice(table, "table", str(table.table.path), f"no fitting predictor and {why}")
+    built = _build(device, space, table, config, out, progress)
+    return Choice(built, "calibrated", str(built.path), f"built from {config.predictor_networks} networks measured now")
+
+
+def _checked(predictor: Any, device: DeviceProfile, space: SearchSpace, fingerprint: dict[str, Any] | None,
+             strict: bool) -> CalibratedPredictor:
+    where = predictor.path or "predictor"
+    if not isinstance(predictor, CalibratedPredictor):
+        raise HwnasError(f"{where}: a {predictor.kind} predictor cannot refit in the closed loop; give a calibrated "
+                         "one (`hwnas predictor fit --kind calibrated`)")
+    if (predictor.space.name, predictor.space.resolution, predictor.space.num_classes) != (
+            space.name, space.resolution, space.num_classes):
+        raise HwnasError(f"{where}: predictor is for {predictor.space.name}@{predictor.space.resolution}/"
+                         f"{predictor.space.num_classes}, the search for {space.name}@{space.resolution}/"
+                         f"{space.num_classes}")
+    problems = check_device(predictor, device.name, fingerprint)
+    if problems and strict:
+        raise HwnasError(f"{where}: predictor from another device, machine or runtime ({'; '.join(problems)})")
+    if not predictor.meta.reference_ms:
+        raise HwnasError(f"{where}: predictor has no reference latency (fit it on a measurement set)")
+    return predictor
+
+
+def _build(device: DeviceProfile, space: SearchSpace, table: TableEstimator, config: SearchConfig, out: Path,
+           progress: bool) -> CalibratedPredictor:
+    from hwnas.latency.predictors.fit import fit_predictor
+    from hwnas.latency.sets import MeasureConfig, measure_set
+
+    print(f"hwnas: no predictor for {device.name} {space.name}@{space.resolution} fits this machine; measuring "
+          f"{config.predictor_networks} networks to build one (set predictor=none to use the table alone)",
+          file=sys.stderr)
+    set_path, predictor_path = out / "predictor_set.json", out / "predictor.json"
+    measure_set(device, space, set_path, MeasureConfig(n=config.predictor_networks, seed=config.seed, repeat=0,
+                                                       protocol=dict(config.paired), progress=progress), table)
+    fit_predictor(space=space, out=predictor_path, table=table.table.path, sets=[set_path])
+    return _checked(load_predictor(predictor_path), device, space, None, strict=False)
+
+
+@dataclass
+class PairedMeter:
+    """Measures networks of one space on the device, each paired with the space's reference network.
+
+    ``reference_ms`` is the level a ratio is turned into milliseconds at (the predictor's). Use as a context
+    manager: the runtime and the prepared reference live as long as it.
+    """
+
+    device: DeviceProfile
+    space: SearchSpace
+    reference_ms: float
+    protocol: PairedProtocol = field(default_factory=PairedProtocol)
+
+    def __enter__(self) -> PairedMeter:
+        self._tmp = tempfile.TemporaryDirectory(prefix="hwnas-paired-")
+        self.runtime = get_runtime(self.device.backend, self.device.runtime_config(), Path(self._tmp.name))
+        module, shape, _ = reference_module(self.space)
+        self.reference = self.runtime.prepare(module, shape, "reference")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reference.close()
+        self._tmp.cleanup()
+
+    def measure(self, nets: dict[str, nn.Module], source: str) -> dict[str, dict[str, Any]]:
+        """Each network's record: ``median_ms`` (= ratio x reference_ms), ``ratio``, the paired statistics."""
+        prepared = {name: self.runtime.prepare(net.eval(), self.space.input_shape, name) for name, net in nets.items()}
+        try:
+            stats = measure_paired(prepared, self.reference, self.protocol)
+        finally:
+            for model in prepared.values():
+                model.close()
+        return {name: paired_record(s, self.reference_ms, source) for name, s in stats.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return self.runtime.describe()
+
+
+def paired_record(stats: PairedStats, reference_ms: float, source: str) -> dict[str, Any]:
+    ms = stats.ratio * reference_ms
+    return {"median_ms": ms, "noisy": stats.noisy, "source": source, "ratio": stats.ratio,
+            "reference_ms": reference_ms, "paired": stats.to_dict(),
+            "attempts": [{"median_ms": ms, "noisy": stats.noisy, "source": source}]}
+
+
+def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms: float,
+                  log_probs: Sequence[Sequence[float]], meter: Any, config: SearchConfig
+                  ) -> tuple[Architecture, list[dict[str, Any]], CalibratedPredictor]:
+    """The closed loop with refitting (module docstring): returns the slowest architecture measured under the aim
+    ``(1 - margin) T`` (else the fastest measured), one record per measured architecture, and the refitted
+    predictor. ``meter.measure(nets, source)`` measures; at most ``config.closed_loop_steps`` measurements.
+
+    Each step decodes the most probable architecture whose predicted latency is within the predictor target
+    (``aim`` at first). A result within ``2 margin`` under the aim ends the loop. Otherwise the measurement joins
+    the predictor's rows and the predictor is refitted; when the refitted predictor decodes an architecture
+    measured before, the predictor target is scaled by ``aim / measured`` of it, so the loop never stalls.
+    """
+    aim = target_ms * (1.0 - config.closed_loop_margin)
+    good_enough = aim * (1.0 - 2.0 * config.closed_loop_margin)
+    measured: dict[tuple[str, ...], float] = {}
+    log: list[dict[str, Any]] = []
+    predictor_target = aim
+    for _ in range(4 * max(config.closed_loop_steps, 1)):
+        if len(measured) >= config.closed_loop_steps:
+            break
+        predictor.set_anchor(_argmax(space, log_probs))
+        arch = decode_under_target(space, log_probs, predictor, predictor_target) or fastest_arch(space, predictor)
+        if arch.choices in measured:
+            ms = measured[arch.choices]
+            if good_enough <= ms <= aim or arch == fastest_arch(space, predictor) and ms > aim:
+                break
+            predictor_target *= aim / ms
+            continue
+        estimated = predictor.latency_ms(arch)
+        try:
+            record = meter.measure({"candidate": space.build(arch)}, "closed loop")["candidate"]
+        except RuntimeUnavailable:
+            break
+        ms = record["median_ms"]
+        measured[arch.choices] = ms
+        log.append({"table_target_ms": predictor_target, "estimated_ms": estimated, "measured_ms": ms,
+                    "arch": " ".join(arch.choices), "measured": record})
+        if good_enough <= ms <= aim:
+            break
+        predictor = predictor.with_rows([arch], [ms], weight=config.closed_loop_weight, source="closed loop")
+        predictor_target = aim
+    under = [(ms, choices) for choices, ms in measured.items() if ms <= aim]
+    if under:
+        return space.arch(list(max(under)[1])), log, predictor
+    if measured:
+        return space.arch(list(min(measured, key=measured.__getitem__))), log, predictor
+    return decode_under_target(space, log_probs, predictor, aim) or fastest_arch(space, predictor), log, predictor
+
+
+def _argmax(space: SearchSpace, log_probs: Sequence[Sequence[float]]) -> Architecture:
+    return space.arch([layer.names[max(range(len(lp)), key=lp.__getitem__)] for layer, lp in zip(space.layers,
+                                                                                              log_probs)])
