@@ -112,3 +112,92 @@ def test_generators_give_one_node_of_the_kernels_op(zoo_onnx: dict[str, Path], t
         assert ops == [kernel.op.removeprefix("blocked.")], kernel.key
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         session.run(None, {i.name: np.zeros(i.shape, np.float32) for i in session.get_inputs()})
+
+
+# -- the kernel predictor (fitted on scripted costs: no timing) ---------------------------------------------
+def _fake_cost(kernel: Kernel) -> float:
+    """A deterministic stand-in for a measured cost in reference units: work plus traffic."""
+    return 1e-4 + kernel.macs * 2e-10 + (kernel.input_elements + kernel.output_elements) * 1e-9
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from torch import nn
+
+    from hwnas.zoo import InvertedResidual
+
+    module = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), InvertedResidual(16, 16, 3, 1, 48, "relu6", 12),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    return to_onnx(module, (1, 3, 32, 32), tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor(tiny_onnx: Path):  # noqa: ANN201
+    from hwnas.latency.kernels.sample import perturb
+    from hwnas.latency.predictors import PredictorMeta
+    from hwnas.latency.predictors.kernel import fit_kernel_predictor
+
+    rng = random.Random(0)
+    seeds = [k for k in split_onnx(tiny_onnx) if k.type not in FREE_TYPES]
+    kernels = seeds + [k for k in (perturb(rng.choice(seeds), rng) for _ in range(150)) if k is not None]
+    costs = np.asarray([_fake_cost(k) for k in kernels])
+    meta = PredictorMeta(device="cpu-onnxruntime", reference_ms=2.0)
+    network = (split_onnx(tiny_onnx), 1.1 * sum(_fake_cost(k) for k in split_onnx(tiny_onnx)) + 0.001)
+    predictor = fit_kernel_predictor(kernels, costs, meta, 0.001, 16, [network])
+    predictor.meta.features = list(predictor.expected_features(meta))
+    return predictor
+
+
+def test_kernel_predictor_save_load_identical(tiny_predictor, tiny_onnx: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from hwnas.latency.predictors import load_predictor
+
+    path = tiny_predictor.save(tmp_path / "kernel.json")
+    text = path.read_text()
+    assert "learner" in text and json.loads(text)["kind"] == "kernel"  # boosters as JSON models, no pickle
+    loaded = load_predictor(path)
+    before, terms_before = tiny_predictor.predict_onnx(tiny_onnx)
+    after, terms_after = loaded.predict_onnx(tiny_onnx)
+    assert after == before and terms_after == terms_before
+    assert before == pytest.approx(sum(t["ms"] for t in terms_before) + tiny_predictor.overhead_ms)
+    truth = 2.0 * (0.001 + 1.1 * sum(_fake_cost(k) for k in split_onnx(tiny_onnx)) + 0.001)
+    assert before == pytest.approx(truth, rel=0.25)
+
+
+@pytest.mark.parametrize("damage", ["not json", "foreign", "booster", "stale"])
+def test_corrupt_or_foreign_kernel_predictor_is_one_line(tiny_predictor, tmp_path: Path, damage: str) -> None:  # noqa: ANN001
+    from hwnas.latency.predictors import load_predictor
+
+    path = tiny_predictor.save(tmp_path / "kernel.json")
+    data = json.loads(path.read_text())
+    if damage == "not json":
+        path.write_text(path.read_text()[:500])
+    else:
+        if damage == "foreign":
+            data["schema"] = "other/1"
+        elif damage == "booster":
+            data["model"]["fallback"] = {"learner": {"garbage": 1}}
+        else:
+            data["meta"]["features"] = data["meta"]["features"][:-1]
+        path.write_text(json.dumps(data))
+    with pytest.raises(HwnasError) as error:
+        load_predictor(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_cli_predict_json(tiny_predictor, tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+    from hwnas.cli import main
+
+    path = tiny_predictor.save(tmp_path / "kernel.json")
+    assert main(["predict", "--device", "cpu-onnxruntime", "--predictor", str(path), str(tiny_onnx), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    expected, terms = tiny_predictor.predict_onnx(tiny_onnx)
+    assert result["latency_ms"] == pytest.approx(expected)
+    assert [k["type"] for k in result["kernels"]] == [t["type"] for t in terms]
+    assert {"type", "key", "input", "output", "ms"} <= set(result["kernels"][0])
+    # a predictor of another device: one line
+    tiny_predictor.meta.device = "cpu-litert"
+    other = tiny_predictor.save(tmp_path / "other.json")
+    tiny_predictor.meta.device = "cpu-onnxruntime"
+    assert main(["predict", "--device", "cpu-onnxruntime", "--predictor", str(other), str(tiny_onnx), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "cpu-litert" in json.loads(captured.out)["error"] and captured.err.count("\n") == 1

@@ -1,0 +1,327 @@
+"""Sampling and measuring kernels for the kernel predictor (nn-Meter's adaptive data sampler, made cheap).
+
+1. *Seeds*: the kernels of the zoo networks and of random ProxylessNAS architectures at a few resolutions.
+2. *Random neighbours*: each seed's shapes varied over wide ranges (spatial 1..224, channels 8..2048, kernel
+   1/3/5/7, stride 1/2, activations), keeping what decides how ORT runs it (blocked or not, channel alignment).
+3. *Adaptive rounds*: fit an ensemble of XGBoost models per kernel type on bootstrap samples of what was
+   measured, draw many candidates, and measure next those the ensemble disagrees on most (the largest standard
+   deviation of the predicted log latency).
+
+Every kernel is measured *paired* with the generic reference network (:func:`measure_paired`), so the machine's
+drift cancels; a kernel's cost is ``ratio - overhead_ratio`` reference units, where the overhead is the paired
+ratio of a one-ReLU model (what any ``run()`` costs). Measurements go to an atomic JSON file after every few
+kernels, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+from hwnas.latency.kernels.features import feature_matrix, fit_booster, predict_booster
+from hwnas.latency.kernels.generators import FREE_TYPES, write_kernel_model
+from hwnas.latency.kernels.onnx_split import ALIGNMENT, Kernel, kernel_from_key, nchwc_block_size, split_onnx
+from hwnas.latency.table import now_iso, write_json_atomic
+from hwnas.runtimes.base import PreparedModel, Runtime
+from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
+
+STORE_SCHEMA = "hwnas.kernel-measurements/1"
+MAX_MACS = 400_000_000  # a sampled kernel runs at most ~10 ms here, so measuring it stays short
+MAX_ELEMENTS = 4_000_000  # and none of its tensors exceeds 16 MB
+ACTS_BLOCKED_CONV = ("none", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How many kernels to sample and how to measure them.
+
+    Attributes:
+        resolutions: input sizes at which the zoo networks and proxyless architectures give seed kernels.
+        proxyless_archs: random ProxylessNAS architectures per resolution (seed kernels).
+        initial_random: random neighbours of the seeds measured before the first fit.
+        adaptive_rounds / adaptive_batch: rounds of ensemble-disagreement sampling and kernels per round.
+        candidates: candidates scored by the ensemble per round.
+        ensemble: XGBoost models (bootstrap samples) in the disagreement ensemble.
+        pairs: paired turns per kernel (PairedProtocol.pairs; 10 keeps a kernel to ~75 ms here).
+        save_every: kernels measured between two writes of the measurement file.
+        seed: random seed of the sampler.
+    """
+
+    resolutions: tuple[int, ...] = (224, 160)
+    proxyless_archs: int = 6
+    initial_random: int = 800
+    adaptive_rounds: int = 3
+    adaptive_batch: int = 300
+    candidates: int = 6000
+    ensemble: int = 5
+    pairs: int = 10
+    save_every: int = 50
+    seed: int = 0
+
+    def protocol(self) -> PairedProtocol:
+        return PairedProtocol(pairs=self.pairs, warmup_runs=2, warmup_s=0.002, max_remeasure=1)
+
+
+# -- seeds and neighbours -----------------------------------------------------------------------------------
+def seed_kernels(workdir: Path, config: SampleConfig) -> list[Kernel]:
+    """The distinct kernels of the zoo networks and random proxyless architectures at ``config.resolutions``."""
+    from hwnas.runtimes.converters import cached_onnx
+    from hwnas.spaces import get_space
+    from hwnas.zoo import build_zoo, zoo_names
+
+    rng = random.Random(config.seed)
+    kernels: dict[str, Kernel] = {}
+    for resolution in config.resolutions:
+        models = [(f"{name}-{resolution}", build_zoo(name), (1, 3, resolution, resolution)) for name in zoo_names()]
+        space = get_space("proxyless", resolution)
+        for index in range(config.proxyless_archs):
+            models.append((f"proxyless{index}-{resolution}", space.build(space.random_arch(rng)).eval(),
+                           space.input_shape))
+        for name, module, shape in models:
+            for kernel in split_onnx(cached_onnx(module, shape, workdir / "networks", name)):
+                if kernel.type not in FREE_TYPES:
+                    kernels.setdefault(kernel.key, kernel)
+    return list(kernels.values())
+
+
+def perturb(kernel: Kernel, rng: random.Random, block: int | None = None) -> Kernel | None:
+    """A random neighbour of ``kernel`` that ORT runs the same way (same type and op), or None if none fits."""
+    block = nchwc_block_size() if block is None else block
+    k = kernel
+    h = _clamp(round(k.hin * 2 ** rng.uniform(-1.5, 1.5)) if rng.random() < 0.8 else rng.randint(1, 224), 1, 224)
+    c_in = _clamp(round(k.cin * 2 ** rng.uniform(-1.5, 1.5)), 8, 2048)
+    c_out = _clamp(round(k.cout * 2 ** rng.uniform(-1.5, 1.5)), 8, 2048)
+    blocked_op = k.op.startswith("nchwc.")
+    fields: dict[str, Any] = {}
+    if k.type in ("conv", "pwconv", "dwconv", "gconv"):
+        s = k.s if rng.random() < 0.7 else rng.choice((1, 2))
+        size = k.k if (k.type == "pwconv" or rng.random() < 0.6) else rng.choice((3, 5, 7))
+        act = k.act if rng.random() < 0.6 else rng.choice(ACTS_BLOCKED_CONV if blocked_op else ACTS_BLOCKED_CONV[1:])
+        if k.op == "Conv":
+            act = "none"
+        if k.type == "dwconv":
+            c = _align(c_in, ALIGNMENT) if blocked_op else _misalign(c_in)
+            c_in = c_out = g = c
+        elif k.type == "gconv":
+            g = k.g
+            c_in, c_out = _align(c_in, g * block), _align(c_out, g * block)
+        else:
+            g = 1
+            if k.cin < block:
+                c_in = k.cin
+            elif blocked_op:
+                c_in = max(_align(c_in, ALIGNMENT), block)
+            else:
+                c_in = _misalign(c_in)
+        hout = math.ceil(h / s)
+        fields = {"cin": c_in, "cout": c_out, "k": size, "s": s, "g": g, "act": act, "hout": hout,
+                  "sum": k.sum if rng.random() < 0.8 else int(blocked_op and rng.random() < 0.3)}
+    elif k.type == "pool":
+        c = _align(c_in, block) if blocked_op else _misalign(c_in)
+        pad = k.k // 2
+        fields = {"cin": c, "cout": c, "hout": max(1, (h + 2 * pad - k.k) // k.s + 1)}
+        h = max(h, k.k - 2 * pad)
+    elif k.type == "gpool":
+        c = _align(c_in, block) if blocked_op else c_in
+        fields = {"cin": c, "cout": c, "hout": 1}
+    elif k.type == "gemm":
+        h, fields = 1, {"cin": _clamp(round(k.cin * 2 ** rng.uniform(-2, 2)), 8, 4096),
+                        "cout": _clamp(round(k.cout * 2 ** rng.uniform(-2, 2)), 8, 4096), "hout": 1}
+    elif k.type == "concat":
+        part = _align(max(c_in // k.n, 1), block if k.op.startswith("blocked.") else 2)
+        fields = {"cin": part * k.n, "cout": part * k.n, "hout": h}
+    elif k.type in ("split", "transpose"):
+        c = _align(c_in, 2)
+        fields = {"cin": c, "cout": c, "hout": h}
+    elif k.type == "reorder_in":
+        c = _align(c_in, ALIGNMENT)
+        fields = {"cin": c, "cout": c, "hout": h}
+    elif k.type in ("reorder_out", "act", "add", "mul"):
+        h = h if k.hin > 1 else 1
+        fields = {"cin": c_in, "cout": c_in, "hout": h if k.hout > 1 else 1}
+    else:
+        return None
+    try:
+        new = dataclasses.replace(k, hin=h, win=h, wout=fields["hout"], **fields)
+    except Exception:  # an impossible combination (HwnasError from the record's checks)
+        return None
+    if new.macs > MAX_MACS or max(new.input_elements, new.output_elements, new.weight_elements) > MAX_ELEMENTS:
+        return None
+    return new
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, int(value)))
+
+
+def _align(value: int, multiple: int) -> int:
+    return max(multiple, round(value / multiple) * multiple)
+
+
+def _misalign(value: int) -> int:
+    """A channel count that is not a multiple of 4 (such convs stay NCHW)."""
+    value = max(6, value)
+    return value if value % ALIGNMENT else value + 2
+
+
+# -- measurements -------------------------------------------------------------------------------------------
+class KernelStore:
+    """Paired kernel measurements on one device, kept in an atomic JSON file (resumable).
+
+    ``kernels`` maps a kernel key to ``{"ratio", "ref_ms", "noisy"}``; ``overhead`` is the paired ratio of a
+    one-ReLU model; ``networks`` holds whole networks' paired ratios for the network-level correction.
+    """
+
+    def __init__(self, path: Path, device: str, runtime: dict[str, Any], block: int) -> None:
+        self.path = Path(path)
+        self.data: dict[str, Any] = {"schema": STORE_SCHEMA, "device": device, "runtime": runtime, "block": block,
+                                     "created": now_iso(), "overhead": None, "kernels": {}, "networks": {}}
+        if self.path.is_file():
+            import json
+
+            try:
+                stored = json.loads(self.path.read_text())
+            except ValueError:
+                raise HwnasError(f"{self.path}: corrupt kernel measurements, not valid JSON") from None
+            if stored.get("schema") != STORE_SCHEMA:
+                raise HwnasError(f"{self.path}: field 'schema': expected {STORE_SCHEMA!r}")
+            if stored.get("device") != device or stored.get("block") != block:
+                raise HwnasError(f"{self.path}: measured on device {stored.get('device')!r} (block "
+                                 f"{stored.get('block')}), not {device!r} (block {block}); use another file")
+            self.data = stored
+
+    @property
+    def kernels(self) -> dict[str, dict[str, Any]]:
+        return self.data["kernels"]
+
+    def add(self, key: str, stats: PairedStats) -> None:
+        self.kernels[key] = {"ratio": stats.ratio, "ref_ms": stats.reference.median_ms, "noisy": stats.noisy}
+
+    def save(self) -> None:
+        self.data["updated"] = now_iso()
+        write_json_atomic(self.path, self.data)
+
+    def reference_ms(self) -> float:
+        """The reference's quiet latency: 10th percentile of its medians over every paired measurement."""
+        medians = [v["ref_ms"] for v in self.kernels.values()] + [v["ref_ms"] for v in self.data["networks"].values()]
+        if not medians:
+            raise HwnasError(f"{self.path}: no measurements yet")
+        return float(np.percentile(medians, 10))
+
+    def training_set(self) -> tuple[list[Kernel], np.ndarray]:
+        """Measured kernels and their costs in reference units (ratio minus the per-run overhead)."""
+        overhead = float(self.data["overhead"]["ratio"]) if self.data.get("overhead") else 0.0
+        kernels = [kernel_from_key(key) for key in self.kernels]
+        costs = np.asarray([max(v["ratio"] - overhead, 1e-6) for v in self.kernels.values()])
+        return kernels, costs
+
+
+def measure_kernels(
+    kernels: Sequence[Kernel],
+    runtime: Runtime,
+    reference: PreparedModel,
+    store: KernelStore,
+    protocol: PairedProtocol,
+    workdir: Path,
+    progress: Callable[[int], None] | None = None,
+    save_every: int = 50,
+) -> int:
+    """Measure the kernels not yet in ``store`` (paired with ``reference``); returns how many were measured."""
+    todo = [k for k in kernels if k.key not in store.kernels]
+    done = 0
+    for kernel in todo:
+        path = write_kernel_model(kernel, workdir / "kernels", store.data["block"])
+        prepared = runtime.prepare_file(path)
+        try:
+            stats = measure_paired({kernel.key: prepared}, reference, protocol)[kernel.key]
+        finally:
+            prepared.close()
+            path.unlink(missing_ok=True)
+        store.add(kernel.key, stats)
+        done += 1
+        if progress is not None:
+            progress(1)
+        if done % save_every == 0:
+            store.save()
+    store.save()
+    return done
+
+
+def disagreement(measured: Sequence[Kernel], costs: np.ndarray, candidates: Sequence[Kernel], block: int,
+                 ensemble: int, seed: int) -> np.ndarray:
+    """Per candidate: the standard deviation of the log cost predicted by ``ensemble`` bootstrap XGBoost models
+    of its kernel type (types with under 10 measurements score +inf: measure them first)."""
+    scores = np.full(len(candidates), np.inf)
+    rng = np.random.default_rng(seed)
+    by_type: dict[str, list[int]] = {}
+    for index, kernel in enumerate(measured):
+        by_type.setdefault(kernel.type, []).append(index)
+    for type_, rows in by_type.items():
+        cand = [i for i, k in enumerate(candidates) if k.type == type_]
+        if len(rows) < 10 or not cand:
+            continue
+        x = feature_matrix([measured[i] for i in rows], block)
+        y = np.log(costs[rows])
+        xc = feature_matrix([candidates[i] for i in cand], block)
+        predictions = []
+        for member in range(ensemble):
+            boot = rng.integers(0, len(rows), len(rows))
+            predictions.append(predict_booster(fit_booster(x[boot], y[boot], seed + member, rounds=60), xc))
+        scores[cand] = np.std(predictions, axis=0)
+    return scores
+
+
+def sample_and_measure(runtime: Runtime, reference: PreparedModel, store: KernelStore, workdir: Path,
+                       config: SampleConfig = SampleConfig(), quiet: bool = False) -> dict[str, Any]:
+    """The whole sampling run (seeds, random neighbours, adaptive rounds); returns counts and wall times."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    rng = random.Random(config.seed)
+    block = store.data["block"]
+    protocol = config.protocol()
+    seeds = seed_kernels(workdir, config)
+    neighbours = _neighbours(seeds, config.initial_random, rng, block)
+    first = _unique(seeds + neighbours)
+    total = len(first) + config.adaptive_rounds * config.adaptive_batch
+    bar = tqdm(total=total, initial=min(len(store.kernels), total), desc="kernels", unit="k", disable=quiet)
+    measure_kernels(first, runtime, reference, store, protocol, workdir, bar.update, config.save_every)
+    for round_index in range(config.adaptive_rounds):
+        measured, costs = store.training_set()
+        pool = _unique(_neighbours(measured, config.candidates, rng, block))
+        pool = [k for k in pool if k.key not in store.kernels]
+        scores = disagreement(measured, costs, pool, block, config.ensemble, config.seed + round_index)
+        chosen = [pool[i] for i in np.argsort(-scores)[:config.adaptive_batch]]
+        measure_kernels(chosen, runtime, reference, store, protocol, workdir, bar.update, config.save_every)
+    bar.close()
+    return {"seeds": len(seeds), "measured": len(store.kernels), "wall_s": time.perf_counter() - started}
+
+
+def _neighbours(kernels: Sequence[Kernel], count: int, rng: random.Random, block: int) -> list[Kernel]:
+    """``count`` draws of random neighbours; half pick the kernel type uniformly first, so rare types (pool, concat,
+    gemm) are sampled as densely as convs."""
+    by_type: dict[str, list[Kernel]] = {}
+    for kernel in kernels:
+        by_type.setdefault(kernel.type, []).append(kernel)
+    types = sorted(by_type)
+    draws = []
+    for index in range(count):
+        origin = rng.choice(by_type[rng.choice(types)]) if index % 2 else rng.choice(kernels)
+        draws.append(perturb(origin, rng, block))
+    return [k for k in draws if k is not None]
+
+
+def _unique(kernels: Any) -> list[Kernel]:
+    seen: dict[str, Kernel] = {}
+    for kernel in kernels:
+        if kernel is not None and kernel.type not in FREE_TYPES:
+            seen.setdefault(kernel.key, kernel)
+    return list(seen.values())
