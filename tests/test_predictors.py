@@ -262,3 +262,22 @@ def test_killed_measure_resumes_with_no_row_lost(tmp_path):
     assert summary["rows"] == 10 == len(after) and summary["reused"] == len(before)
     for i, row in before.items():
         assert after[i]["paired"] == row["paired"] and after[i]["measured_at"] == row["measured_at"]
+
+
+def test_a_table_profiled_in_pairs_is_brought_to_its_quiet_reference_level(tmp_path):
+    """Two ops measured in chunks whose reference ran 1.0 and 1.5 ms: the second chunk was 1.5x slow, so its op
+    is scaled back by 1/1.5 to the table's quiet level; a table without references reads as before."""
+    stats = {"median_ms": 3.0, "p10_ms": 3.0, "p90_ms": 3.0, "mean_ms": 3.0, "std_ms": 0.0, "n": 5}
+    table = LatencyTable(device={"name": "d"}, space="tiny", resolution=32, num_classes=10, fingerprint={},
+                         protocol={}, entries={"a": {**stats, "reference_ms": 1.0}, "b": {**stats, "reference_ms": 1.5}},
+                         reference={"arch": "k3_e3", "median_ms": 1.0})
+    table.save(tmp_path / "t.json")
+    loaded = LatencyTable.load(tmp_path / "t.json")
+    assert loaded.median_ms("a") == 3.0 and loaded.median_ms("b") == pytest.approx(2.0)
+    loaded.reference = None
+    assert loaded.median_ms("b") == 3.0
+    bad = json.loads((tmp_path / "t.json").read_text())
+    bad["entries"]["a"]["reference_ms"] = -1
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(HwnasError, match="entry 'a': field 'reference_ms'"):
+        LatencyTable.load(tmp_path / "bad.json")

@@ -13,17 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from hwnas.devices import DeviceProfile
 from hwnas.errors import HwnasError
+from hwnas.latency.reference import reference_module
 from hwnas.latency.table import LatencyTable, default_table_path, now_iso
 from hwnas.ops import OpSpec, build_op
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
 from hwnas.runtimes.protocol import Protocol, Stats, measure, measure_overhead
-from hwnas.spaces import SearchSpace
+from hwnas.spaces import Architecture, SearchSpace
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,20 @@ def open_table(path: Path, device: DeviceProfile, space: SearchSpace, fingerprin
     return table
 
 
+REFERENCE_KEY = "reference-network"
+
+
+def _record_reference(table: LatencyTable, keys: list[str], stats: Stats, arch: Architecture) -> None:
+    """Pair a chunk's entries with the reference network measured in the same interleaved rounds: each entry gets
+    the reference's median of its chunk (``reference_ms``), the table the quiet level over all chunks (the 10th
+    percentile), so op latencies can be brought to one machine state (see :meth:`LatencyTable.median_ms`)."""
+    for key in keys:
+        table.entries[key]["reference_ms"] = stats.median_ms
+    levels = [e["reference_ms"] for e in table.entries.values() if "reference_ms" in e]
+    table.reference = {"arch": " ".join(arch.choices), "median_ms": float(np.percentile(levels, 10))}
+    table.save()
+
+
 def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None = None,
                    config: ProfileConfig = ProfileConfig(),
                    on_entry: Callable[[str, Stats], None] | None = None) -> ProfileResult:
@@ -126,6 +142,8 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
         if on_entry is not None:
             on_entry(key, stats)
 
+    module, shape, reference_arch = reference_module(space)
+    reference = runtime.prepare(module, shape, "reference") if missing else None
     try:
         for i in range(0, len(missing), max(1, config.chunk)):
             chunk = missing[i:i + config.chunk]
@@ -133,11 +151,15 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
             prepared = runtime.prepare_many([(s.key(), build_measured_op(s), s.input_shape) for s in chunk])
             bar.set_postfix_str("measuring")
             try:
-                measure(prepared, protocol, on_done=record)
+                stats = measure({**prepared, REFERENCE_KEY: reference}, protocol,
+                                on_done=lambda key, st: key != REFERENCE_KEY and record(key, st))
             finally:
                 for model in prepared.values():
                     model.close()
+            _record_reference(table, [s.key() for s in chunk], stats[REFERENCE_KEY], reference_arch)
     finally:
         bar.close()
+        if reference is not None:
+            reference.close()
     return ProfileResult(path, len(table.entries), len(missing), len(specs) - len(missing), len(noisy),
                          time.perf_counter() - start)

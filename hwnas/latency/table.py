@@ -58,6 +58,7 @@ class LatencyTable:
     protocol: dict[str, Any]
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     overhead: dict[str, Any] | None = None
+    reference: dict[str, Any] | None = None
     created: str = field(default_factory=now_iso)
     updated: str = field(default_factory=now_iso)
     path: Path | None = None
@@ -73,7 +74,12 @@ class LatencyTable:
                 f"{where}: no entry for op {key}; run `hwnas profile --device {self.device_name} --space {self.space} "
                 f"--resolution {self.resolution}` to measure the missing ops"
             )
-        return float(self.entries[key]["median_ms"])
+        entry = self.entries[key]
+        if self.reference and entry.get("reference_ms"):
+            # paired while profiled: brought to the table's quiet reference level (a chunk measured while the
+            # machine was slow had its reference slow by the same factor)
+            return float(entry["median_ms"]) * float(self.reference["median_ms"]) / float(entry["reference_ms"])
+        return float(entry["median_ms"])
 
     @property
     def overhead_ms(self) -> float:
@@ -94,6 +100,7 @@ class LatencyTable:
             "created": self.created,
             "updated": self.updated,
             "overhead": self.overhead,
+            "reference": self.reference,
             "entries": self.entries,
         }
 
@@ -130,10 +137,16 @@ class LatencyTable:
         overhead = data.get("overhead")
         if overhead is not None and not isinstance(overhead, dict):
             raise HwnasError(f"{source}: field 'overhead': expected statistics or null")
+        reference = data.get("reference")
+        if reference is not None and not (isinstance(reference, dict) and _positive(reference.get("median_ms"))):
+            raise HwnasError(f"{source}: field 'reference': expected {{\"arch\", \"median_ms\" > 0}} or null")
+        for key, entry in data["entries"].items():
+            if "reference_ms" in entry and not _positive(entry["reference_ms"]):
+                raise HwnasError(f"{source}: entry {key!r}: field 'reference_ms': expected a positive number")
         return cls(
             device=data["device"], space=data["space"], resolution=data["resolution"],
             num_classes=data["num_classes"], fingerprint=data["fingerprint"], protocol=data["protocol"],
-            entries=data["entries"], overhead=overhead, created=str(data.get("created", "")),
+            entries=data["entries"], overhead=overhead, reference=reference, created=str(data.get("created", "")),
             updated=str(data.get("updated", "")),
         )
 
@@ -153,6 +166,10 @@ class LatencyTable:
         table = cls.from_dict(data, str(path))
         table.path = path
         return table
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
 
 
 def tables_dir() -> Path:

@@ -66,16 +66,30 @@ class TrainingRow:
 class _EmbeddedTable:
     """Op latencies carried inside the predictor file (the table it was fitted with), keyed by canonical key."""
 
-    def __init__(self, op_ms: Mapping[str, float], overhead_ms: float) -> None:
-        self.ops, self.overhead_ms = dict(op_ms), float(overhead_ms)
+    def __init__(self, op_ms: Mapping[str, float], overhead_ms: float, reference_ms: float | None = None,
+                 scale: float = 1.0) -> None:
+        self.ops, self.overhead_ms, self.reference_ms = dict(op_ms), float(overhead_ms), reference_ms
+        self.scale = scale
 
     def op_ms(self, spec: OpSpec) -> float:
-        return 0.0 if spec.is_free else self.ops[spec.key()]
+        return 0.0 if spec.is_free else self.ops[spec.key()] * self.scale
+
+    @property
+    def scaled_overhead_ms(self) -> float:
+        return self.overhead_ms * self.scale
+
+    def at_level(self, reference_ms: float | None) -> _EmbeddedTable:
+        """The same table brought to another reference level (when both levels are known: a table profiled
+        paired with the reference, a predictor fitted on a measurement set), else unchanged."""
+        scale = reference_ms / self.reference_ms if reference_ms and self.reference_ms else 1.0
+        return _EmbeddedTable(self.ops, self.overhead_ms, self.reference_ms, scale)
 
     @classmethod
     def from_table(cls, table: LatencyTable, space: SearchSpace) -> _EmbeddedTable:
         estimator = TableEstimator(table, space, "once")
-        return cls({s.key(): estimator.op_ms(s) for s in space.all_specs() if not s.is_free}, table.overhead_ms)
+        reference = (table.reference or {}).get("median_ms")
+        return cls({s.key(): estimator.op_ms(s) for s in space.all_specs() if not s.is_free}, table.overhead_ms,
+                   float(reference) if reference else None)
 
 
 @register_predictor
@@ -91,6 +105,7 @@ class CalibratedPredictor(SpacePredictor):
         self.space, self.table, self.rows = space, table, rows
         self.coef, self.intercept, self.booster, self.selected = np.asarray(coef, float), float(intercept), booster, selected
         self.options = dict(options)
+        table = table.at_level(meta.reference_ms) if table is not None else None
         self.features = FeatureCache(space, Caches.from_fingerprint(meta.fingerprint), table)
         self._onehot_offsets = np.cumsum([0] + [len(layer.names) for layer in space.layers])
         n_op = len(OP_FEATURES)
@@ -100,7 +115,7 @@ class CalibratedPredictor(SpacePredictor):
                                            if len(w_hot) else 0.0)
                            for l, (b, c) in enumerate(zip(base, self.features.layer))]
         self._lin_fixed = (self.intercept + float(self.features.fixed @ w_op)
-                           + (self.features.fixed[0] + table.overhead_ms if table is not None else 0.0))
+                           + (self.features.fixed[0] + table.scaled_overhead_ms if table is not None else 0.0))
         self._anchor_factor = 1.0
 
     # -- estimator interface ------------------------------------------------------------------------------
@@ -147,7 +162,8 @@ class CalibratedPredictor(SpacePredictor):
     # -- file ---------------------------------------------------------------------------------------------
     def model_to_dict(self) -> dict[str, Any]:
         return {
-            "table": None if self.table is None else {"op_ms": self.table.ops, "overhead_ms": self.table.overhead_ms},
+            "table": None if self.table is None else {"op_ms": self.table.ops, "overhead_ms": self.table.overhead_ms,
+                                                      "reference_ms": self.table.reference_ms},
             "rows": [r.to_dict() for r in self.rows],
             "linear": {"features": list(OP_FEATURES), "onehot": self.table is None, "coef": self.coef.tolist(),
                        "intercept": self.intercept},
@@ -164,8 +180,8 @@ class CalibratedPredictor(SpacePredictor):
     @classmethod
     def model_from_dict(cls, meta: PredictorMeta, data: Mapping[str, Any], source: str) -> CalibratedPredictor:
         space = cls.space_of(meta, source)
-        table = None if data["table"] is None else _EmbeddedTable(data["table"]["op_ms"],
-                                                                   data["table"]["overhead_ms"])
+        table = None if data["table"] is None else _EmbeddedTable(
+            data["table"]["op_ms"], data["table"]["overhead_ms"], data["table"].get("reference_ms"))
         if table is not None:
             missing = [s.key() for s in space.all_specs() if not s.is_free and s.key() not in table.ops]
             if missing:
@@ -213,20 +229,21 @@ def fit_calibrated(space: SearchSpace, archs: Sequence[Architecture], latencies_
 
 def _fit(meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None, rows: list[TrainingRow],
          options: Mapping[str, Any]) -> CalibratedPredictor:
-    features = FeatureCache(space, Caches.from_fingerprint(meta.fingerprint), table)
+    leveled = table.at_level(meta.reference_ms) if table is not None else None
+    features = FeatureCache(space, Caches.from_fingerprint(meta.fingerprint), leveled)
     archs = [space.arch(r.choices) for r in rows]
     y = np.array([r.latency_ms for r in rows])
     weights = np.array([r.weight for r in rows])
     if np.any(~np.isfinite(y)) or np.any(y <= 0):
         raise HwnasError("predictor fit: latencies must be positive and finite")
     x = _design(features, archs, table is None)
-    base = _base(features, archs, table)
+    base = _base(features, archs, leveled)
     n_coef = x.shape[1]
     coef, intercept = (np.zeros(n_coef), 0.0) if not rows else _ridge(x, y - base, weights / y**2)
     booster, selected, cv = None, "linear", {}
     residual = options.get("residual", "auto")
     if len(rows) >= 10:
-        cv = _cross_validate(features, archs, y, weights, table, int(options.get("seed", 0)))
+        cv = _cross_validate(features, archs, y, weights, leveled, int(options.get("seed", 0)))
     if rows and residual != "linear" and (residual == "xgb" or len(rows) >= 30):
         linear_pred = base + x @ coef + intercept
         booster = _fit_trees(features, archs, y, linear_pred, weights, int(options.get("seed", 0)))
@@ -254,7 +271,7 @@ def _base(features: FeatureCache, archs: Sequence[Architecture], table: _Embedde
     """The table's once-overhead sum per network (zeros without a table)."""
     if table is None:
         return np.zeros(len(archs))
-    return features.matrix(archs)[:, 0] + table.overhead_ms
+    return features.matrix(archs)[:, 0] + table.scaled_overhead_ms
 
 
 def _ridge(x: np.ndarray, target: np.ndarray, sample_weight: np.ndarray) -> tuple[np.ndarray, float]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.latency.predictors.base import Predictor, PredictorMeta, SpacePredictor, rescale, versions
+from hwnas.latency.predictors.features import Caches, FeatureCache
 from hwnas.latency.sets import MeasurementSet, agreement
 from hwnas.latency.table import LatencyTable, default_table_path
 from hwnas.spaces import Architecture, SearchSpace, get_space
@@ -188,12 +189,14 @@ def _figures(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:
 
 
 def _table_predictions(predictor: Predictor, data: Measurements) -> np.ndarray | None:
-    """The embedded table's once-overhead sums (absolute ms: the table records no reference level)."""
+    """The embedded table's once-overhead sums: at the measurements' reference level when the table was profiled
+    paired with the reference, else in the table's own absolute ms."""
     table = getattr(predictor, "table", None)
-    features = getattr(predictor, "features", None)
-    if table is None or features is None:
+    if table is None:
         return None
-    return features.matrix(data.archs)[:, 0] + table.overhead_ms
+    leveled = table.at_level(data.reference_ms)
+    features = FeatureCache(predictor.space, Caches.from_fingerprint(predictor.meta.fingerprint), leveled)
+    return features.matrix(data.archs)[:, 0] + leveled.scaled_overhead_ms
 
 
 def plot_predictions(measured: np.ndarray, series: dict[str, np.ndarray], path: Path, title: str) -> Path:
