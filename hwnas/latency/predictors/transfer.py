@@ -1,0 +1,337 @@
+"""Few-shot latency transfer: a new device's per-layer table from other devices' tables and k of its networks.
+
+Prior (other devices d = 1..D, thousands of networks each): a per-layer additive table per device, the least
+squares fit of latency on one-hot op-per-layer features,
+
+    LAT_d(a) ~ c_d + sum_l T_d[l, a_l].
+
+Target (k measured networks a_1..a_k, latencies y_i), in two ridge-shrunk steps whose strengths are chosen by
+cross-validation on the k networks alone (leave-one-out for k <= 50, 10-fold above):
+
+1. Combination.  Features f_d(a) = c_d + sum_l T_d[l, a_l], centred over the k networks and divided by s_d, the
+   spread of f_d over uniformly random architectures (``sqrt(sum_l var_i T_d[l, i])``). The direction
+
+       w = argmin_{w >= 0} ||y_c - Z w||^2 + lam * ||w||^2
+
+   is non-negative ridge (lam -> infinity gives w proportional to the clipped covariances Z^T y_c); its scale
+   and offset are refitted without shrinkage, y ~ b + s * sum_d (w_d / s_d) f_d(a), so shrinkage only
+   stabilises which devices are mixed, never the ms level (which the +-10% share needs).
+2. Residual.  A per-layer one-hot correction delta[l, i] by ridge with strength mu (mu = infinity: none), which
+   takes over when k is large enough to learn the device's own table.
+
+The result is additive per layer: T[l, i] = s * sum_d (w_d / s_d) T_d[l, i] + delta[l, i] and
+fixed = b + s * sum_d (w_d / s_d) c_d, so ``layer_costs_ms``/``fixed_ms`` are the model itself and the exact
+decoder and the differentiable expectation E[LAT] = fixed + sum_l sum_i p_{l,i} T[l, i] need nothing else.
+Each layer's costs are shifted so its cheapest candidate costs 0 (the shift goes to ``fixed``).
+
+Related: HELP (Lee et al., NeurIPS 2021) meta-learns a predictor adapted from 10 networks of the new device;
+on its FBNet devices a non-negative mix of other devices' per-layer tables already ranks better.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import nnls
+
+from hwnas.errors import HwnasError
+from hwnas.latency.predictors.base import PredictorMeta, SpacePredictor, register_predictor, versions
+from hwnas.latency.table import now_iso
+from hwnas.spaces import Architecture, SearchSpace
+
+METHOD = "nonneg-ridge mix of prior per-layer tables, scale refit, ridge per-layer residual"
+COMBINATION_STRENGTHS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4, math.inf)
+RESIDUAL_STRENGTHS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, math.inf)
+LEAVE_ONE_OUT_MAX = 50
+FOLDS = 10
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    """An additive per-layer latency model: ``fixed_ms + sum_l costs_ms[l][index of a_l]``."""
+
+    fixed_ms: float
+    costs_ms: np.ndarray  # (layers, candidates); a layer with fewer candidates is padded with NaN
+
+    def predict(self, onehot_index: np.ndarray) -> np.ndarray:
+        """Latencies of architectures given as (n, layers) candidate indices."""
+        layers = np.arange(self.costs_ms.shape[0])
+        return self.fixed_ms + self.costs_ms[layers, onehot_index].sum(axis=1)
+
+    def spread_ms(self) -> float:
+        """Standard deviation of the prediction over uniformly random architectures."""
+        return float(math.sqrt(sum(np.nanvar(row) for row in self.costs_ms)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fixed_ms": self.fixed_ms, "costs_ms": [[float(v) for v in row if not math.isnan(v)]
+                                                        for row in self.costs_ms]}
+
+
+def choice_indices(space: SearchSpace, archs: Sequence[Architecture]) -> np.ndarray:
+    """(n, layers) index of each layer's chosen candidate, in the layer's candidate order."""
+    positions = [{name: i for i, name in enumerate(layer.names)} for layer in space.layers]
+    out = np.empty((len(archs), len(space.layers)), dtype=np.int64)
+    for row, arch in enumerate(archs):
+        space.validate(arch)
+        out[row] = [positions[l][choice] for l, choice in enumerate(arch.choices)]
+    return out
+
+
+def _onehot(space: SearchSpace, index: np.ndarray) -> np.ndarray:
+    width = max(len(layer.names) for layer in space.layers)
+    features = np.zeros((index.shape[0], len(space.layers) * width))
+    features[np.arange(index.shape[0])[:, None], np.arange(len(space.layers)) * width + index] = 1.0
+    return features
+
+
+def _table_from_weights(space: SearchSpace, intercept: float, weights: np.ndarray) -> LayerTable:
+    """A canonical table: each layer's cheapest candidate costs 0, the shifts summed into ``fixed_ms``."""
+    width = max(len(layer.names) for layer in space.layers)
+    costs = np.full((len(space.layers), width), np.nan)
+    fixed = float(intercept)
+    for l, layer in enumerate(space.layers):
+        row = weights[l * width:l * width + len(layer.names)]
+        low = float(row.min())
+        costs[l, :len(layer.names)] = row - low
+        fixed += low
+    return LayerTable(fixed, costs)
+
+
+def fit_table(space: SearchSpace, archs: Sequence[Architecture], latencies: np.ndarray) -> LayerTable:
+    """Least squares per-layer additive table of one device (minimum-norm among the equivalent solutions)."""
+    return fit_prior_tables(space, archs, {"": latencies})[""]
+
+
+def fit_prior_tables(space: SearchSpace, archs: Sequence[Architecture],
+                     latencies_by_device: Mapping[str, np.ndarray]) -> dict[str, LayerTable]:
+    """One per-layer table per prior device, fitted on that device's networks (one solve for all devices)."""
+    if not latencies_by_device:
+        raise HwnasError("transfer: no prior device to transfer from")
+    devices = list(latencies_by_device)
+    targets = np.stack([_checked(latencies_by_device[d], len(archs), f"latencies of {d or 'the device'}")
+                        for d in devices], axis=1)
+    features = np.hstack([np.ones((len(archs), 1)), _onehot(space, choice_indices(space, archs))])
+    solution = np.linalg.lstsq(features, targets, rcond=None)[0]
+    return {d: _table_from_weights(space, solution[0, j], solution[1:, j]) for j, d in enumerate(devices)}
+
+
+def _checked(latencies: np.ndarray, n: int, name: str) -> np.ndarray:
+    latencies = np.asarray(latencies, dtype=np.float64)
+    if latencies.shape != (n,):
+        raise HwnasError(f"transfer: {name}: expected {n} latencies (one per network), got shape {latencies.shape}")
+    if not np.all(np.isfinite(latencies)) or np.any(latencies <= 0):
+        raise HwnasError(f"transfer: {name}: expected positive finite latencies in ms")
+    return latencies
+
+
+# -- the two fitting steps --------------------------------------------------------------------------------------
+def _mix_direction(features: np.ndarray, target: np.ndarray, strength: float) -> np.ndarray:
+    """Non-negative ridge weights of centred, scaled features (strength inf: clipped covariances)."""
+    z = features - features.mean(axis=0)
+    y = target - target.mean()
+    if math.isinf(strength):
+        weights = np.clip(z.T @ y, 0.0, None)
+    else:
+        stacked = np.vstack([z, math.sqrt(strength) * np.eye(z.shape[1])])
+        weights = nnls(stacked, np.concatenate([y, np.zeros(z.shape[1])]), maxiter=50 * z.shape[1])[0]
+    if not np.any(weights > 0):  # nothing correlates positively: fall back to the plain mean of the devices
+        weights = np.ones(z.shape[1])
+    return weights
+
+
+def _mix_fit(features: np.ndarray, target: np.ndarray, strength: float) -> tuple[np.ndarray, float]:
+    """(per-feature weights with the refitted scale, intercept) of y ~ b + features @ weights."""
+    direction = _mix_direction(features, target, strength)
+    combined = features @ direction
+    spread = combined - combined.mean()
+    denom = float(spread @ spread)
+    scale = float(spread @ (target - target.mean())) / denom if denom > 0 else 0.0
+    scale = max(scale, 0.0)
+    weights = scale * direction
+    return weights, float(target.mean() - combined.mean() * scale)
+
+
+def _folds(n: int, seed: int) -> list[np.ndarray]:
+    if n <= LEAVE_ONE_OUT_MAX:
+        return [np.array([i]) for i in range(n)]
+    order = np.random.default_rng(seed).permutation(n)
+    return [order[f::FOLDS] for f in range(FOLDS)]
+
+
+def _cv_mix(features: np.ndarray, target: np.ndarray, folds: list[np.ndarray]) -> tuple[float, np.ndarray]:
+    """The combination strength with the least held-out squared error, and its held-out predictions."""
+    best: tuple[float, float, np.ndarray] | None = None
+    for strength in COMBINATION_STRENGTHS:
+        held_out = np.empty_like(target)
+        for fold in folds:
+            keep = np.setdiff1d(np.arange(len(target)), fold)
+            weights, intercept = _mix_fit(features[keep], target[keep], strength)
+            held_out[fold] = intercept + features[fold] @ weights
+        error = float(np.mean((held_out - target) ** 2))
+        if best is None or error < best[0] - 1e-12:
+            best = (error, strength, held_out)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _ridge_path(onehot: np.ndarray, residual: np.ndarray,
+                strengths: Sequence[float]) -> list[tuple[np.ndarray, float]]:
+    """Ridge fits (weights, intercept) of ``residual`` on centred one-hot features for each finite strength.
+
+    One eigendecomposition serves every strength: of the Gram matrix X X^T when there are fewer networks than
+    features (the dual form), else of X^T X.
+    """
+    mean_x, mean_r = onehot.mean(axis=0), residual.mean()
+    x, r = onehot - mean_x, residual - mean_r
+    dual = x.shape[0] < x.shape[1]
+    values, vectors = np.linalg.eigh(x @ x.T if dual else x.T @ x)
+    values = np.clip(values, 0.0, None)
+    projected = vectors.T @ (r if dual else x.T @ r)
+    fits = []
+    for strength in strengths:
+        coefficients = vectors @ (projected / (values + strength))
+        weights = x.T @ coefficients if dual else coefficients
+        fits.append((weights, float(mean_r - mean_x @ weights)))
+    return fits
+
+
+def _ridge(onehot: np.ndarray, residual: np.ndarray, strength: float) -> tuple[np.ndarray, float]:
+    return _ridge_path(onehot, residual, [strength])[0]
+
+
+def _cv_residual(onehot: np.ndarray, residual: np.ndarray, folds: list[np.ndarray]) -> tuple[float, np.ndarray]:
+    """The residual ridge strength with the least held-out squared error (inf: no residual), and predictions."""
+    strengths = [s for s in RESIDUAL_STRENGTHS if not math.isinf(s)]
+    held_out = np.empty((len(strengths), len(residual)))
+    for fold in folds:
+        keep = np.setdiff1d(np.arange(len(residual)), fold)
+        for j, (weights, intercept) in enumerate(_ridge_path(onehot[keep], residual[keep], strengths)):
+            held_out[j, fold] = intercept + onehot[fold] @ weights
+    best = (float(np.mean(residual ** 2)), math.inf, np.zeros_like(residual))
+    for j, strength in enumerate(strengths):
+        error = float(np.mean((held_out[j] - residual) ** 2))
+        if error < best[0] - 1e-12:
+            best = (error, strength, held_out[j])
+    return best[1], best[2]
+
+
+def _figures(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    from scipy.stats import spearmanr
+
+    ratio = predicted / measured - 1.0
+    figures = {"mape": float(np.mean(np.abs(ratio))), "within_10pct": float(np.mean(np.abs(ratio) <= 0.10))}
+    if len(measured) > 2 and np.ptp(measured) > 0 and np.ptp(predicted) > 0:
+        figures["spearman"] = float(spearmanr(predicted, measured)[0])
+    return figures
+
+
+def fit_transfer_tables(space: SearchSpace, prior: Mapping[str, LayerTable], archs: Sequence[Architecture],
+                        latencies: np.ndarray, *, seed: int = 0) -> tuple[LayerTable, dict[str, Any]]:
+    """The target device's table from prior tables and its k networks, with the fit's record."""
+    if len(archs) < 3:
+        raise HwnasError(f"transfer: need at least 3 measured networks of the new device, got {len(archs)}")
+    latencies = _checked(latencies, len(archs), "latencies")
+    index = choice_indices(space, archs)
+    devices = sorted(prior)
+    spreads = np.array([max(prior[d].spread_ms(), 1e-12) for d in devices])
+    features = np.stack([prior[d].predict(index) for d in devices], axis=1) / spreads
+    folds = _folds(len(archs), seed)
+    strength, held_out = _cv_mix(features, latencies, folds)
+    weights, intercept = _mix_fit(features, latencies, strength)
+    weights_ms = weights / spreads  # per ms of each prior device's prediction
+
+    onehot = _onehot(space, index)
+    residual = latencies - (intercept + features @ weights)
+    residual_strength, residual_held_out = _cv_residual(onehot, latencies - held_out, folds)
+    width = max(len(layer.names) for layer in space.layers)
+    delta, delta0 = np.zeros(onehot.shape[1]), 0.0
+    if not math.isinf(residual_strength):
+        delta, delta0 = _ridge(onehot, residual, residual_strength)
+        held_out = held_out + residual_held_out
+
+    fixed = intercept + delta0 + sum(w * prior[d].fixed_ms for w, d in zip(weights_ms, devices))
+    flat = delta.copy()
+    for w, d in zip(weights_ms, devices):
+        flat += w * np.nan_to_num(prior[d].costs_ms.reshape(-1)[:onehot.shape[1]], nan=0.0)
+    for l, layer in enumerate(space.layers):  # padding of short layers stays unused
+        flat[l * width + len(layer.names):(l + 1) * width] = 0.0
+    table = _table_from_weights(space, fixed, flat)
+    record = {
+        "n": len(archs), "prior_devices": devices, "method": METHOD, "seed": seed,
+        "cross_validation": "leave-one-out" if len(archs) <= LEAVE_ONE_OUT_MAX else f"{FOLDS}-fold",
+        "combination_strength": _json_number(strength), "residual_strength": _json_number(residual_strength),
+        "weights_per_ms": {d: float(w) for d, w in zip(devices, weights_ms)},
+        "held_out": _figures(held_out, latencies), "fitted": now_iso(),
+    }
+    return table, record
+
+
+def _json_number(value: float) -> float | None:
+    return None if math.isinf(value) else float(value)
+
+
+# -- the predictor --------------------------------------------------------------------------------------------
+@register_predictor
+class TransferPredictor(SpacePredictor):
+    """An additive per-layer table of a new device, made by :func:`fit_transfer` (file kind ``transfer``)."""
+
+    kind: ClassVar[str] = "transfer"
+
+    def __init__(self, meta: PredictorMeta, space: SearchSpace, table: LayerTable) -> None:
+        super().__init__(meta)
+        self.space = space
+        self.table = table
+        self._costs = [[float(v) for v in table.costs_ms[l, :len(layer.names)]]
+                       for l, layer in enumerate(space.layers)]
+
+    def layer_costs_ms(self) -> list[list[float]]:
+        return self._costs
+
+    def fixed_ms(self) -> float:
+        return self.table.fixed_ms
+
+    def model_to_dict(self) -> dict[str, Any]:
+        return {"fixed_ms": self.table.fixed_ms, "layer_costs_ms": self._costs,
+                "layer_names": [list(layer.names) for layer in self.space.layers]}
+
+    @classmethod
+    def model_from_dict(cls, meta: PredictorMeta, data: Mapping[str, Any], source: str) -> TransferPredictor:
+        space = cls.space_of(meta, source)
+        fixed = data["fixed_ms"]
+        if isinstance(fixed, bool) or not isinstance(fixed, (int, float)) or not math.isfinite(fixed):
+            raise HwnasError(f"{source}: field 'model.fixed_ms': expected a finite number, got {fixed!r}")
+        costs, names = data["layer_costs_ms"], data["layer_names"]
+        if not isinstance(costs, list) or len(costs) != len(space.layers) or names != [list(layer.names) for layer
+                                                                                        in space.layers]:
+            raise HwnasError(f"{source}: field 'model.layer_costs_ms': expected {len(space.layers)} layers with the "
+                             f"candidates of {space.name} in order")
+        width = max(len(layer.names) for layer in space.layers)
+        table = np.full((len(space.layers), width), np.nan)
+        for l, (row, layer) in enumerate(zip(costs, space.layers)):
+            if (not isinstance(row, list) or len(row) != len(layer.names)
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               for v in row)):
+                raise HwnasError(f"{source}: field 'model.layer_costs_ms[{l}]': expected {len(layer.names)} finite "
+                                 "numbers")
+            table[l, :len(row)] = row
+        return cls(meta, space, LayerTable(float(fixed), table))
+
+
+def fit_transfer(space: SearchSpace, prior_archs: Sequence[Architecture], prior_latencies: Mapping[str, np.ndarray],
+                 archs: Sequence[Architecture], latencies: np.ndarray, *, device: str = "",
+                 seed: int = 0) -> TransferPredictor:
+    """Fit a new device's predictor from other devices' measurements and k measured networks of the device.
+
+    ``meta.training`` records k, the prior devices, the method, the chosen shrinkage and the cross-validated
+    figures on the k networks (MAPE, share within +-10%, Spearman).
+    """
+    prior = fit_prior_tables(space, prior_archs, prior_latencies)
+    table, record = fit_transfer_tables(space, prior, archs, latencies, seed=seed)
+    record["prior_networks"] = len(prior_archs)
+    meta = PredictorMeta(device=device, space=space.name, resolution=space.resolution, num_classes=space.num_classes,
+                         features=[f"layer{layer.index}:{name}" for layer in space.layers for name in layer.names],
+                         training=record, versions=versions())
+    return TransferPredictor(meta, space, table)
