@@ -220,6 +220,9 @@ def cmd_predictor_eval(args: argparse.Namespace) -> dict[str, Any]:
     lines = [line("predictor", result)]
     if "table" in result:
         lines.append(line("table sum", result["table"]))
+    if "table_scaled" in result:
+        lines.append(line("table x1", result["table_scaled"]) + f"  (one scale {result['table_scaled']['scale']:.3f} "
+                     "from the training rows)")
     noise = result.get("noise")
     if noise:
         p = noise["paired"]
@@ -286,39 +289,6 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             values[field.strip()] = raw
     return values
-
-
-# -- kernel-level prediction -----------------------------------------------------------------------------
-def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
-    from hwnas.devices import load_device
-    from hwnas.latency.predictors import check_device, load_predictor
-    from hwnas.latency.predictors.kernel import KernelPredictor
-    from hwnas.spaces import Architecture
-
-    device = load_device(args.device)
-    path = Path(args.predictor or f"latency_tables/predictors/{device.name}__kernel.json")
-    if args.predictor is None and not path.is_file():
-        raise HwnasError(f"{path}: no kernel predictor for device {device.name!r}; build one with "
-                         f"`python tools/build_kernel_predictor.py --device {device.name}` or pass --predictor")
-    predictor = load_predictor(path)
-    if not isinstance(predictor, KernelPredictor):
-        raise HwnasError(f"{path}: a {predictor.kind!r} predictor, expected a 'kernel' predictor")
-    problems = check_device(predictor, device.name)
-    if problems:
-        raise HwnasError(f"{path}: {problems[0]}")
-    target = Path(args.target)
-    if target.suffix == ".onnx":
-        if not target.is_file():
-            raise HwnasError(f"{target}: no such model file")
-        latency, kernels = predictor.predict_onnx(target)
-    elif target.suffix == ".json":
-        latency, kernels = predictor.predict_arch(Architecture.load(target))
-    else:
-        raise HwnasError(f"{target}: expected an architecture .json or an .onnx file")
-    text = "\n".join(f"{k['type']:<12} {k['ms']:8.4f} ms  {k['key']}" for k in kernels)
-    text += f"\n{'overhead':<12} {predictor.overhead_ms:8.4f} ms\n{'total':<12} {latency:8.4f} ms"
-    return {"latency_ms": latency, "device": device.name, "predictor": str(path),
-            "overhead_ms": predictor.overhead_ms, "kernels": kernels, "_text": text}
 
 
 # -- kernel-level prediction -----------------------------------------------------------------------------
@@ -489,11 +459,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. --set arch_lr=0.01 --set weight_sharing=none")
     p.add_argument("--out", help="run folder (default: runs/search-<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    p = command("predict", cmd_predict, "predict a model's latency on a device from its kernels (kernel predictor)")
-    p.add_argument("--device", required=True, help="device profile name or path")
-    p.add_argument("--predictor", help="kernel predictor file (default: latency_tables/predictors/DEVICE__kernel.json)")
-    p.add_argument("target", help="architecture .json or .onnx file")
 
     p = command("predict", cmd_predict, "predict a model's latency on a device from its kernels (kernel predictor)")
     p.add_argument("--device", required=True, help="device profile name or path")

@@ -30,9 +30,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plots", help="folder for predicted-vs-measured plots (default: none)")
     args = parser.parse_args()
-    print("| device | res | held-out n | predictor ±5% | ±10% | τ | table sum ±5% | ±10% | τ | set vs itself ±5% | "
-          "±10% | τ | model | train networks | build wall time |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| device | res | held-out n | predictor ±5% | ±10% | τ | table sum ±5% | ±10% | τ | table × one scale ±5% | "
+          "±10% | set vs itself ±5% | ±10% | τ | model | train networks | build wall time |")
+    print("|---" * 17 + "|")
     for path in sorted((ROOT / "latency_tables" / "predictors").glob("*__calibrated.json")):
         stem = path.name.removesuffix("__calibrated.json")
         test, train = (ROOT / "latency_tables" / "sets" / f"{stem}__{part}.json" for part in ("test", "train"))
@@ -42,6 +42,7 @@ def main() -> None:
         plot = Path(args.plots) / f"predictor_{stem}.png" if args.plots else None
         figures = evaluate_predictor(predictor, sets=[test], plot=plot)
         table, noise = figures.get("table") or {}, (figures.get("noise") or {}).get("paired") or {}
+        scaled = figures.get("table_scaled") or {}
         device, _, resolution = stem.split("__")
         cost = ""
         if train.is_file():
@@ -51,6 +52,7 @@ def main() -> None:
         print(f"| {device} | {resolution} | {figures['n']} | {_pct(figures['acc5'])} | {_pct(figures['acc10'])} | "
               f"{figures['kendall']:.3f} | {_pct(table.get('acc5', float('nan')))} | "
               f"{_pct(table.get('acc10', float('nan')))} | {table.get('kendall', float('nan')):.3f} | "
+              f"{_pct(scaled.get('acc5', float('nan')))} | {_pct(scaled.get('acc10', float('nan')))} | "
               f"{_pct(noise.get('acc5', float('nan')))} | {_pct(noise.get('acc10', float('nan')))} | "
               f"{noise.get('kendall', float('nan')):.3f} | {predictor.selected} | {cost} |")
 

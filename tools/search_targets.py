@@ -21,7 +21,9 @@ from typing import Any
 
 from hwnas.devices import load_device
 from hwnas.latency.estimator import TableEstimator
+from hwnas.latency.predictors import load_predictor
 from hwnas.latency.table import LatencyTable, default_table_path
+from hwnas.search.aim import PairedMeter, default_predictor_path
 from hwnas.search.decode import fastest_arch, slowest_arch
 from hwnas.search.run import SearchConfig, measure_networks
 from hwnas.spaces import get_space
@@ -33,7 +35,13 @@ def measured_range(device: str, space_name: str, resolution: int, num_classes: i
     estimator = TableEstimator(LatencyTable.load(default_table_path(device, space_name, resolution)), space)
     nets = {"fastest": space.build(fastest_arch(space, estimator)),
             "slowest": space.build(slowest_arch(space, estimator))}
-    stats, _ = measure_networks(load_device(device), nets, space.input_shape, SearchConfig(), False)
+    predictor_path = default_predictor_path(device, space)
+    if predictor_path.is_file():  # paired, at the level the searches' predictor measures at
+        reference_ms = float(load_predictor(predictor_path).meta.reference_ms)
+        with PairedMeter(load_device(device), space, reference_ms) as meter:
+            stats = meter.measure(nets, "range")
+    else:
+        stats, _ = measure_networks(load_device(device), nets, space.input_shape, SearchConfig(), False)
     return stats["fastest"]["median_ms"], stats["slowest"]["median_ms"]
 
 
@@ -130,9 +138,10 @@ def _noisy(row: dict[str, Any], baseline: bool = False) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| device | target T (ms) | table estimate (ms) | closed loop (ms) | final attempts (ms) | measured (ms) | "
-             "measured / T | accuracy | baseline closed loop (ms) | baseline final attempts (ms) | baseline measured "
-             "(ms) | baseline / T | baseline accuracy | search + train (s) |", "|---" * 14 + "|"]
+    lines = ["| device | target T (ms) | latency model | estimate (ms) | loop measurements | closed loop (ms) | "
+             "final attempts (ms) | measured (ms) | measured / T | accuracy | baseline closed loop (ms) | baseline final "
+             "attempts (ms) | baseline measured (ms) | baseline / T | baseline accuracy | search + train (s) |",
+             "|---" * 16 + "|"]
     for r in rows:
         base = r.get("baseline") or {}
         if base.get("arch"):
@@ -141,13 +150,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                           f"{base['measured_over_target']:.2f} | {base['accuracy']:.3f}")
         else:
             base_cells = "— | — | — | — | none fits"
-        lines.append(f"| {r['device']} | {r['target_ms']:.3f} | {r['estimated_ms']:.3f} | {_loop_ms(r, r['arch'])} | "
+        model = (r.get("latency_model") or {"kind": "table"})["kind"]
+        steps = len({entry["arch"] for entry in r.get("closed_loop") or []})
+        lines.append(f"| {r['device']} | {r['target_ms']:.3f} | {model} | {r['estimated_ms']:.3f} | {steps} | "
+                     f"{_loop_ms(r, r['arch'])} | "
                      f"{_finals(r)} | {r['measured_ms']:.3f}{_noisy(r)} | {r['measured_over_target']:.2f} | {r['accuracy']:.3f} | "
                      f"{base_cells} | "
                      f"{r['search_seconds'] + r['train_seconds']:.0f} |")
-    return "\n".join(lines + ["", "measured: the quietest of the closed loop's measurement and the final attempts "
-                               "(see docs/search.md, step 5). \\* the fastest rounds disagreed by more than 10% "
-                               "(flagged noisy): the machine was in a burst for most of it."])
+    return "\n".join(lines + ["", "measured: with a calibrated predictor, one paired measurement (ratio to the "
+                               "reference network x its quiet latency); with the table alone, the quietest of the "
+                               "closed loop's measurement and the final attempts (see docs/search.md, step 5). "
+                               "\\* noisy: the measurement's halves (paired) or fastest rounds (table) disagreed."])
 
 
 if __name__ == "__main__":

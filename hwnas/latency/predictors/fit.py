@@ -172,11 +172,20 @@ def evaluate_predictor(predictor: Predictor, *, sets: Sequence[str | Path] = (),
     result = _figures(predicted, measured)
     result["noise"] = data.noise
     table_pred = _table_predictions(predictor, data)
+    scaled = None
     if table_pred is not None:
         result["table"] = _figures(table_pred, measured)
+        scale = _table_scale(predictor)
+        if scale is not None:
+            scaled = table_pred * scale
+            result["table_scaled"] = {**_figures(scaled, measured), "scale": scale}
     if plot is not None:
-        plot_predictions(measured, {"predictor": predicted, **({"table sum": table_pred} if table_pred is not None
-                                                              else {})}, plot,
+        series = {"predictor": predicted}
+        if scaled is not None:
+            series["table sum x one scale"] = scaled
+        elif table_pred is not None:
+            series["table sum"] = table_pred
+        plot_predictions(measured, series, plot,
                          f"{predictor.meta.device} {predictor.space.name}@{predictor.space.resolution}")
         result["plot"] = str(plot)
     return result
@@ -197,6 +206,19 @@ def _table_predictions(predictor: Predictor, data: Measurements) -> np.ndarray |
     leveled = table.at_level(data.reference_ms)
     features = FeatureCache(predictor.space, Caches.from_fingerprint(predictor.meta.fingerprint), leveled)
     return features.matrix(data.archs)[:, 0] + leveled.scaled_overhead_ms
+
+
+def _table_scale(predictor: Predictor) -> float | None:
+    """One scale factor for the table sum, the median of measured / table over the predictor's training rows (what
+    a single calibration measurement set gives a table: its level corrected, its shape kept)."""
+    table, rows = getattr(predictor, "table", None), getattr(predictor, "rows", [])
+    if table is None or not rows:
+        return None
+    leveled = table.at_level(predictor.meta.reference_ms)
+    features = FeatureCache(predictor.space, Caches.from_fingerprint(predictor.meta.fingerprint), leveled)
+    archs = [predictor.space.arch(r.choices) for r in rows]
+    sums = features.matrix(archs)[:, 0] + leveled.scaled_overhead_ms
+    return float(np.median([r.latency_ms / t for r, t in zip(rows, sums)]))
 
 
 def plot_predictions(measured: np.ndarray, series: dict[str, np.ndarray], path: Path, title: str) -> Path:
