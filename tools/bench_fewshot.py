@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: threads only contend on a shared machine
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +26,9 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from hwnas.latency.predictors.csvdata import read_prior
-from hwnas.latency.predictors.transfer import (RESIDUAL_STRENGTHS, LayerTable, _cv_residual, _folds, _mix_fit, _onehot, _ridge,
-                                               choice_indices, fit_prior_tables, fit_transfer_tables)
+from hwnas.latency.predictors.transfer import (RESIDUAL_STRENGTHS, LayerTable, _cv_residual, _folds, _onehot, _ridge,
+                                               choice_indices, fit_prior_tables, fit_transfer_tables,
+                                               nnls_mix)
 from hwnas.spaces import get_space
 
 
@@ -54,8 +59,8 @@ def alone(onehot_k: np.ndarray, latencies: np.ndarray, onehot_test: np.ndarray, 
 
 
 def plain_mix(features_k: np.ndarray, latencies: np.ndarray, features_test: np.ndarray) -> np.ndarray:
-    """Baseline: non-negative least squares mix of the prior tables' predictions plus an offset."""
-    weights, intercept = _mix_fit(features_k, latencies, 0.0)
+    """Baseline: plain non-negative least squares mix of the prior tables' predictions plus an offset."""
+    weights, intercept = nnls_mix(features_k, latencies)
     return intercept + features_test @ weights
 
 

@@ -5,23 +5,22 @@ squares fit of latency on one-hot op-per-layer features,
 
     LAT_d(a) ~ c_d + sum_l T_d[l, a_l].
 
-Target (k measured networks a_1..a_k, latencies y_i), in two ridge-shrunk steps whose strengths are chosen by
-cross-validation on the k networks alone (leave-one-out for k <= 50, 10-fold above):
+Target (k measured networks a_1..a_k, latencies y_i), in two steps:
 
-1. Combination.  Features f_d(a) = c_d + sum_l T_d[l, a_l], centred over the k networks and divided by s_d, the
-   spread of f_d over uniformly random architectures (``sqrt(sum_l var_i T_d[l, i])``). The direction
+1. Combination.  Features f_d(a) = c_d + sum_l T_d[l, a_l] (each prior table's prediction). The mix
 
-       w = argmin_{w >= 0} ||y_c - Z w||^2 + lam * ||w||^2
+       (b, w) = argmin_{b, w >= 0} sum_i rho_H((y_i - b - sum_d w_d f_d(a_i)) / sigma)
 
-   is non-negative ridge (lam -> infinity gives w proportional to the clipped covariances Z^T y_c); its scale
-   and offset are refitted without shrinkage, y ~ b + s * sum_d (w_d / s_d) f_d(a), so shrinkage only
-   stabilises which devices are mixed, never the ms level (which the +-10% share needs).
-2. Residual.  A per-layer one-hot correction delta[l, i] by ridge with strength mu (mu = infinity: none), which
-   takes over when k is large enough to learn the device's own table.
+   is non-negative least squares under Huber's loss rho_H (threshold 1.345 robust standard deviations sigma,
+   sigma = 1.4826 x median absolute deviation of the residuals), solved by iteratively reweighted NNLS. Few
+   networks and noisy phones: one outlying measurement among ten would otherwise pick the mix. Ridge shrinkage
+   of w (towards 0 or towards covariance weights) was tried and ranked worse at k = 10 (docs/predictors_fewshot.md).
+2. Residual.  A per-layer one-hot correction delta[l, i] by ridge with strength mu chosen by cross-validation
+   on the k networks alone (leave-one-out for k <= 50, 10-fold above; mu = infinity: none), which takes over
+   when k is large enough to learn the device's own table.
 
-The result is additive per layer: T[l, i] = s * sum_d (w_d / s_d) T_d[l, i] + delta[l, i] and
-fixed = b + s * sum_d (w_d / s_d) c_d, so ``layer_costs_ms``/``fixed_ms`` are the model itself and the exact
-decoder and the differentiable expectation E[LAT] = fixed + sum_l sum_i p_{l,i} T[l, i] need nothing else.
+The result is additive per layer: T[l, i] = sum_d w_d T_d[l, i] + delta[l, i] and fixed = b + sum_d w_d c_d,
+so ``layer_costs_ms``/``fixed_ms`` are the model itself and the exact decoder and the differentiable expectation E[LAT] = fixed + sum_l sum_i p_{l,i} T[l, i] need nothing else.
 Each layer's costs are shifted so its cheapest candidate costs 0 (the shift goes to ``fixed``).
 
 Related: HELP (Lee et al., NeurIPS 2021) meta-learns a predictor adapted from 10 networks of the new device;
@@ -42,8 +41,9 @@ from hwnas.latency.predictors.base import PredictorMeta, SpacePredictor, registe
 from hwnas.latency.table import now_iso
 from hwnas.spaces import Architecture, SearchSpace
 
-METHOD = "nonneg-ridge mix of prior per-layer tables, scale refit, ridge per-layer residual"
-COMBINATION_STRENGTHS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4, math.inf)
+METHOD = "Huber non-negative mix of prior per-layer tables + ridge per-layer residual (additive)"
+HUBER_K = 1.345  # Huber's threshold in robust standard deviations (95% efficiency under normal noise)
+HUBER_ITERATIONS = 5
 RESIDUAL_STRENGTHS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, math.inf)
 LEAVE_ONE_OUT_MAX = 50
 FOLDS = 10
@@ -128,30 +128,31 @@ def _checked(latencies: np.ndarray, n: int, name: str) -> np.ndarray:
 
 
 # -- the two fitting steps --------------------------------------------------------------------------------------
-def _mix_direction(features: np.ndarray, target: np.ndarray, strength: float) -> np.ndarray:
-    """Non-negative ridge weights of centred, scaled features (strength inf: clipped covariances)."""
-    z = features - features.mean(axis=0)
-    y = target - target.mean()
-    if math.isinf(strength):
-        weights = np.clip(z.T @ y, 0.0, None)
-    else:
-        stacked = np.vstack([z, math.sqrt(strength) * np.eye(z.shape[1])])
-        weights = nnls(stacked, np.concatenate([y, np.zeros(z.shape[1])]), maxiter=50 * z.shape[1])[0]
-    if not np.any(weights > 0):  # nothing correlates positively: fall back to the plain mean of the devices
-        weights = np.ones(z.shape[1])
-    return weights
+def nnls_mix(features: np.ndarray, target: np.ndarray,
+             sample_weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(weights >= 0, free intercept) of the (weighted) least squares fit y ~ b + features @ weights."""
+    sample_weights = np.ones(len(target)) if sample_weights is None else sample_weights
+    total = float(sample_weights.sum())
+    mean_f, mean_y = sample_weights @ features / total, float(sample_weights @ target) / total
+    root = np.sqrt(sample_weights)
+    weights = nnls((features - mean_f) * root[:, None], (target - mean_y) * root,
+                   maxiter=50 * features.shape[1])[0]
+    return weights, float(mean_y - mean_f @ weights)
 
 
-def _mix_fit(features: np.ndarray, target: np.ndarray, strength: float) -> tuple[np.ndarray, float]:
-    """(per-feature weights with the refitted scale, intercept) of y ~ b + features @ weights."""
-    direction = _mix_direction(features, target, strength)
-    combined = features @ direction
-    spread = combined - combined.mean()
-    denom = float(spread @ spread)
-    scale = float(spread @ (target - target.mean())) / denom if denom > 0 else 0.0
-    scale = max(scale, 0.0)
-    weights = scale * direction
-    return weights, float(target.mean() - combined.mean() * scale)
+def robust_mix(features: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative mix with Huber's loss (IRLS): a few outlying measurements do not steer the mix."""
+    sample_weights = np.ones(len(target))
+    weights, intercept = nnls_mix(features, target)
+    for _ in range(HUBER_ITERATIONS):
+        residual = target - intercept - features @ weights
+        scale = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+        if scale <= 1e-12 * max(float(np.abs(target).max()), 1.0):
+            break  # (nearly) exact fit: nothing to down-weight
+        ratio = np.abs(residual) / (HUBER_K * scale)
+        sample_weights = np.where(ratio <= 1.0, 1.0, 1.0 / np.maximum(ratio, 1e-300))
+        weights, intercept = nnls_mix(features, target, sample_weights)
+    return weights, intercept
 
 
 def _folds(n: int, seed: int) -> list[np.ndarray]:
@@ -161,20 +162,14 @@ def _folds(n: int, seed: int) -> list[np.ndarray]:
     return [order[f::FOLDS] for f in range(FOLDS)]
 
 
-def _cv_mix(features: np.ndarray, target: np.ndarray, folds: list[np.ndarray]) -> tuple[float, np.ndarray]:
-    """The combination strength with the least held-out squared error, and its held-out predictions."""
-    best: tuple[float, float, np.ndarray] | None = None
-    for strength in COMBINATION_STRENGTHS:
-        held_out = np.empty_like(target)
-        for fold in folds:
-            keep = np.setdiff1d(np.arange(len(target)), fold)
-            weights, intercept = _mix_fit(features[keep], target[keep], strength)
-            held_out[fold] = intercept + features[fold] @ weights
-        error = float(np.mean((held_out - target) ** 2))
-        if best is None or error < best[0] - 1e-12:
-            best = (error, strength, held_out)
-    assert best is not None
-    return best[1], best[2]
+def _cv_mix(features: np.ndarray, target: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
+    """Held-out predictions of the robust mix."""
+    held_out = np.empty_like(target)
+    for fold in folds:
+        keep = np.setdiff1d(np.arange(len(target)), fold)
+        weights, intercept = robust_mix(features[keep], target[keep])
+        held_out[fold] = intercept + features[fold] @ weights
+    return held_out
 
 
 def _ridge_path(onehot: np.ndarray, residual: np.ndarray,
@@ -239,8 +234,8 @@ def fit_transfer_tables(space: SearchSpace, prior: Mapping[str, LayerTable], arc
     spreads = np.array([max(prior[d].spread_ms(), 1e-12) for d in devices])
     features = np.stack([prior[d].predict(index) for d in devices], axis=1) / spreads
     folds = _folds(len(archs), seed)
-    strength, held_out = _cv_mix(features, latencies, folds)
-    weights, intercept = _mix_fit(features, latencies, strength)
+    held_out = _cv_mix(features, latencies, folds)
+    weights, intercept = robust_mix(features, latencies)
     weights_ms = weights / spreads  # per ms of each prior device's prediction
 
     onehot = _onehot(space, index)
@@ -262,7 +257,7 @@ def fit_transfer_tables(space: SearchSpace, prior: Mapping[str, LayerTable], arc
     record = {
         "n": len(archs), "prior_devices": devices, "method": METHOD, "seed": seed,
         "cross_validation": "leave-one-out" if len(archs) <= LEAVE_ONE_OUT_MAX else f"{FOLDS}-fold",
-        "combination_strength": _json_number(strength), "residual_strength": _json_number(residual_strength),
+        "residual_strength": _json_number(residual_strength),
         "weights_per_ms": {d: float(w) for d, w in zip(devices, weights_ms)},
         "held_out": _figures(held_out, latencies), "fitted": now_iso(),
     }
