@@ -175,6 +175,7 @@ def _plot(results: dict, ks: tuple[int, ...], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for device, methods in results.items():
         ax.plot(ks, [_mean(methods["transfer"][k], "spearman") for k in ks], marker="o", label=device)
     mean_alone = [np.mean([_mean(m["alone"][k], "spearman") for m in results.values()]) for k in ks]
