@@ -20,7 +20,8 @@ Target (k measured networks a_1..a_k, latencies y_i), in two steps:
    when k is large enough to learn the device's own table.
 
 The result is additive per layer: T[l, i] = sum_d w_d T_d[l, i] + delta[l, i] and fixed = b + sum_d w_d c_d,
-so ``layer_costs_ms``/``fixed_ms`` are the model itself and the exact decoder and the differentiable expectation E[LAT] = fixed + sum_l sum_i p_{l,i} T[l, i] need nothing else.
+so ``layer_costs_ms``/``fixed_ms`` are the model itself and the exact decoder and the differentiable
+expectation E[LAT] = fixed + sum_l sum_i p_{l,i} T[l, i] need nothing else.
 Each layer's costs are shifted so its cheapest candidate costs 0 (the shift goes to ``fixed``).
 
 Related: HELP (Lee et al., NeurIPS 2021) meta-learns a predictor adapted from 10 networks of the new device;
@@ -44,7 +45,7 @@ from hwnas.spaces import Architecture, SearchSpace
 METHOD = "Huber non-negative mix of prior per-layer tables + ridge per-layer residual (additive)"
 HUBER_K = 1.345  # Huber's threshold in robust standard deviations (95% efficiency under normal noise)
 HUBER_ITERATIONS = 5
-RESIDUAL_STRENGTHS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, math.inf)
+RESIDUAL_STRENGTHS = (3.0, 10.0, 30.0, 100.0, 300.0, 1e3, math.inf)  # below ~3, 10 networks interpolate
 LEAVE_ONE_OUT_MAX = 50
 FOLDS = 10
 
