@@ -296,10 +296,11 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.devices import load_device
     from hwnas.latency.predictors import check_device, load_predictor
     from hwnas.latency.predictors.kernel import KernelPredictor
+    from hwnas.latency.table import tables_dir
     from hwnas.spaces import Architecture
 
     device = load_device(args.device)
-    path = Path(args.predictor or f"latency_tables/predictors/{device.name}__kernel.json")
+    path = Path(args.predictor or tables_dir() / "predictors" / f"{device.name}__kernel.json")
     if args.predictor is None and not path.is_file():
         raise HwnasError(f"{path}: no kernel predictor for device {device.name!r}; build one with "
                          f"`python tools/build_kernel_predictor.py --device {device.name}` or pass --predictor")

@@ -175,7 +175,7 @@ def test_corrupt_or_foreign_kernel_predictor_is_one_line(tiny_predictor, tmp_pat
         if damage == "foreign":
             data["schema"] = "other/1"
         elif damage == "booster":
-            data["model"]["fallback"] = {"learner": {"garbage": 1}}
+            data["model"]["fallback"] = json.dumps({"learner": {"garbage": 1}})
         else:
             data["meta"]["features"] = data["meta"]["features"][:-1]
         path.write_text(json.dumps(data))

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hwnas.devices import load_device
@@ -50,6 +51,8 @@ class BuildConfig:
     calibration_archs: int = 3  # random proxyless architectures per resolution
     calibration_zoo_resolutions: tuple[int, ...] = (160, 192)
     network_pairs: int = 30
+    network_passes: int = 3  # each calibration network's ratio is the median of this many paired measurements
+    ridge: float = 0.01  # of the network-level correction; leave-one-network-out: 21/24 within 10% (0.05: 19/24)
     seed: int = 0
 
 
@@ -87,15 +90,19 @@ def main() -> None:
     sampled = sample_and_measure(runtime, reference, store, workdir, sample_config, args.quiet)
 
     networks = _calibration_networks(workdir, config)
-    todo = {name: path for name, path in networks.items() if name not in store.data["networks"]}
     protocol = PairedProtocol(pairs=config.network_pairs)
-    for name, path in todo.items():
-        prepared = runtime.prepare_file(path)
-        stats = measure_paired({name: prepared}, reference, protocol)[name]
-        prepared.close()
-        store.data["networks"][name] = {"ratio": stats.ratio, "ref_ms": stats.reference.median_ms,
-                                        "noisy": stats.noisy}
-        store.save()
+    for passes in range(1, config.network_passes + 1):  # interleaved passes: a burst hits one pass of a network
+        for name, path in networks.items():
+            entry = store.data["networks"].get(name, {})
+            if len(entry.get("ratios", [entry["ratio"]] if entry else [])) >= passes:
+                continue
+            prepared = runtime.prepare_file(path)
+            stats = measure_paired({name: prepared}, reference, protocol)[name]
+            prepared.close()
+            ratios = [*entry.get("ratios", [entry["ratio"]] if entry else []), stats.ratio]
+            store.data["networks"][name] = {"ratio": float(np.median(ratios)), "ratios": ratios,
+                                            "ref_ms": stats.reference.median_ms, "noisy": stats.noisy}
+            store.save()
     calibration = [(split_onnx(path, block), store.data["networks"][name]["ratio"]) for name, path in networks.items()]
 
     kernels, costs = store.training_set()
@@ -111,13 +118,15 @@ def main() -> None:
         versions=versions(runtime.describe()),
     )
     predictor = fit_kernel_predictor(kernels, costs, meta, store.data["overhead"]["ratio"], block, calibration,
-                                     seed=config.seed)
+                                     ridge=config.ridge, seed=config.seed)
     predictor.meta.features = list(predictor.expected_features(meta) or [])
     predictor.meta.training["correction"] = predictor.correction
     predictor.save(out)
     total_s = time.perf_counter() - started
-    print(f"kernels measured: {len(kernels)} (seeds {sampled['seeds']}), calibration networks: {len(networks)}, "
-          f"measurements in total: {len(kernels) + len(networks) + 1}")
+    network_runs = sum(len(entry.get("ratios", [0])) for entry in store.data["networks"].values())
+    print(f"kernels measured: {len(kernels)} (seeds {sampled['seeds']}; {sampled['remeasured']} re-measurements of "
+          f"noisy kernels in this run), calibration networks: {len(networks)} ({network_runs} paired measurements), "
+          f"paired measurements in total: {len(kernels) + sampled['remeasured'] + network_runs + 1}")
     print(f"reference quiet latency: {store.reference_ms():.3f} ms; overhead ratio "
           f"{store.data['overhead']['ratio']:.5f}; correction {predictor.correction}")
     print(f"wall time: {total_s:.0f} s (sampling+measuring {sampled['wall_s']:.0f} s)")

@@ -178,18 +178,23 @@ def _fit_correction(predictor: KernelPredictor, networks: Sequence[tuple[Sequenc
             "fit_abs_error_mean": float(np.mean(np.abs(errors)))}
 
 
-def _booster_json(booster: Any) -> dict[str, Any]:
-    return json.loads(bytes(booster.save_raw("json")).decode())
+def _booster_json(booster: Any) -> str:
+    """The booster's XGBoost JSON model, as one compact string (the file's indentation would triple its size)."""
+    return bytes(booster.save_raw("json")).decode()
 
 
 def _booster_from_json(value: Any, source: str) -> Any:
     import xgboost as xgb
 
-    if not isinstance(value, Mapping) or "learner" not in value:
+    try:
+        model = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        model = None
+    if not isinstance(model, Mapping) or "learner" not in model:
         raise HwnasError(f"{source}: expected an XGBoost JSON model")
     booster = xgb.Booster()
     try:
-        booster.load_model(bytearray(json.dumps(value).encode()))
+        booster.load_model(bytearray(json.dumps(model).encode()))
     except xgb.core.XGBoostError as exc:
         raise HwnasError(f"{source}: corrupt XGBoost model ({str(exc).splitlines()[0][:120]})") from None
     return booster
