@@ -164,7 +164,9 @@ def test_kernel_predictor_save_load_identical(tiny_predictor, tiny_onnx: Path, t
 
 
 @pytest.mark.parametrize("damage", ["not json", "foreign", "booster", "stale"])
-def test_corrupt_or_foreign_kernel_predictor_is_one_line(tiny_predictor, tmp_path: Path, damage: str) -> None:  # noqa: ANN001
+def test_corrupt_or_foreign_kernel_predictor_is_one_line(
+    tiny_predictor, tmp_path: Path, damage: str  # noqa: ANN001
+) -> None:
     from hwnas.latency.predictors import load_predictor
 
     path = tiny_predictor.save(tmp_path / "kernel.json")
@@ -184,7 +186,9 @@ def test_corrupt_or_foreign_kernel_predictor_is_one_line(tiny_predictor, tmp_pat
     assert "\n" not in str(error.value) and str(path) in str(error.value)
 
 
-def test_cli_predict_json(tiny_predictor, tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+def test_cli_predict_json(
+    tiny_predictor, tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture  # noqa: ANN001
+) -> None:
     from hwnas.cli import main
 
     path = tiny_predictor.save(tmp_path / "kernel.json")
