@@ -294,35 +294,56 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 # -- kernel-level prediction -----------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.devices import load_device
-    from hwnas.latency.predictors import check_device, load_predictor
+    from hwnas.latency.predictors import SpacePredictor, check_device, load_predictor
     from hwnas.latency.predictors.kernel import KernelPredictor
     from hwnas.latency.table import tables_dir
     from hwnas.spaces import Architecture
 
     device = load_device(args.device)
-    path = Path(args.predictor or tables_dir() / "predictors" / f"{device.name}__kernel.json")
-    if args.predictor is None and not path.is_file():
-        raise HwnasError(f"{path}: no kernel predictor for device {device.name!r}; build one with "
-                         f"`python tools/build_kernel_predictor.py --device {device.name}` or pass --predictor")
+    target = Path(args.target)
+    if target.suffix not in (".onnx", ".json"):
+        raise HwnasError(f"{target}: expected an architecture .json or an .onnx file")
+    if not target.is_file():
+        raise HwnasError(f"{target}: no such {'model' if target.suffix == '.onnx' else 'architecture'} file")
+    arch = Architecture.load(target) if target.suffix == ".json" else None
+    folder = tables_dir() / "predictors"
+    if args.predictor is not None:
+        path = Path(args.predictor)
+    else:  # an architecture: the device's calibrated predictor of its space when there is one, else the kernels
+        calibrated = folder / f"{device.name}__{arch.space}__{arch.resolution}__calibrated.json" if arch else None
+        path = calibrated if calibrated is not None and calibrated.is_file() else folder / f"{device.name}__kernel.json"
+        if not path.is_file():
+            raise HwnasError(f"{path}: no kernel predictor for device {device.name!r}; build one with "
+                             f"`python tools/build_kernel_predictor.py --device {device.name}` or pass --predictor")
     predictor = load_predictor(path)
-    if not isinstance(predictor, KernelPredictor):
-        raise HwnasError(f"{path}: a {predictor.kind!r} predictor, expected a 'kernel' predictor")
     problems = check_device(predictor, device.name)
     if problems:
         raise HwnasError(f"{path}: {problems[0]}")
-    target = Path(args.target)
-    if target.suffix == ".onnx":
-        if not target.is_file():
-            raise HwnasError(f"{target}: no such model file")
-        latency, kernels = predictor.predict_onnx(target)
-    elif target.suffix == ".json":
-        latency, kernels = predictor.predict_arch(Architecture.load(target))
+    overhead = 0.0
+    if isinstance(predictor, KernelPredictor):
+        latency, kernels = predictor.predict_onnx(target) if arch is None else predictor.predict_arch(arch)
+        overhead = predictor.overhead_ms
+    elif isinstance(predictor, SpacePredictor) and arch is not None:
+        latency, kernels = predictor.latency_ms(arch), _layer_terms(predictor, arch)
     else:
-        raise HwnasError(f"{target}: expected an architecture .json or an .onnx file")
+        raise HwnasError(f"{path}: a {predictor.kind!r} predictor of a search space predicts architecture .json files; "
+                         "use a kernel predictor for .onnx models")
     text = "\n".join(f"{k['type']:<12} {k['ms']:8.4f} ms  {k['key']}" for k in kernels)
-    text += f"\n{'overhead':<12} {predictor.overhead_ms:8.4f} ms\n{'total':<12} {latency:8.4f} ms"
-    return {"latency_ms": latency, "device": device.name, "predictor": str(path),
-            "overhead_ms": predictor.overhead_ms, "kernels": kernels, "_text": text}
+    text += f"\n{'overhead':<12} {overhead:8.4f} ms\n{'total':<12} {latency:8.4f} ms"
+    return {"latency_ms": latency, "device": device.name, "predictor": str(path), "kind": predictor.kind,
+            "overhead_ms": overhead, "kernels": kernels, "_text": text}
+
+
+def _layer_terms(predictor: Any, arch: Any) -> list[dict[str, Any]]:
+    """A space predictor's additive terms of an architecture (the fixed part, then one per searchable layer),
+    at the predictor's linearization point (its non-additive factor, if any, spread over them)."""
+    predictor.set_anchor(arch) if hasattr(predictor, "set_anchor") else None
+    costs, space = predictor.layer_costs_ms(), predictor.space
+    terms = [{"type": "fixed", "key": "stem, fixed blocks, head, runtime overhead", "ms": predictor.fixed_ms()}]
+    for layer, choice, cost in zip(space.layers, arch.choices, costs):
+        terms.append({"type": f"layer{layer.index}:{choice}", "key": layer.spec(choice).key(),
+                      "ms": cost[layer.names.index(choice)]})
+    return terms
 
 
 # -- export ----------------------------------------------------------------------------------------------
@@ -461,9 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/search-<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    p = command("predict", cmd_predict, "predict a model's latency on a device from its kernels (kernel predictor)")
+    p = command("predict", cmd_predict, "predict a model's latency on a device (kernel predictor for any ONNX model; "
+                "an architecture uses the device's calibrated predictor of its space when there is one)")
     p.add_argument("--device", required=True, help="device profile name or path")
-    p.add_argument("--predictor", help="kernel predictor file (default: latency_tables/predictors/DEVICE__kernel.json)")
+    p.add_argument("--predictor", help="predictor file (default: latency_tables/predictors/DEVICE__SPACE__RES__"
+                   "calibrated.json for an architecture when it exists, else DEVICE__kernel.json)")
     p.add_argument("target", help="architecture .json or .onnx file")
 
     p = command("export", cmd_export, "export a searched model or an architecture to ONNX, TFLite or TensorRT, "

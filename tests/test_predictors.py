@@ -281,3 +281,21 @@ def test_a_table_profiled_in_pairs_is_brought_to_its_quiet_reference_level(tmp_p
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(HwnasError, match="entry 'a': field 'reference_ms'"):
         LatencyTable.load(tmp_path / "bad.json")
+
+
+def test_predict_an_architecture_with_the_devices_calibrated_predictor(tmp_path, monkeypatch, capsys):
+    table = LatencyTable.load("latency_tables/cpu-onnxruntime__proxyless__32.json")
+    space = get_space("proxyless", 32, table.num_classes)
+    archs, y = _synthetic(space, table, 30, seed=2)
+    predictor = fit_calibrated(space, archs, y, table=table, meta=PredictorMeta(device="cpu-onnxruntime"),
+                               residual="xgb")
+    monkeypatch.setenv("HWNAS_TABLES", str(tmp_path))
+    predictor.save(tmp_path / "predictors" / "cpu-onnxruntime__proxyless__32__calibrated.json")
+    arch = space.random_arch(random.Random(4))
+    arch.save(tmp_path / "arch.json")
+    assert main(["predict", "--device", "cpu-onnxruntime", str(tmp_path / "arch.json"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "calibrated" and result["latency_ms"] == pytest.approx(predictor.latency_ms(arch))
+    assert sum(k["ms"] for k in result["kernels"]) == pytest.approx(result["latency_ms"], rel=1e-9)
+    assert main(["predict", "--device", "cpu-torch", str(tmp_path / "arch.json"), "--json"]) == 2
+    assert "cpu-torch" in json.loads(capsys.readouterr().out)["error"]

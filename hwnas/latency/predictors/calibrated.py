@@ -249,6 +249,8 @@ def _fit(meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None, 
         booster = _fit_trees(features, archs, y, linear_pred, weights, int(options.get("seed", 0)))
         if residual == "xgb" or (cv and cv["xgb"]["mape"] < 0.95 * cv["linear"]["mape"]):
             selected = "xgb"
+        else:
+            booster = None  # not used: the file keeps only the cross-validated figures of the trees
     meta.training = {**meta.training, "n": len(rows), "fitted_at": now_iso(), "selected": selected, "cv": cv,
                      "sources": sorted({r.source for r in rows if r.source})}
     return CalibratedPredictor(meta, space, table, rows, coef, intercept, booster, selected, options)
