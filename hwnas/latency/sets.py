@@ -28,7 +28,7 @@ from tqdm import tqdm
 from hwnas.devices import DeviceProfile
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.latency.reference import reference_module
+from hwnas.latency.reference import reference_arch, reference_module
 from hwnas.latency.table import now_iso, write_json_atomic
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
@@ -119,7 +119,7 @@ class MeasurementSet:
 
     def to_dict(self) -> dict[str, Any]:
         ref = self.reference_ms
-        arch = reference_module(self.space_obj())[2]
+        arch = reference_arch(self.space_obj())
         return {
             "schema": SCHEMA, "device": self.device, "space": self.space, "resolution": self.resolution,
             "num_classes": self.num_classes, "fingerprint": self.fingerprint, "protocol": self.protocol,
