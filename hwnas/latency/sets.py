@@ -17,17 +17,20 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 from scipy import stats as scipy_stats
 from tqdm import tqdm
 
 from hwnas.devices import DeviceProfile
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator
+from hwnas.latency.profile import artifacts_dir
 from hwnas.latency.reference import reference_arch, reference_module
 from hwnas.latency.table import now_iso, write_json_atomic
 from hwnas.runtimes import get_runtime
@@ -296,14 +299,17 @@ class MeasureResult:
 
 
 def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: MeasureConfig = MeasureConfig(),
-                proxy: LatencyEstimator | None = None) -> MeasureResult:
-    """Measure (or resume) the set at ``out``: every planned network paired with the reference, then repeats."""
+                proxy: LatencyEstimator | None = None, cache: bool = True) -> MeasureResult:
+    """Measure (or resume) the set at ``out``: every planned network paired with the reference, then repeats.
+
+    Converted models are kept in the device's artifact cache (``cache``; see :func:`~hwnas.latency.profile.
+    artifacts_dir`), so repeats and resumed runs do not convert again."""
     start = time.perf_counter()
     if config.repeat < 0 or config.chunk < 1:
         raise HwnasError(f"measure: --repeat must be >= 0 and --chunk >= 1, got {config.repeat}, {config.chunk}")
     protocol = PairedProtocol.from_dict({**PairedProtocol().to_dict(), **config.protocol}, "--protocol")
     with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
-        runtime = get_runtime(device.backend, device.runtime_config(), Path(tmp))
+        runtime = get_runtime(device.backend, device.runtime_config(), artifacts_dir(device) if cache else Path(tmp))
         fingerprint = full_fingerprint(runtime)
         mset = _open_set(Path(out), device, space, fingerprint, protocol, config, proxy)
         todo = [i for i in range(len(mset.plan)) if i not in mset.rows]
@@ -324,16 +330,30 @@ def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: Me
                          time.perf_counter() - start)
 
 
+def network_items(space: SearchSpace, plan: Sequence[tuple[str, ...]], ids: Sequence[int]) -> list[tuple[str, Any, Any]]:
+    """``(name, module, input shape)`` of planned networks for :meth:`Runtime.prepare_many`: weights seeded by the
+    architecture and a name unique to it, so a converted file in the artifact cache is found again (a repeat, a
+    resumed set, or :mod:`tools.preconvert_set` converting ahead on another core)."""
+    items = []
+    for i in ids:
+        choices = plan[i]
+        tag = f"{zlib.crc32(' '.join(choices).encode()):08x}"
+        with torch.random.fork_rng():
+            torch.manual_seed(int(tag, 16))
+            module = space.build(space.arch(choices)).eval()
+        items.append((f"net{i}-{space.name}{space.resolution}-{tag}", module, space.input_shape))
+    return items
+
+
 def _measure_rows(runtime: Any, reference: Any, mset: MeasurementSet, ids: list[int], store: dict[int, SetRow],
                   protocol: PairedProtocol, chunk: int, bar: tqdm) -> None:
     space = mset.space_obj()
     for start in range(0, len(ids), chunk):
         part = ids[start:start + chunk]
-        prepared = runtime.prepare_many([(f"net{i}", space.build(space.arch(mset.plan[i])).eval(), space.input_shape)
-                                         for i in part])
+        prepared = runtime.prepare_many(network_items(space, mset.plan, part))
 
         def record(key: str, stats: PairedStats) -> None:
-            i = int(key.removeprefix("net"))
+            i = int(key.split("-", 1)[0].removeprefix("net"))
             store[i] = SetRow(i, mset.plan[i], stats, now_iso())
             mset.save()
             bar.update(1)
