@@ -308,6 +308,8 @@ def _fit_trees(features: FeatureCache, archs: Sequence[Architecture], y: np.ndar
 def _cross_validate(features: FeatureCache, archs: Sequence[Architecture], y: np.ndarray, weights: np.ndarray,
                     table: _EmbeddedTable | None, seed: int, folds: int = 5) -> dict[str, dict[str, float]]:
     """K-fold figures of the additive model and of the additive model with trees (held-out folds only)."""
+    import xgboost
+
     from hwnas.latency.sets import agreement
 
     rng = np.random.default_rng(seed)
@@ -321,8 +323,6 @@ def _cross_validate(features: FeatureCache, archs: Sequence[Architecture], y: np
         pred["linear"][test] = lin[test]
         booster = _fit_trees(features, [a for a, t in zip(archs, train) if t], y[train], lin[train], weights[train],
                              seed)
-        import xgboost
-
         net = np.stack([features.network(a, p) for a, p, t in zip(archs, lin, test) if t])
         factor = np.exp(booster.predict(xgboost.DMatrix(net, feature_names=list(NET_FEATURES))))
         pred["xgb"][test] = lin[test] * factor
