@@ -6,12 +6,13 @@ import argparse
 import json
 import random
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from hwnas import __version__
-from hwnas.errors import HwnasError
+from hwnas.errors import ArtifactMissing, HwnasError
+from hwnas.latency.table import dumps_strict
+from hwnas.outputs import check_out_file, check_out_folder
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 
@@ -56,7 +57,9 @@ def cmd_spaces(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- profiling and tables --------------------------------------------------------------------------------
-def _protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _protocol_overrides(args: argparse.Namespace, paired: bool = False) -> dict[str, Any]:
+    """``--protocol FIELD=VALUE`` pairs, checked against the (paired) measurement protocol so that an error names
+    the flag rather than the device file they are later merged with."""
     overrides: dict[str, Any] = {}
     for item in getattr(args, "protocol", None) or []:
         if "=" not in item:
@@ -66,6 +69,12 @@ def _protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
             overrides[name] = json.loads(raw)
         except json.JSONDecodeError:
             overrides[name] = raw
+    if overrides:
+        if paired:
+            from hwnas.runtimes.paired import PairedProtocol as protocol_class
+        else:
+            from hwnas.runtimes.protocol import Protocol as protocol_class
+        protocol_class.from_dict({**protocol_class().to_dict(), **overrides}, "--protocol")
     return overrides
 
 
@@ -76,6 +85,8 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
 
     device = load_device(args.device)
     space = get_space(args.space, args.resolution, args.num_classes)
+    if args.out:
+        check_out_file(args.out)
     config = ProfileConfig(chunk=args.chunk, protocol_overrides=_protocol_overrides(args), progress=not args.quiet)
     return profile_device(device, space, Path(args.out) if args.out else None, config).to_dict()
 
@@ -85,7 +96,7 @@ def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
 
     space = get_space(args.space, args.resolution, args.num_classes)
     rng = random.Random(args.seed)
-    out = Path(args.out)
+    out = check_out_folder(args.out)
     files = [str(space.random_arch(rng).save(out / f"arch_{i:04d}.json")) for i in range(args.n)]
     return {"files": files, "space": space.name, "resolution": space.resolution}
 
@@ -102,14 +113,12 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _warn_foreign_table(table: Any) -> None:
-    from hwnas.runtimes.fingerprint import fingerprint_differences, machine_fingerprint
+    """One warning line on stderr when ``table`` comes from another machine or runtime."""
+    from hwnas.latency.table import foreign_table_note
 
-    stored = table.fingerprint.get("machine")
-    if not stored:
-        return
-    differences = fingerprint_differences({"machine": stored}, {"machine": machine_fingerprint()})
-    if differences:
-        warnings.warn(f"{table.path}: table was measured on another machine ({'; '.join(differences)})", stacklevel=2)
+    note = foreign_table_note(table)
+    if note:
+        print(f"hwnas: warning: {note}", file=sys.stderr)
 
 
 def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,9 +144,11 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.latency.validate import ValidateConfig, validate_table
 
     table = LatencyTable.load(args.table)
+    _warn_foreign_table(table)
     device = load_device(args.device or table.device_name)
     config = ValidateConfig(n=args.n, seed=args.seed, progress=not args.quiet,
                             protocol_overrides=_protocol_overrides(args))
+    check_out_folder(args.out)
     report = validate_table(Path(args.table), device, Path(args.out), config)
     text = "\n".join(f"{mode:<7} ±5% {100 * m['within_5pct']:5.1f}%  ±10% {100 * m['within_10pct']:5.1f}%  "
                      f"RMSE {m['rmse_ms']:.3f} ms  tau {m['kendall_tau']:.3f}  bias {m['mean_bias_pct']:+.1f}%"
@@ -159,12 +170,14 @@ def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
     proxy = None
     if table_path.is_file():
         table = LatencyTable.load(table_path)
+        _warn_foreign_table(table)
         if table.num_classes == space.num_classes:
             proxy = TableEstimator(table, space)
     elif args.table:
         raise HwnasError(f"{args.table}: no such latency table")
+    check_out_file(args.out)
     config = MeasureConfig(n=args.n, seed=args.seed, repeat=args.repeat, chunk=args.chunk,
-                           protocol=_protocol_overrides(args), progress=not args.quiet)
+                           protocol=_protocol_overrides(args, paired=True), progress=not args.quiet)
     result = measure_set(device, space, Path(args.out), config, proxy).to_dict()
     noise = result["noise"]
     text = (f"set        {result['out']} ({result['rows']} networks: {result['measured']} measured now, "
@@ -193,6 +206,7 @@ def cmd_predictor_fit(args: argparse.Namespace) -> dict[str, Any]:
         table = LatencyTable.load(args.table)
         resolution, num_classes = table.resolution, num_classes or table.num_classes
     space = get_space(args.space, resolution, num_classes)
+    check_out_file(args.out)
     result = fit_predictor(space=space, out=Path(args.out), kind=args.kind, table=args.table, sets=args.set or (),
                            csv=args.measurements, column=args.column, prior=args.prior, residual=args.residual,
                            seed=args.seed)
@@ -351,12 +365,17 @@ def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.export import ExportConfig, export_model, summary_text
 
     given = {"precision": args.precision, "device": args.device, "batch": args.batch, "opset": args.opset,
-             "data": args.data, "seed": args.seed, "nhwc": args.nhwc or None}
+             "data": args.data, "seed": args.seed, "nhwc": args.nhwc or None,
+             "random_weights": args.random_weights or None}
     if args.format is not None:
         given["formats"] = tuple(f.strip() for f in args.format.split(",") if f.strip())
     config = ExportConfig(**{k: v for k, v in given.items() if v is not None},
                           protocol_overrides=_protocol_overrides(args))
+    check_out_folder(args.out)
     result = export_model(args.source, args.out, config)
+    engine = result.get("tensorrt")
+    if engine and not engine["engine_built"] and not args.allow_missing:
+        raise ArtifactMissing(f"{engine['note']}; --allow-missing accepts the export without it")
     return {**result, "_text": summary_text(result)}
 
 
@@ -372,8 +391,38 @@ def _add_protocol_arg(parser: argparse.ArgumentParser) -> None:
                         help="override a measurement-protocol field, e.g. --protocol rounds=5")
 
 
+class _UsageError(Exception):
+    """A command-line mistake found by argparse; ``usage`` is the usage text of the (sub)command."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors go through :func:`main`: with ``--json`` anywhere in the command line a usage error
+    is one line on stderr and ``{"error": ...}`` on stdout (exit 2), without it argparse's usage and the line."""
+
+    def error(self, message: str) -> Any:
+        raise _UsageError(f"{self.prog}: {message}", self.format_usage())
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
+    parser = _Parser(prog="hwnas", description="Hardware-aware neural architecture search.")
     parser.add_argument("--version", action="version", version=f"hwnas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -390,13 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", required=True, help="device profile name or path")
     _add_space_args(p)
     p.add_argument("--out", help="table path (default: latency_tables/DEVICE__SPACE__RES.json)")
-    p.add_argument("--chunk", type=int, default=12, help="ops converted and measured together (interleaved)")
+    p.add_argument("--chunk", type=_count(1), default=12, help="ops converted and measured together (interleaved)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_protocol_arg(p)
 
     p = command("sample", cmd_sample, "write K random architectures of a space as JSON files")
     _add_space_args(p)
-    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--n", type=_count(1), required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
 
@@ -414,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("validate", cmd_validate, "compare a table's estimates with end-to-end measurements")
     p.add_argument("--table", required=True)
     p.add_argument("--device", help="device (default: the table's)")
-    p.add_argument("--n", type=int, default=50)
+    p.add_argument("--n", type=_count(1), default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for validation.json and validation.png")
     p.add_argument("--quiet", action="store_true")
@@ -424,10 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "the reference network, into a resumable measurement set")
     p.add_argument("--device", required=True, help="device profile name or path")
     _add_space_args(p)
-    p.add_argument("--n", type=int, default=50, help="networks (stratified over the table's latency range)")
+    p.add_argument("--n", type=_count(1), default=50, help="networks (stratified over the table's latency range)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=10, help="networks measured twice for the set's noise floor")
-    p.add_argument("--chunk", type=int, default=8, help="networks converted together")
+    p.add_argument("--repeat", type=_count(0), default=10, help="networks measured twice for the set's noise floor")
+    p.add_argument("--chunk", type=_count(1), default=8, help="networks converted together")
     p.add_argument("--table", help="table whose estimates stratify the sample (default: the device's, else MACs)")
     p.add_argument("--out", required=True, help="set file (.json); rerun the same command to resume")
     p.add_argument("--quiet", action="store_true")
@@ -506,28 +555,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nhwc", action="store_true", help="TFLite input channel-last (NHWC)")
     p.add_argument("--data", help="data set for calibration and verification (default: the run's, else digits)")
     p.add_argument("--seed", type=int, help="random weights of an architecture JSON, data split (default: 0)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="export a run folder without model.pt with random weights (default: refuse it)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="exit 0 when a TensorRT engine cannot be built here (default: exit 3 with the reason)")
     _add_protocol_arg(p)
 
     return parser
 
 
+def _fail(message: str, as_json: bool, status: int = 2) -> int:
+    """The one error contract: one line on stderr, ``{"error": ...}`` on stdout with --json, exit status 2 (3 for
+    an artifact that could not be built here)."""
+    if as_json:
+        print(dumps_strict({"error": message}))
+    print(f"hwnas: error: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        if "--json" not in argv:
+            print(exc.usage, end="", file=sys.stderr)
+        return _fail(str(exc), "--json" in argv)
     try:
         result = args.handler(args)
     except HwnasError as exc:
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        if getattr(args, "json", False):
-            print(json.dumps({"error": message}))
-        print(f"hwnas: error: {message}", file=sys.stderr)
-        return 2
+        return _fail(message, getattr(args, "json", False), getattr(exc, "exit_status", 2))
     except KeyboardInterrupt:
         print("hwnas: interrupted (completed measurements are saved; rerun to resume)", file=sys.stderr)
         return 130
     if args.json:
         result.pop("_text", None)
-        print(json.dumps(result, default=str))
+        print(dumps_strict(result, default=str))
     else:
         _print_human(result)
     return 0

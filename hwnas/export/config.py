@@ -88,6 +88,8 @@ class ExportConfig:
             1 is reproducible and avoids the 10-100x slowdown of oversubscribed OpenMP threads on a busy CPU.
         protocol_overrides: fields of the measurement protocol to change (after the device profile's).
         bounds: per precision, see :class:`Bounds`.
+        random_weights: export a run folder that has no ``model.pt`` with random (seeded) weights instead of
+            refusing it.
         stem: file name stem of the artifacts in the output folder.
         input_name, output_name: tensor names in the ONNX graph.
     """
@@ -107,6 +109,7 @@ class ExportConfig:
     torch_threads: int = 1
     protocol_overrides: dict[str, Any] = field(default_factory=dict)
     bounds: Mapping[str, Bounds] = field(default_factory=lambda: dict(DEFAULT_BOUNDS))
+    random_weights: bool = False
     stem: str = "model"
     input_name: str = "input"
     output_name: str = "logits"

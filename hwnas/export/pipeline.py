@@ -65,7 +65,7 @@ def export_model(source: str | Path, out_dir: str | Path, config: ExportConfig |
     check_config(config)
     started = time.perf_counter()
     with _torch_threads(config.torch_threads):
-        src = load_source(source, config.seed)
+        src = load_source(source, config.seed, config.random_weights)
         devices = resolve_devices(config.formats, config.device)
         data = export_data(src, config)
         shape = (config.batch, *src.space.input_shape[1:])

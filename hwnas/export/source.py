@@ -44,11 +44,12 @@ class Source:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def load_source(path: str | Path, seed: int = 0) -> Source:
-    """Load SOURCE; random weights (seeded) for an architecture JSON."""
+def load_source(path: str | Path, seed: int = 0, random_weights: bool = False) -> Source:
+    """Load SOURCE; random weights (seeded) for an architecture JSON, and for a run folder without ``model.pt``
+    only when ``random_weights`` says so (exporting an untrained network by mistake loses nothing visible)."""
     path = Path(path)
     if path.is_dir():
-        return _load_run(path, seed)
+        return _load_run(path, seed, random_weights)
     if not path.exists():
         raise HwnasError(f"{path}: no such file or folder; {EXPECTED}")
     if path.suffix in (".pt", ".pth"):
@@ -62,7 +63,7 @@ def load_source(path: str | Path, seed: int = 0) -> Source:
     raise HwnasError(f"{path}: not an architecture or a search run ({path.suffix or 'no suffix'}); {EXPECTED}")
 
 
-def _load_run(folder: Path, seed: int) -> Source:
+def _load_run(folder: Path, seed: int, random_weights: bool) -> Source:
     arch_path, model_path, report_path = folder / "arch.json", folder / "model.pt", folder / "report.json"
     if not arch_path.is_file() and not model_path.is_file():
         raise HwnasError(f"{folder}: not a search run folder (no arch.json or model.pt); {EXPECTED}")
@@ -72,6 +73,9 @@ def _load_run(folder: Path, seed: int) -> Source:
         if arch_path.is_file() and Architecture.load(arch_path) != source.arch:
             raise HwnasError(f"{folder}: arch.json and model.pt describe different architectures")
         return source
+    if not random_weights:
+        raise HwnasError(f"{folder}: no model.pt (trained weights) in the run folder; pass --random-weights to export "
+                         "its arch.json with random weights")
     return _from_arch(folder, Architecture.load(arch_path), seed, "run", meta)
 
 

@@ -1,12 +1,12 @@
 """Profile a device: measure every op of a search space on the device's runtime into a latency table.
 
 Resumable: the table is saved atomically after every measured op, and a rerun measures only the keys the
-table lacks. A table measured on another machine or runtime is refused rather than mixed.
+table lacks. A table measured on another machine or runtime, or for another head (number of classes), is refused
+rather than mixed. Saves lock the table and merge by op key, so two profiles of the same table lose no entry.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ from hwnas.devices import DeviceProfile
 from hwnas.errors import HwnasError
 from hwnas.latency.reference import reference_module
 from hwnas.latency.table import LatencyTable, default_table_path, now_iso
+from hwnas.locations import cache_dir
 from hwnas.ops import OpSpec, build_op
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
@@ -64,8 +65,7 @@ class ProfileResult:
 
 def artifacts_dir(device: DeviceProfile) -> Path:
     """The per-device cache of converted models."""
-    root = Path(os.environ.get("HWNAS_CACHE", Path.home() / ".cache" / "hwnas"))
-    return root / "artifacts" / device.name
+    return cache_dir() / "artifacts" / device.name
 
 
 def build_measured_op(spec: OpSpec) -> torch.nn.Module:
@@ -93,6 +93,9 @@ def open_table(path: Path, device: DeviceProfile, space: SearchSpace, fingerprin
         raise HwnasError(f"{path}: table is for {table.space}@{table.resolution}, not {space.name}@{space.resolution}")
     if table.device_name != device.name:
         raise HwnasError(f"{path}: table is for device {table.device_name!r}, not {device.name!r}")
+    if table.num_classes != space.num_classes:
+        raise HwnasError(f"{path}: table is for a head of {table.num_classes} classes, not {space.num_classes}; "
+                         "pass --out to start a new table")
     differences = fingerprint_differences(table.fingerprint, fingerprint)
     if differences:
         raise HwnasError(f"{path}: refusing to measure into a table from another machine or runtime "
@@ -127,8 +130,9 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
     specs: list[OpSpec] = [s for s in space.all_specs() if not s.is_free]
     missing = [s for s in specs if s.key() not in table.entries]
     if table.overhead is None:
-        table.overhead = measure_overhead(runtime, protocol).to_dict()
-    table.save()
+        table.overhead = measure_overhead(runtime, protocol).to_dict()  # saved with the first op: no empty table
+        if not missing and table.entries:
+            table.save()
     bar = tqdm(total=len(specs), initial=len(specs) - len(missing), unit="op", disable=not config.progress,
                desc=f"profile {device.name} {space.name}@{space.resolution}", dynamic_ncols=True)
     noisy: list[str] = []

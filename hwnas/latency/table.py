@@ -3,12 +3,17 @@
 A table holds a schema version, the device profile, a fingerprint of the machine and runtime, the
 measurement protocol, dates, the per-invocation overhead of an empty model, and per-op-key statistics.
 Every write is atomic (temporary file + ``os.replace``), so an interrupted profile leaves the last complete
-table on disk and resumes from it.
+table on disk and resumes from it. A save holds a lock on the table file and merges, by op key, what other
+processes saved into it meanwhile, so concurrent profiles of the same table lose no entry.
+
+Every JSON file hwnas writes goes through :func:`write_json_atomic`: strict JSON, a non-finite number becomes
+``null`` rather than the invalid token ``NaN``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -16,7 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from hwnas.errors import HwnasError
+from hwnas.locations import lock_file
 
 SCHEMA = "hwnas.latency_table/1"
 _STAT_FIELDS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n")
@@ -26,9 +34,27 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
+def finite_json(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, +-inf) replaced by None, so it serializes as strict JSON."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_json(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(value) for value in data]
+    return data
+
+
+def dumps_strict(data: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that never writes ``NaN``/``Infinity`` (they become ``null``)."""
+    return json.dumps(finite_json(data), allow_nan=False, **kwargs)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers (and a kill -9) only ever see the old or the new complete file."""
+    """Write strict JSON (see :func:`finite_json`) so that readers (and a kill -9) only ever see the old or the
+    new complete file."""
     path = Path(path)
+    text = dumps_strict(data, indent=1, sort_keys=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     umask = os.umask(0)
@@ -36,8 +62,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a table is an ordinary readable file
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=False)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -104,14 +129,40 @@ class LatencyTable:
             "entries": self.entries,
         }
 
+    def identity(self) -> tuple[str, str, int, int]:
+        """What makes two tables the same table: device name, space, resolution and the head's classes."""
+        return self.device_name, self.space, self.resolution, self.num_classes
+
     def save(self, path: str | Path | None = None) -> Path:
+        """Write the table atomically while holding its lock file; entries that another process saved into the
+        same table (same :meth:`identity` and fingerprint) since this one was loaded are merged in by key first
+        (this table's own entries win)."""
         target = Path(path) if path is not None else self.path
         if target is None:
             raise HwnasError("latency table has no path to save to")
-        self.updated = now_iso()
-        write_json_atomic(target, self.to_dict())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_file(target))):
+            self._merge_from(target)
+            self.updated = now_iso()
+            write_json_atomic(target, self.to_dict())
         self.path = target
         return target
+
+    def _merge_from(self, path: Path) -> None:
+        if not path.is_file():
+            return
+        try:
+            saved = LatencyTable.load(path)
+        except HwnasError:
+            return  # not a readable table of ours: replaced, as before
+        if saved.identity() != self.identity() or saved.fingerprint != self.fingerprint:
+            return
+        for key, entry in saved.entries.items():
+            self.entries.setdefault(key, entry)
+        if self.overhead is None:
+            self.overhead = saved.overhead
+        if self.reference is None:
+            self.reference = saved.reference
 
     @classmethod
     def from_dict(cls, data: Any, source: str) -> LatencyTable:
@@ -127,16 +178,10 @@ class LatencyTable:
             if not isinstance(data[name], typ):
                 raise HwnasError(f"{source}: field {name!r}: expected {typ.__name__}, got {type(data[name]).__name__}")
         for key, entry in data["entries"].items():
-            if not isinstance(entry, dict):
-                raise HwnasError(f"{source}: entry {key!r}: expected an object of statistics")
-            for stat in _STAT_FIELDS:
-                value = entry.get(stat)
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                    raise HwnasError(f"{source}: entry {key!r}: field {stat!r}: expected a non-negative number, "
-                                     f"got {value!r}")
+            _check_stats(entry, f"{source}: entry {key!r}")
         overhead = data.get("overhead")
-        if overhead is not None and not isinstance(overhead, dict):
-            raise HwnasError(f"{source}: field 'overhead': expected statistics or null")
+        if overhead is not None:
+            _check_stats(overhead, f"{source}: field 'overhead'")
         reference = data.get("reference")
         if reference is not None and not (isinstance(reference, dict) and _positive(reference.get("median_ms"))):
             raise HwnasError(f"{source}: field 'reference': expected {{\"arch\", \"median_ms\" > 0}} or null")
@@ -168,6 +213,16 @@ class LatencyTable:
         return table
 
 
+def _check_stats(stats: Any, where: str) -> None:
+    """Statistics are finite non-negative numbers (a NaN or a negative overhead would corrupt every sum)."""
+    if not isinstance(stats, dict):
+        raise HwnasError(f"{where}: expected an object of statistics")
+    for stat in _STAT_FIELDS:
+        value = stats.get(stat)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+            raise HwnasError(f"{where}: field {stat!r}: expected a finite non-negative number, got {value!r}")
+
+
 def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
 
@@ -180,3 +235,27 @@ def tables_dir() -> Path:
 
 def default_table_path(device_name: str, space: str, resolution: int) -> Path:
     return tables_dir() / f"{device_name}__{space}__{resolution}.json"
+
+
+def foreign_table_note(table: LatencyTable) -> str | None:
+    """One line saying how the machine or runtime libraries ``table`` was measured with differ from this one's
+    (None when they match or the table does not say): estimates from it may not hold here."""
+    from importlib import metadata
+
+    from hwnas.runtimes.fingerprint import fingerprint_differences, machine_fingerprint
+
+    differences = []
+    stored = table.fingerprint.get("machine")
+    if stored:
+        differences += fingerprint_differences({"machine": stored}, {"machine": machine_fingerprint()})
+    versions = (table.fingerprint.get("runtime") or {}).get("versions") or {}
+    for package, version in sorted(versions.items()):
+        try:
+            installed = metadata.version(package)
+        except (metadata.PackageNotFoundError, ValueError):
+            continue  # not a distribution name, or not installed here (then the runtime says so when used)
+        if str(version) != installed:
+            differences.append(f"runtime.versions.{package}: {version!r} -> {installed!r}")
+    if not differences:
+        return None
+    return f"{table.path or 'latency table'}: measured on another machine or runtime ({'; '.join(differences)})"

@@ -32,7 +32,8 @@ from hwnas.errors import HwnasError, RuntimeUnavailable
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
 from hwnas.latency.predictors.calibrated import CalibratedPredictor
 from hwnas.latency.profile import ProfileConfig, device_protocol, profile_device
-from hwnas.latency.table import LatencyTable, default_table_path
+from hwnas.latency.table import LatencyTable, default_table_path, foreign_table_note
+from hwnas.outputs import check_out_folder
 from hwnas.runtimes import get_runtime, runtime_class
 from hwnas.runtimes.paired import PairedProtocol
 from hwnas.runtimes.protocol import measure
@@ -102,6 +103,9 @@ def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConf
         print(f"hwnas: latency table {path} {what}; profiling it now ({how})", file=sys.stderr)
         profile_device(device, space, path, ProfileConfig(progress=progress))
         table = LatencyTable.load(path)
+    note = foreign_table_note(table)
+    if note:
+        print(f"hwnas: warning: {note}", file=sys.stderr)
     return TableEstimator(table, space, config.overhead)
 
 
@@ -395,6 +399,7 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
     device = load_device(config.device or DEFAULT_DEVICE)
     resolution = config.resolution or space_info(config.space).default_resolution
     get_space(config.space, resolution)  # a bad space or resolution fails before the data are read
+    check_out_folder(out)  # an --out that cannot take the run fails now, not after the search
     data = load_dataset(config.data, resolution, config.seed, config.arch_fraction, config.test_fraction,
                         config.max_per_split)
     space = get_space(config.space, resolution, data.num_classes)
