@@ -254,3 +254,18 @@ def test_export_tensorrt_without_an_engine_exits_3(tmp_path, capsys):
     error = json.loads(capsys.readouterr().out)["error"]
     assert error.startswith("no TensorRT engine built") and "--allow-missing" in error
     assert (out / "model.onnx").is_file() and (out / "trtexec.sh").is_file()  # the work done is kept
+
+
+# -- memory ------------------------------------------------------------------------------------------------------
+def test_a_resolution_too_large_for_memory_is_refused_before_building(capsys):
+    from hwnas.spaces.memory import check_fits_memory, least_activation_bytes
+
+    space = get_space("tiny", 32)
+    check_fits_memory(space, available=least_activation_bytes(space))
+    with pytest.raises(HwnasError, match="smaller --resolution"):
+        check_fits_memory(space, available=least_activation_bytes(space) - 1)
+    for command in (["profile", "--device", "cpu-torch", "--space", "proxyless"], ["search", "--space", "proxyless"]):
+        start = time.perf_counter()
+        assert main(command + ["--resolution", "100000", "--json"]) == 2
+        _one_line_error(capsys, "resolution 100000", "GiB")
+        assert time.perf_counter() - start < 20

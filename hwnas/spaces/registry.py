@@ -8,6 +8,7 @@ from typing import Callable
 from hwnas.errors import HwnasError
 from hwnas.ops import MBConvSpec, OpSpec, SkipSpec, ZeroSpec
 from hwnas.spaces.base import SearchSpace, staged_space
+from hwnas.spaces.memory import check_fits_memory
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ def get_space(name: str, resolution: int | None = None, num_classes: int | None 
     num_classes = info.default_num_classes if num_classes is None else num_classes
     if num_classes < 1:
         raise HwnasError(f"space {name}: num_classes must be positive, got {num_classes}")
-    return info.factory(resolution, num_classes)
+    space = info.factory(resolution, num_classes)
+    check_fits_memory(space)  # specs only so far: a hopeless resolution fails before any tensor exists
+    return space
 
 
 # -- ProxylessNAS mobile space ---------------------------------------------------------------------------
