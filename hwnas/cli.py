@@ -28,16 +28,29 @@ def _print_human(result: dict[str, Any]) -> None:
 
 # -- listing ---------------------------------------------------------------------------------------------
 def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
-    from hwnas.devices import list_devices
+    from hwnas.devices import add_device, list_devices, load_device, user_devices_dir
     from hwnas.runtimes import runtime_class
 
+    if args.action is not None and not args.target:
+        raise HwnasError(f"devices {args.action}: expected {'a device file' if args.action == 'add' else 'a name'}")
+    if args.action == "add":
+        added = add_device(args.target)
+        return {"added": added.name, "path": str(added.path), "profile": added.to_dict(),
+                "_text": f"added device {added.name} ({added.path})"}
+    if args.action == "show":
+        profile = load_device(args.target)
+        text = "\n".join([f"# {profile.path}"] + [f"{k} = {json.dumps(v)}" for k, v in profile.to_dict().items()])
+        return {"path": str(profile.path), "profile": profile.to_dict(), "_text": text}
+    user = user_devices_dir().resolve()
     rows = []
     for device in list_devices():
         reason = runtime_class(device.backend).unavailable_reason(device.runtime_config())
         rows.append({"name": device.name, "backend": device.backend, "device": device.device,
                      "threads": device.threads, "precision": device.precision, "available": reason is None,
-                     "unavailable_reason": reason, "description": device.description, "path": str(device.path)})
+                     "unavailable_reason": reason, "description": device.description, "path": str(device.path),
+                     "source": "user" if device.path and device.path.resolve().parent == user else "shipped"})
     text = "\n".join(f"{r['name']:<18} {r['backend']:<12} {r['device']:<8} {r['threads']} thr {r['precision']:<5} "
+                     f"{r['source']:<7} "
                      f"{'ok' if r['available'] else 'unavailable: ' + str(r['unavailable_reason'])}" for r in rows)
     return {"devices": rows, "_text": text}
 
@@ -57,6 +70,31 @@ def cmd_spaces(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- profiling and tables --------------------------------------------------------------------------------
+def cmd_tables(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.latency.table import LatencyTable, foreign_table_note, table_folders
+
+    rows, seen = [], set()
+    for kind, folder in zip(("user", "shipped"), table_folders()):
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                table = LatencyTable.load(path)
+            except HwnasError as exc:
+                rows.append({"path": str(path), "where": kind, "error": str(exc)})
+                continue
+            note = foreign_table_note(table)
+            rows.append({"device": table.device_name, "space": table.space, "resolution": table.resolution,
+                         "num_classes": table.num_classes, "entries": len(table.entries),
+                         "noisy": len(table.noisy_keys()), "where": kind, "path": str(path),
+                         "overridden": path.name in seen, "matches_this_machine": note is None,
+                         "difference": note})
+            seen.add(path.name)
+    text = "\n".join(f"{r['path']}: unreadable ({r['error']})" if "error" in r else
+                     f"{r['device']:<18} {r['space']:<15} {r['resolution']:>4} {r['entries']:>4} entries "
+                     f"{r['noisy']:>3} noisy  {r['where']:<7} {'this machine' if r['matches_this_machine'] else 'other'}"
+                     f"{' (overridden)' if r['overridden'] else ''}  {r['path']}" for r in rows)
+    return {"tables": rows, "_text": text or "no latency tables"}
+
+
 def _protocol_overrides(args: argparse.Namespace, paired: bool = False) -> dict[str, Any]:
     """``--protocol FIELD=VALUE`` pairs, checked against the (paired) measurement protocol so that an error names
     the flag rather than the device file they are later merged with."""
@@ -78,12 +116,24 @@ def _protocol_overrides(args: argparse.Namespace, paired: bool = False) -> dict[
     return overrides
 
 
+def _with_threads(device: Any, args: argparse.Namespace) -> Any:
+    """The device profile with ``--threads`` applied (the runtime's thread count is part of a table's fingerprint,
+    so a table measured with other threads is refused for measuring into)."""
+    import dataclasses
+
+    return dataclasses.replace(device, threads=args.threads) if getattr(args, "threads", None) else device
+
+
+def _add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=_count(1), help="runtime threads (default: the device profile's)")
+
+
 def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.devices import load_device
     from hwnas.latency.profile import ProfileConfig, profile_device
     from hwnas.spaces import get_space
 
-    device = load_device(args.device)
+    device = _with_threads(load_device(args.device), args)
     space = get_space(args.space, args.resolution, args.num_classes)
     if args.out:
         check_out_file(args.out)
@@ -105,7 +155,7 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.devices import load_device
     from hwnas.latency.bench import bench
 
-    device = load_device(args.device)
+    device = _with_threads(load_device(args.device), args)
     stats = bench(device, args.target, _protocol_overrides(args))
     return {"device": device.name, "target": args.target, "median_ms": stats.median_ms, "p10_ms": stats.p10_ms,
             "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms, "std_ms": stats.std_ms, "runs": stats.n,
@@ -123,12 +173,23 @@ def _warn_foreign_table(table: Any) -> None:
 
 def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.latency.estimator import TableEstimator
-    from hwnas.latency.table import LatencyTable
+    from hwnas.latency.table import LatencyTable, find_table_file, table_folders, table_name
     from hwnas.spaces import Architecture, get_space
 
-    table = LatencyTable.load(args.table)
-    _warn_foreign_table(table)
+    if not (args.table or args.device):
+        raise HwnasError("estimate: give --table FILE or --device NAME (its table for the architecture's space)")
+    table = LatencyTable.load(args.table) if args.table else None
     arch = Architecture.load(args.arch)
+    if table is None:  # the device's table for the architecture's space and resolution: the user's, else shipped
+        from hwnas.devices import load_device
+
+        name = table_name(load_device(args.device).name, arch.space, arch.resolution)
+        path = find_table_file(name)
+        if path is None:
+            raise HwnasError(f"no latency table {name} in {' or '.join(map(str, table_folders()))}; run `hwnas "
+                             f"profile --device {args.device} --space {arch.space} --resolution {arch.resolution}`")
+        table = LatencyTable.load(path)
+    _warn_foreign_table(table)
     space = get_space(arch.space, arch.resolution, arch.num_classes)
     estimator = TableEstimator(table, space, args.overhead)
     terms = estimator.terms(arch)
@@ -145,7 +206,7 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
 
     table = LatencyTable.load(args.table)
     _warn_foreign_table(table)
-    device = load_device(args.device or table.device_name)
+    device = _with_threads(load_device(args.device or table.device_name), args)
     config = ValidateConfig(n=args.n, seed=args.seed, progress=not args.quiet,
                             protocol_overrides=_protocol_overrides(args))
     check_out_folder(args.out)
@@ -253,7 +314,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"device": args.device, "space": args.space, "target_ms": args.target_ms, "resolution": args.resolution,
              "data": args.data, "search_epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
              "train_epochs": args.train_epochs, "loss": args.loss, "strategy": args.strategy, "seed": args.seed,
-             "out": args.out}
+             "out": args.out, "device_threads": args.threads}
     config = config.with_overrides({k: v for k, v in flags.items() if v is not None}, "command line")
     config = config.with_overrides(_parse_sets(args.set), "command line --set")
     if args.baseline:
@@ -421,8 +482,18 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+_FOLDERS_HELP = """data folders (environment variables):
+  HWNAS_DATA     your own tables and device files: profile and search write tables to HWNAS_DATA/latency_tables,
+                 `hwnas devices add` writes HWNAS_DATA/devices; yours override shipped files of the same name
+                 (default: $XDG_DATA_HOME/hwnas, else ~/.local/share/hwnas)
+  HWNAS_TABLES   replaces the folder of shipped tables, predictors/ and sets/ (default: the installed package's)
+  HWNAS_DEVICES  replaces the folder of shipped device files (default: the installed package's)
+  HWNAS_CACHE    converted models and lock files (default: $XDG_CACHE_HOME/hwnas, else ~/.cache/hwnas)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hwnas", description="Hardware-aware neural architecture search.")
+    parser = _Parser(prog="hwnas", description="Hardware-aware neural architecture search.", epilog=_FOLDERS_HELP,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"hwnas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -432,7 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    command("devices", cmd_devices, "list device profiles and whether their runtime is available here")
+    p = command("devices", cmd_devices, "list device profiles and whether their runtime is available here; "
+                "`devices add FILE` adds a device file to your own, `devices show NAME` prints a resolved profile")
+    p.add_argument("action", nargs="?", choices=["add", "show"], help="add a device file, or show one profile")
+    p.add_argument("target", nargs="?", help="the device file to add, or the name (or path) to show")
+    command("tables", cmd_tables, "list the latency tables hwnas can see (yours first, then the shipped ones)")
     command("spaces", cmd_spaces, "list registered search spaces")
 
     p = command("profile", cmd_profile, "measure every op of a search space on a device into a latency table")
@@ -441,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="table path (default: latency_tables/DEVICE__SPACE__RES.json)")
     p.add_argument("--chunk", type=_count(1), default=12, help="ops converted and measured together (interleaved)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_threads_arg(p)
     _add_protocol_arg(p)
 
     p = command("sample", cmd_sample, "write K random architectures of a space as JSON files")
@@ -452,10 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", cmd_bench, "measure a network end to end on a device")
     p.add_argument("--device", required=True)
     p.add_argument("target", help="architecture .json, .onnx or .tflite file, or torchvision:NAME")
+    _add_threads_arg(p)
     _add_protocol_arg(p)
 
     p = command("estimate", cmd_estimate, "a latency table's estimate for an architecture")
-    p.add_argument("--table", required=True)
+    p.add_argument("--table", help="latency table file")
+    p.add_argument("--device", help="instead of --table: the device's table for the architecture's space and "
+                   "resolution (yours, else the shipped one)")
     p.add_argument("--overhead", choices=["once", "per-op", "none"], default="once",
                    help="count the runtime's per-invocation overhead once (default), per op, or not at all")
     p.add_argument("arch")
@@ -467,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for validation.json and validation.png")
     p.add_argument("--quiet", action="store_true")
+    _add_threads_arg(p)
     _add_protocol_arg(p)
 
     p = command("measure", cmd_measure, "measure sampled whole networks of a space end to end, each paired with "
@@ -530,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. --set arch_lr=0.01 --set weight_sharing=none")
     p.add_argument("--out", help="run folder (default: runs/search-<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_threads_arg(p)
 
     p = command("predict", cmd_predict, "predict a model's latency on a device (kernel predictor for any ONNX model; "
                 "an architecture uses the device's calibrated predictor of its space when there is one)")

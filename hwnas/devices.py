@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from hwnas.errors import HwnasError
+from hwnas.locations import shipped_dir, user_dir
 from hwnas.runtimes import RuntimeConfig, runtime_names
 
 DEVICES_ENV_VAR = "HWNAS_DEVICES"
@@ -95,36 +96,76 @@ class DeviceProfile:
 
 
 def devices_dir() -> Path:
-    """The folder of shipped device files; the ``HWNAS_DEVICES`` environment variable overrides it."""
+    """The folder of shipped device files (the package's copy, or the checkout's ``devices/``); the
+    ``HWNAS_DEVICES`` environment variable replaces it."""
     override = os.environ.get(DEVICES_ENV_VAR)
     if override:
         return Path(override).expanduser()
-    import hwnas
+    return shipped_dir("devices")
 
-    return Path(hwnas.__file__).resolve().parents[1] / "devices"
+
+def user_devices_dir() -> Path:
+    """The user's own device files (``hwnas devices add``), ``$HWNAS_DATA/devices``; they override shipped ones."""
+    return user_dir("devices")
+
+
+def device_files() -> dict[str, Path]:
+    """Every visible device file by name: the shipped ones, overridden by the user's of the same name."""
+    files = {path.stem: path for path in _device_files(devices_dir())}
+    user = user_devices_dir()
+    if user.is_dir():
+        files.update({path.stem: path for path in sorted(user.glob("*.toml"))})
+    return dict(sorted(files.items()))
 
 
 def list_devices() -> list[DeviceProfile]:
-    """Every device file in :func:`devices_dir`, sorted by name (an invalid file raises :class:`HwnasError`)."""
-    return [_load_file(path) for path in _device_files(devices_dir())]
+    """Every visible device (:func:`device_files`), sorted by name (an invalid file raises :class:`HwnasError`)."""
+    return [_load_file(path) for path in device_files().values()]
 
 
 def load_device(name_or_path: str) -> DeviceProfile:
-    """Load a profile by name (``cpu-litert`` -> ``devices/cpu-litert.toml``) or by path to a ``.toml`` file."""
+    """Load a profile by name (the user's ``NAME.toml``, else the shipped one) or by path to a ``.toml`` file."""
     text = str(name_or_path)
     if text.endswith(".toml") or "/" in text or os.sep in text:
         path = Path(text).expanduser()
         if not path.is_file():
             raise HwnasError(f"device file not found: {text}")
         return _load_file(path)
+    user = user_devices_dir() / f"{text}.toml"
+    if text and user.is_file():
+        return _load_file(user)
     directory = devices_dir()
     path = directory / f"{text}.toml"
     if text and path.is_file():
         return _load_file(path)
-    known = ", ".join(p.stem for p in _device_files(directory)) or "none"
+    known = ", ".join(device_files()) or "none"
     raise HwnasError(
-        f"unknown device {text!r}: expected one of {known} (files in {_display(directory)}) or a path to a .toml file"
+        f"unknown device {text!r}: expected one of {known} (files in {_display(directory)} and "
+        f"{_display(user_devices_dir())}; `hwnas devices add FILE` adds one) or a path to a .toml file"
     )
+
+
+def add_device(path: str | Path) -> DeviceProfile:
+    """Validate the device file at ``path`` and copy it into :func:`user_devices_dir` as ``NAME.toml``, so later
+    commands accept its name; returns the profile as loaded from the copy."""
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise HwnasError(f"device file not found: {path}")
+    try:
+        text = source.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise HwnasError(f"{_display(source)}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HwnasError(f"{_display(source)}: cannot read the file: {exc}") from None
+    profile = _parse_profile(data, _display(source), source)
+    target = user_devices_dir() / f"{profile.name}.toml"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise HwnasError(f"{target}: cannot write the device file ({exc.strerror or exc})") from None
+    return _load_file(target)
 
 
 def _device_files(directory: Path) -> list[Path]:
@@ -211,4 +252,5 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-__all__ = ["DeviceProfile", "devices_dir", "list_devices", "load_device"]
+__all__ = ["DeviceProfile", "add_device", "device_files", "devices_dir", "list_devices", "load_device",
+           "user_devices_dir"]

@@ -1,8 +1,10 @@
-"""Shared test setup: converted-model caches go to a temporary folder, never the user's ~/.cache."""
+"""Shared test setup: converted-model caches go to a temporary folder, never the user's ~/.cache, and each test
+has its own empty user data folder (tables and devices it writes never reach ~/.local/share or other tests)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -10,3 +12,10 @@ import pytest
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["HWNAS_CACHE"] = str(tmp_path_factory.mktemp("hwnas-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path_factory.mktemp("hwnas-data")
+    monkeypatch.setenv("HWNAS_DATA", str(folder))
+    return folder

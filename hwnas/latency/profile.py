@@ -20,7 +20,7 @@ from tqdm import tqdm
 from hwnas.devices import DeviceProfile
 from hwnas.errors import HwnasError
 from hwnas.latency.reference import reference_module
-from hwnas.latency.table import LatencyTable, default_table_path, now_iso
+from hwnas.latency.table import LatencyTable, now_iso, user_table_path
 from hwnas.locations import cache_dir
 from hwnas.ops import OpSpec, build_op
 from hwnas.runtimes import get_runtime
@@ -122,7 +122,7 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
                    on_entry: Callable[[str, Stats], None] | None = None) -> ProfileResult:
     """Measure every op of ``space`` that the table at ``out`` lacks; return what was done."""
     start = time.perf_counter()
-    path = Path(out) if out is not None else default_table_path(device.name, space.name, space.resolution)
+    path = Path(out) if out is not None else user_table_path(device.name, space.name, space.resolution)
     protocol = device_protocol(device, config.protocol_overrides)
     workdir = config.artifacts_dir or artifacts_dir(device)
     runtime = get_runtime(device.backend, device.runtime_config(), workdir)

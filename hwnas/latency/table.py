@@ -24,7 +24,7 @@ from typing import Any
 from filelock import FileLock
 
 from hwnas.errors import HwnasError
-from hwnas.locations import lock_file
+from hwnas.locations import lock_file, shipped_dir, user_dir
 
 SCHEMA = "hwnas.latency_table/1"
 _STAT_FIELDS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n")
@@ -227,14 +227,49 @@ def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
 
 
+TABLES_ENV_VAR = "HWNAS_TABLES"
+
+
 def tables_dir() -> Path:
-    """Where shipped tables live: ``HWNAS_TABLES`` or the ``latency_tables/`` folder beside the package."""
-    env = os.environ.get("HWNAS_TABLES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "latency_tables"
+    """The folder of shipped tables (and ``predictors/``, ``sets/`` below it): ``$HWNAS_TABLES`` when set, else the
+    package's copy in an installed wheel, else the checkout's ``latency_tables/`` (see :mod:`hwnas.locations`).
+    Read-only: new tables go to :func:`user_tables_dir`."""
+    env = os.environ.get(TABLES_ENV_VAR)
+    return Path(env).expanduser() if env else shipped_dir("latency_tables")
+
+
+def user_tables_dir() -> Path:
+    """The user's own tables (``$HWNAS_DATA/latency_tables``), written by ``profile`` and ``search``."""
+    return user_dir("latency_tables")
+
+
+def table_folders() -> list[Path]:
+    """Where tables are looked up, first match wins: the user's folder, then :func:`tables_dir`."""
+    return [user_tables_dir(), tables_dir()]
+
+
+def find_table_file(name: str) -> Path | None:
+    """The first file ``name`` (relative, e.g. ``predictors/X.json``) in :func:`table_folders`, None if none."""
+    for folder in table_folders():
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def table_name(device_name: str, space: str, resolution: int) -> str:
+    return f"{device_name}__{space}__{resolution}.json"
+
+
+def user_table_path(device_name: str, space: str, resolution: int) -> Path:
+    """Where a new table of ``device_name`` for ``space`` at ``resolution`` is written."""
+    return user_tables_dir() / table_name(device_name, space, resolution)
 
 
 def default_table_path(device_name: str, space: str, resolution: int) -> Path:
-    return tables_dir() / f"{device_name}__{space}__{resolution}.json"
+    """The table to read for ``device_name``, ``space`` and ``resolution``: the user's, else the shipped one, else
+    (none exists) the path where a new one is written (:func:`user_table_path`)."""
+    name = table_name(device_name, space, resolution)
+    return find_table_file(name) or user_tables_dir() / name
 
 
 def foreign_table_note(table: LatencyTable) -> str | None:

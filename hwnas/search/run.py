@@ -9,6 +9,7 @@ Every hyper-parameter lives in :class:`~hwnas.search.run_config.SearchConfig`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import resource
@@ -32,7 +33,7 @@ from hwnas.errors import HwnasError, RuntimeUnavailable
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
 from hwnas.latency.predictors.calibrated import CalibratedPredictor
 from hwnas.latency.profile import ProfileConfig, device_protocol, profile_device
-from hwnas.latency.table import LatencyTable, default_table_path, foreign_table_note
+from hwnas.latency.table import LatencyTable, default_table_path, foreign_table_note, user_table_path
 from hwnas.outputs import check_out_folder
 from hwnas.runtimes import get_runtime, runtime_class
 from hwnas.runtimes.paired import PairedProtocol
@@ -100,6 +101,8 @@ def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConf
         if reason is not None or not config.profile_missing:
             why = f"the {device.backend} runtime is unavailable here ({reason})" if reason else "profiling is off"
             raise HwnasError(f"{path}: latency table {what} and {why}; run {how} where the device is reachable")
+        if not config.table:  # new tables go to the user's folder, never over a shipped one
+            path = user_table_path(device.name, space.name, space.resolution)
         print(f"hwnas: latency table {path} {what}; profiling it now ({how})", file=sys.stderr)
         profile_device(device, space, path, ProfileConfig(progress=progress))
         table = LatencyTable.load(path)
@@ -397,6 +400,8 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
     started = time.perf_counter()
     out = Path(config.out) if config.out else Path("runs") / f"search-{datetime.now():%Y%m%d-%H%M%S}"
     device = load_device(config.device or DEFAULT_DEVICE)
+    if config.device_threads is not None:
+        device = dataclasses.replace(device, threads=config.device_threads)
     resolution = config.resolution or space_info(config.space).default_resolution
     get_space(config.space, resolution)  # a bad space or resolution fails before the data are read
     check_out_folder(out)  # an --out that cannot take the run fails now, not after the search

@@ -75,6 +75,7 @@ class SearchConfig:
         num_threads: torch intra-op threads for training, fixed for reproducibility. 1: on a 2-core machine a
             second thread gains little for these small tensors and collapses when another process competes for
             the cores (measured 0.9 s vs 12 s per supernet step).
+        device_threads: the runtime's threads on the device (None: the device profile's; ``--threads``).
         deterministic: ``torch.use_deterministic_algorithms`` during the run.
         baseline: also train, evaluate and measure a same-budget uniform architecture (:func:`baseline_arch`).
         measure: measure the derived network end to end on the device.
@@ -165,6 +166,7 @@ class SearchConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = 5.0
     num_threads: int = 1
+    device_threads: int | None = None
     deterministic: bool = True
     baseline: bool = False
     measure: bool = True
@@ -263,6 +265,9 @@ def _validate_values(values: dict[str, Any], source: str) -> None:
                  "train_batch_size", "eval_batch_size"):
         if values[name] < 1:
             raise HwnasError(f"{source}: field {name!r}: expected a positive integer, got {values[name]}")
+    if values["device_threads"] is not None and values["device_threads"] < 1:
+        raise HwnasError(f"{source}: field 'device_threads': expected a positive integer or null, "
+                         f"got {values['device_threads']}")
     choices = {"weight_optimizer": ("sgd", "adam"), "arch_grad": ARCH_GRAD_MODES,
                "weight_sharing": WEIGHT_SHARING_MODES, "strategy": strategy_names(),
                "overhead": OVERHEAD_MODES, "loss": loss_names(), "reward": reward_names()}
