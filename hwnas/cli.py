@@ -137,7 +137,7 @@ def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
     space = get_space(args.space, args.resolution, args.num_classes)
     if args.out:
         check_out_file(args.out)
-    config = ProfileConfig(chunk=args.chunk, protocol_overrides=_protocol_overrides(args), progress=not args.quiet)
+    config = ProfileConfig(chunk=args.chunk, protocol_overrides=_protocol_overrides(args), progress=_progress(args))
     return profile_device(device, space, Path(args.out) if args.out else None, config).to_dict()
 
 
@@ -207,7 +207,7 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
     table = LatencyTable.load(args.table)
     _warn_foreign_table(table)
     device = _with_threads(load_device(args.device or table.device_name), args)
-    config = ValidateConfig(n=args.n, seed=args.seed, progress=not args.quiet,
+    config = ValidateConfig(n=args.n, seed=args.seed, progress=_progress(args),
                             protocol_overrides=_protocol_overrides(args))
     check_out_folder(args.out)
     report = validate_table(Path(args.table), device, Path(args.out), config)
@@ -238,7 +238,7 @@ def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
         raise HwnasError(f"{args.table}: no such latency table")
     check_out_file(args.out)
     config = MeasureConfig(n=args.n, seed=args.seed, repeat=args.repeat, chunk=args.chunk,
-                           protocol=_protocol_overrides(args, paired=True), progress=not args.quiet)
+                           protocol=_protocol_overrides(args, paired=True), progress=_progress(args))
     result = measure_set(device, space, Path(args.out), config, proxy).to_dict()
     noise = result["noise"]
     text = (f"set        {result['out']} ({result['rows']} networks: {result['measured']} measured now, "
@@ -319,7 +319,9 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     config = config.with_overrides(_parse_sets(args.set), "command line --set")
     if args.baseline:
         config = config.with_overrides({"baseline": True}, "command line")
-    result = run_search(config, progress=not args.quiet)
+    result = run_search(config, progress=_progress(args))
+    attempts = (result.get("measured") or {}).get("attempts", [])
+    result["measured_spread"] = attempt_spread(attempts) if attempts else None
     measured = result["measured_ms"]
     lines = [result["arch_human"],
              f"target     {result['target_ms']:.4f} ms",
@@ -327,6 +329,9 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
              "measured   " + (f"{measured:.4f} ms ({result['measured_over_target']:.2f} x target{_quietest(result)})"
                                if measured is not None else "not measured"),
              f"accuracy   {result['accuracy']:.4f} (test split)"]
+    verdict = _verdict_text(result)
+    if verdict is not None:
+        lines.insert(4, verdict)
     base = result["baseline"]
     if base is not None and base["arch"] is None:
         lines.append(f"baseline   none: {base['note']}")
@@ -343,13 +348,44 @@ def _model_text(model: dict[str, Any]) -> str:
     return f"calibrated predictor, {model['rows']} networks incl. the closed loop's; {model['note']}"
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only to a terminal: a log file would collect hundreds of KB of carriage returns."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _quietest(result: dict[str, Any]) -> str:
-    """'; quietest of N[, the closed loop's]' when the search measured the network more than once."""
+    """'; quietest of N[, the closed loop's]; attempts median M, p10 A, p90 B ms' when the search measured the
+    network more than once: the kept attempt is a selection, so the spread of all of them goes beside it."""
     stats = result.get("measured") or {}
     attempts = stats.get("attempts", [])
     if len(attempts) < 2:
         return ""
-    return f"; quietest of {len(attempts)}" + (", the closed loop's" if stats.get("source") == "closed loop" else "")
+    spread = attempt_spread(attempts)
+    return (f"; quietest of {len(attempts)}" + (", the closed loop's" if stats.get("source") == "closed loop" else "")
+            + f"; attempts median {spread['median_ms']:.4g}, p10 {spread['p10_ms']:.4g}, "
+              f"p90 {spread['p90_ms']:.4g} ms")
+
+
+def attempt_spread(attempts: list[dict[str, Any]]) -> dict[str, float]:
+    """Median, 10th and 90th percentile of the attempts' medians."""
+    import numpy as np
+
+    median, p10, p90 = np.percentile([float(a["median_ms"]) for a in attempts], [50, 10, 90])
+    return {"median_ms": float(median), "p10_ms": float(p10), "p90_ms": float(p90), "n": len(attempts)}
+
+
+def _verdict_text(result: dict[str, Any]) -> str | None:
+    """One line on how the measured figure was reached."""
+    stats = result.get("measured") or {}
+    attempts = stats.get("attempts", [])
+    if result["measured_ms"] is None:
+        return None
+    if str(stats.get("source", "")).startswith("final (paired)"):
+        return "verdict    one paired measurement against the reference network (latency = ratio x reference)"
+    if len(attempts) < 2:
+        return "verdict    one end-to-end measurement"
+    return (f"verdict    the lowest median of {len(attempts)} attempts spread in time (non-noisy ones first): "
+            "interference on a shared machine only adds time")
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:

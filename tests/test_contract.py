@@ -269,3 +269,28 @@ def test_a_resolution_too_large_for_memory_is_refused_before_building(capsys):
         assert main(command + ["--resolution", "100000", "--json"]) == 2
         _one_line_error(capsys, "resolution 100000", "GiB")
         assert time.perf_counter() - start < 20
+
+
+# -- search output ------------------------------------------------------------------------------------------------
+def test_search_text_gives_the_spread_of_attempts_and_how_the_verdict_was_reached():
+    import numpy as np
+
+    from hwnas.cli import _quietest, _verdict_text, attempt_spread
+
+    medians = [0.77, 2.27, 1.11, 1.37, 1.01, 0.94, 1.98]  # one run's attempts (issue 11)
+    attempts = [{"median_ms": m, "noisy": False, "source": "final"} for m in medians]
+    spread = attempt_spread(attempts)
+    assert [spread["median_ms"], spread["p10_ms"], spread["p90_ms"]] == pytest.approx(
+        np.percentile(medians, [50, 10, 90]))
+    result = {"measured_ms": 0.77, "measured": {"median_ms": 0.77, "attempts": attempts, "source": "final"}}
+    assert _quietest(result) == "; quietest of 7; attempts median 1.11, p10 0.872, p90 2.096 ms"
+    assert "lowest median of 7 attempts" in _verdict_text(result)
+
+
+def test_progress_bars_only_to_a_terminal(capsys):
+    import argparse
+
+    from hwnas.cli import _progress
+
+    assert _progress(argparse.Namespace(quiet=False)) is False  # pytest's captured stderr is not a terminal
+    assert _progress(argparse.Namespace(quiet=True)) is False

@@ -29,7 +29,8 @@ class SearchConfig:
         target_ms: latency target T in ms (None: ``target_fraction`` of the way from the fastest to the slowest
             architecture's table latency).
         target_fraction: where the default T lies between the fastest (0) and slowest (1) architecture.
-        table: latency table path (None: ``latency_tables/<device>__<space>__<res>.json``, or ``$HWNAS_TABLES``).
+        table: latency table path (None: ``<device>__<space>__<res>.json``, the user's in ``$HWNAS_DATA/latency_tables``
+            else the shipped one; a missing table is profiled into the user's folder).
         overhead: how the estimator counts the runtime's per-invocation overhead: ``once``, ``per-op``, ``none``.
         profile_missing: profile the table first when it is missing or lacks ops (needs the device's runtime).
         data: None or ``digits`` (the embedded scikit-learn digits), a CIFAR folder, or an ImageFolder tree.
