@@ -90,7 +90,8 @@ def cmd_tables(args: argparse.Namespace) -> dict[str, Any]:
             seen.add(path.name)
     text = "\n".join(f"{r['path']}: unreadable ({r['error']})" if "error" in r else
                      f"{r['device']:<18} {r['space']:<15} {r['resolution']:>4} {r['entries']:>4} entries "
-                     f"{r['noisy']:>3} noisy  {r['where']:<7} {'this machine' if r['matches_this_machine'] else 'other'}"
+                     f"{r['noisy']:>3} noisy  {r['where']:<7} "
+                     f"{'this machine' if r['matches_this_machine'] else 'other'}"
                      f"{' (overridden)' if r['overridden'] else ''}  {r['path']}" for r in rows)
     return {"tables": rows, "_text": text or "no latency tables"}
 
