@@ -590,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "the reference network, into a resumable measurement set")
     p.add_argument("--device", required=True, help="device profile name or path")
     _add_space_args(p)
-    p.add_argument("--n", type=_count(1), default=50, help="networks (stratified over the table's latency range)")
+    p.add_argument("--n", type=int, default=50, help="networks (stratified over the table's latency range)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=_count(0), default=10, help="networks measured twice for the set's noise floor")
     p.add_argument("--chunk", type=_count(1), default=8, help="networks converted together")
