@@ -4,7 +4,7 @@
         [--fractions 0.2,0.35,0.5,0.65,0.8] [--seeds 2] [--steps 8]
 
 No training: both loops only choose an architecture for a target (latency does not depend on the weights), from
-the same architecture probabilities (random logits, one set per seed). Targets lie at the given fractions of the
+the same architecture probabilities (random logits tilted towards slow candidates, one set per seed). Targets lie at the given fractions of the
 device's range (fastest to slowest architecture, measured paired). The table loop is ``meet_on_device`` (table
 target tuned by trial, measurements by the device protocol); the predictor loop is ``aim_on_device`` (the
 device's shipped calibrated predictor, refitted after every paired measurement). Afterwards both chosen
@@ -31,6 +31,20 @@ from hwnas.search.run_config import SearchConfig
 from hwnas.spaces import get_space
 
 
+def _log_probs(space, table, seed: int, bias: float) -> list[list[float]]:
+    """Random logits plus ``bias`` x the candidate's latency rank in its layer (0 fastest, 1 slowest): like the
+    probabilities of a search pulled towards slow, accurate ops, whose most probable architecture is over T, so
+    the target constrains the decode (with plain random logits the most probable architecture is often far under
+    T and every loop simply returns it)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for costs in table.layer_costs_ms():
+        rank = torch.tensor(costs, dtype=torch.float64).argsort().argsort().double() / max(len(costs) - 1, 1)
+        logits = torch.randn(len(costs), generator=gen, dtype=torch.float64) + bias * rank
+        out.append(torch.log_softmax(logits, 0).tolist())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", default="cpu-onnxruntime,cpu-litert")
@@ -40,6 +54,8 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.2,0.35,0.5,0.65,0.8")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--bias", type=float, default=3.0,
+                        help="logit bonus of a layer's slowest candidate over its fastest (0: plain random logits)")
     args = parser.parse_args()
     print("| device | T (ms) | seed | table loop: measurements | table loop: verdict / T | predictor loop: "
           "measurements | predictor loop: verdict / T |")
@@ -58,10 +74,7 @@ def main() -> None:
             for fraction in (float(f) for f in args.fractions.split(",")):
                 target = low + fraction * (high - low)
                 for seed in range(args.seeds):
-                    gen = torch.Generator().manual_seed(seed)
-                    log_probs = [torch.log_softmax(torch.randn(len(layer.names), generator=gen,
-                                                               dtype=torch.float64), 0).tolist()
-                                 for layer in space.layers]
+                    log_probs = _log_probs(space, table, seed, args.bias)
                     decode = lambda t: decode_under_target(space, log_probs, table, t)  # noqa: E731
                     ceiling = table.latency_ms(decode(1e9) or fastest_arch(space, table))
                     table_arch, table_log = meet_on_device(space, table, target, decode, fastest_arch(space, table),
