@@ -705,8 +705,8 @@ def main(argv: list[str] | None = None) -> int:
     except HwnasError as exc:
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         return _fail(message, getattr(args, "json", False), getattr(exc, "exit_status", 2))
-    except KeyboardInterrupt:
-        print("hwnas: interrupted (completed measurements are saved; rerun to resume)", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # search says where its checkpoint is; profile and measure resume from files
+        print(f"hwnas: interrupted ({exc or 'completed measurements are saved; rerun to resume'})", file=sys.stderr)
         return 130
     if args.json:
         result.pop("_text", None)

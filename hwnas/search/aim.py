@@ -15,7 +15,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -160,7 +160,9 @@ def paired_record(stats: PairedStats, reference_ms: float, source: str) -> dict[
 
 
 def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms: float,
-                  log_probs: Sequence[Sequence[float]], meter: Any, config: SearchConfig
+                  log_probs: Sequence[Sequence[float]], meter: Any, config: SearchConfig, *,
+                  known: dict[str, dict[str, Any]] | None = None,
+                  on_measured: Callable[[str, dict[str, Any]], None] | None = None
                   ) -> tuple[Architecture, list[dict[str, Any]], CalibratedPredictor]:
     """The closed loop with refitting (module docstring): returns the slowest architecture measured under the aim
     ``(1 - margin) T`` (else the fastest measured), one record per measured architecture, and the refitted
@@ -170,6 +172,9 @@ def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms:
     (``aim`` at first). A result within ``2 margin`` under the aim ends the loop. Otherwise the measurement joins
     the predictor's rows and the predictor is refitted; when the refitted predictor decodes an architecture
     measured before, the predictor target is scaled by ``aim / measured`` of it, so the loop never stalls.
+
+    ``known`` (architecture string -> record) replays an interrupted loop's measurements instead of measuring
+    again; ``on_measured(arch, record)`` is told of each new one (the run's checkpoint).
     """
     aim = target_ms * (1.0 - config.closed_loop_margin)
     good_enough = aim * (1.0 - 2.0 * config.closed_loop_margin)
@@ -188,10 +193,16 @@ def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms:
             predictor_target *= aim / ms
             continue
         estimated = predictor.latency_ms(arch)
-        try:
-            record = meter.measure({"candidate": space.build(arch)}, "closed loop")["candidate"]
-        except RuntimeUnavailable:
-            break
+        key = " ".join(arch.choices)
+        if known and key in known:
+            record = known[key]
+        else:
+            try:
+                record = meter.measure({"candidate": space.build(arch)}, "closed loop")["candidate"]
+            except RuntimeUnavailable:
+                break
+            if on_measured is not None:
+                on_measured(key, record)
         ms = record["median_ms"]
         measured[arch.choices] = ms
         log.append({"table_target_ms": predictor_target, "estimated_ms": estimated, "measured_ms": ms,

@@ -39,6 +39,7 @@ from hwnas.runtimes import get_runtime, runtime_class
 from hwnas.runtimes.paired import PairedProtocol
 from hwnas.runtimes.protocol import measure
 from hwnas.search.aim import PairedMeter, aim_on_device, choose_estimator
+from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
 from hwnas.search.run_config import DEFAULT_DEVICE, SearchConfig
 from hwnas.search.run_report import plot_search, save_model, write_report
@@ -197,10 +198,27 @@ class _Trained:
 
 
 def _train(space: SearchSpace, arch: Architecture, data: DataSplits, config: SearchConfig, progress: bool,
-           label: str) -> _Trained:
-    start = time.perf_counter()
-    net, accuracy, history = train_derived(space, arch, data, config, progress, label)
-    return _Trained(arch, net, accuracy, history, time.perf_counter() - start)
+           label: str, checkpoint: RunCheckpoint) -> _Trained:
+    """Train ``arch`` (``label``: ``train`` or ``baseline``), checkpointed per epoch; a network the checkpoint
+    holds as trained is loaded instead."""
+    done = checkpoint.state["trained"].get(label)
+    if done is not None and done["arch"] == list(arch.choices):
+        net = space.build(arch)
+        net.load_state_dict(done["state_dict"])
+        return _Trained(arch, net, done["accuracy"], done["history"], done["seconds"])
+    resume = checkpoint.state["train"].get(label)
+    if resume is not None and resume["arch"] != list(arch.choices):
+        resume = None
+    start = time.perf_counter() - (resume["seconds"] if resume else 0.0)
+    net, accuracy, history = train_derived(
+        space, arch, data, config, progress, label, resume,
+        lambda state: checkpoint.update("train", {**state, "arch": list(arch.choices),
+                                                  "seconds": time.perf_counter() - start}, label))
+    seconds = time.perf_counter() - start
+    checkpoint.state["train"].pop(label, None)
+    checkpoint.update("trained", {"arch": list(arch.choices), "accuracy": accuracy, "history": history,
+                                  "seconds": seconds, "state_dict": net.state_dict()}, label)
+    return _Trained(arch, net, accuracy, history, seconds)
 
 
 def _decode_note(space: SearchSpace, estimator: LatencyEstimator, log_probs: list[list[float]], target_ms: float,
@@ -216,7 +234,9 @@ def _decode_note(space: SearchSpace, estimator: LatencyEstimator, log_probs: lis
 
 def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float,
                    decode: Callable[[float], Architecture | None], fastest: Architecture, ceiling_ms: float,
-                   device: DeviceProfile, config: SearchConfig) -> tuple[Architecture, list[dict[str, Any]]]:
+                   device: DeviceProfile, config: SearchConfig, *, known: dict[str, dict[str, Any]] | None = None,
+                   on_measured: Callable[[str, dict[str, Any]], None] | None = None
+                   ) -> tuple[Architecture, list[dict[str, Any]]]:
     """Closed loop before training (latency does not depend on the weights): find the table target whose decoded
     architecture (``decode(table_target)``, None when nothing fits) measures on the device just under T.
 
@@ -228,7 +248,8 @@ def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
     measurements (an architecture is measured once). Returns the slowest architecture measured under the aim (the
     first decoded one when nothing was measured, the fastest measured one when none was under the aim) and one
     record per decoded architecture (consecutive repeats once; the statistics of its measurement under
-    ``measured``).
+    ``measured``). ``known`` (architecture string -> statistics) replays an interrupted loop's measurements
+    instead of measuring again; ``on_measured(arch, statistics)`` is told of each new one (the run's checkpoint).
     """
     steps = config.closed_loop_steps if config.measure else 0
     aim = target_ms * (1.0 - config.closed_loop_margin)
@@ -242,11 +263,18 @@ def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
         if arch.choices not in measured:
             if len(measured) == steps:
                 break
-            try:
-                stats, _ = measure_networks(device, {"candidate": space.build(arch)}, space.input_shape, config, False)
-            except RuntimeUnavailable:
-                break
-            measured[arch.choices] = stats["candidate"]
+            key = " ".join(arch.choices)
+            if known and key in known:
+                measured[arch.choices] = known[key]
+            else:
+                try:
+                    stats, _ = measure_networks(device, {"candidate": space.build(arch)}, space.input_shape, config,
+                                                False)
+                except RuntimeUnavailable:
+                    break
+                measured[arch.choices] = stats["candidate"]
+                if on_measured is not None:
+                    on_measured(key, stats["candidate"])
         ms = measured[arch.choices]["median_ms"]
         if arch != previous:
             log.append({"table_target_ms": table_target, "estimated_ms": estimator.latency_ms(arch), "measured_ms": ms,
@@ -282,12 +310,19 @@ def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
 
 
 def _baseline_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float, device: DeviceProfile,
-                        config: SearchConfig) -> tuple[Architecture, list[dict[str, Any]]]:
+                        config: SearchConfig, checkpoint: RunCheckpoint) -> tuple[Architecture, list[dict[str, Any]]]:
     """The uniform baseline chosen by the same closed loop as the searched architecture (see :func:`baseline_arch`)."""
     uniform = baseline_candidates(space)
     by_latency = sorted(uniform, key=estimator.latency_ms)
     return meet_on_device(space, estimator, target_ms, lambda t: _slowest_within(uniform, estimator, t),
-                          by_latency[0], estimator.latency_ms(by_latency[-1]), device, config)
+                          by_latency[0], estimator.latency_ms(by_latency[-1]), device, config,
+                          **_replay(checkpoint, "baseline"))
+
+
+def _replay(checkpoint: RunCheckpoint, loop: str) -> dict[str, Any]:
+    """The closed loop's arguments that replay ``loop``'s recorded measurements and record new ones."""
+    return {"known": dict(checkpoint.measured(loop)),
+            "on_measured": lambda arch, stats: checkpoint.record(loop, arch, stats)}
 
 
 def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchSpace, config: SearchConfig,
@@ -322,14 +357,15 @@ def _measure(device: DeviceProfile, trained: dict[str, _Trained], space: SearchS
 
 
 def _aim(space: SearchSpace, predictor: CalibratedPredictor, target_ms: float, log_probs: list[list[float]],
-         device: DeviceProfile, config: SearchConfig) -> tuple[Architecture, list[dict[str, Any]], CalibratedPredictor]:
+         device: DeviceProfile, config: SearchConfig,
+         checkpoint: RunCheckpoint) -> tuple[Architecture, list[dict[str, Any]], CalibratedPredictor]:
     """The closed loop with a predictor (:func:`hwnas.search.aim.aim_on_device`), paired measurements."""
     if not config.measure or config.closed_loop_steps == 0:
         decoded = decode_under_target(space, log_probs, predictor, target_ms * (1.0 - config.closed_loop_margin))
         return decoded or fastest_arch(space, predictor), [], predictor
     protocol = PairedProtocol.from_dict({**PairedProtocol().to_dict(), **config.paired}, "search config: paired")
     with PairedMeter(device, space, float(predictor.meta.reference_ms), protocol) as meter:
-        return aim_on_device(space, predictor, target_ms, log_probs, meter, config)
+        return aim_on_device(space, predictor, target_ms, log_probs, meter, config, **_replay(checkpoint, "derived"))
 
 
 def _measure_paired(device: DeviceProfile, trained: dict[str, _Trained], space: SearchSpace,
@@ -395,16 +431,35 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
 
     Returns a summary: the architecture, target, estimated and measured latency, accuracy, the baseline when
     computed, timings, ``out`` and the paths of the files.
+
+    The run checkpoints its work in ``out/checkpoint.pt`` (:mod:`hwnas.search.checkpoint`); the same config with
+    the same ``out`` resumes it: finished epochs are not redone, measured architectures not measured again. An
+    interruption re-raises ``KeyboardInterrupt`` with a message saying where the work is and how to resume.
     """
     config = config or SearchConfig()
-    started = time.perf_counter()
     out = Path(config.out) if config.out else Path("runs") / f"search-{datetime.now():%Y%m%d-%H%M%S}"
+    checkpoint = RunCheckpoint(out, config.to_dict())
+    try:
+        return _run_search(config, out, progress, checkpoint)
+    except KeyboardInterrupt:
+        if not checkpoint.path.is_file():
+            raise KeyboardInterrupt(f"no epoch finished yet; rerun with --out {out} to start again") from None
+        raise KeyboardInterrupt(f"finished epochs and measurements are saved in {checkpoint.path}; rerun with "
+                                f"--out {out} and the same config to resume") from None
+
+
+def _run_search(config: SearchConfig, out: Path, progress: bool, checkpoint: RunCheckpoint) -> dict[str, Any]:
+    started = time.perf_counter()
     device = load_device(config.device or DEFAULT_DEVICE)
     if config.device_threads is not None:
         device = dataclasses.replace(device, threads=config.device_threads)
     resolution = config.resolution or space_info(config.space).default_resolution
     get_space(config.space, resolution)  # a bad space or resolution fails before the data are read
     check_out_folder(out)  # an --out that cannot take the run fails now, not after the search
+    opened = RunCheckpoint.open(out, config.to_dict())
+    checkpoint.state, checkpoint.resumed_from = opened.state, opened.resumed_from
+    if checkpoint.resumed_from is not None:
+        print(f"hwnas: {checkpoint.describe()}", file=sys.stderr)
     data = load_dataset(config.data, resolution, config.seed, config.arch_fraction, config.test_fraction,
                         config.max_per_split)
     space = get_space(config.space, resolution, data.num_classes)
@@ -417,28 +472,30 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
         supernet = SuperNet(space, arch_grad=config.arch_grad, weight_sharing=config.weight_sharing)
         if config.channels_last:
             supernet = supernet.to(memory_format=torch.channels_last)
-        search_start = time.perf_counter()
-        history = search_supernet(supernet, data, estimator, target_ms, config, progress)
+        resumed = checkpoint.state["search"]["history"] if checkpoint.state["search"] else []
+        search_start = time.perf_counter() - sum(h["seconds"] for h in resumed)  # counts the resumed epochs
+        history = search_supernet(supernet, data, estimator, target_ms, config, progress, checkpoint.state["search"],
+                                  lambda state: checkpoint.update("search", state))
         log_probs = [torch.log_softmax(a.detach().double(), dim=0).tolist() for a in supernet.arch_parameters()]
         decode_note = _decode_note(space, estimator, log_probs, target_ms, fastest_ms)
         decode = lambda t: decode_under_target(space, log_probs, estimator, t)  # noqa: E731
         fastest = fastest_arch(space, estimator)
         ceiling_ms = estimator.latency_ms(decode(slowest_ms) or fastest)
         if isinstance(estimator, CalibratedPredictor):
-            arch, closed_loop, estimator = _aim(space, estimator, target_ms, log_probs, device, config)
+            arch, closed_loop, estimator = _aim(space, estimator, target_ms, log_probs, device, config, checkpoint)
         else:
             arch, closed_loop = meet_on_device(space, estimator, target_ms, decode, fastest, ceiling_ms, device,
-                                               config)
+                                               config, **_replay(checkpoint, "derived"))
         search_seconds = time.perf_counter() - search_start
-        trained = {"derived": _train(space, arch, data, config, progress, "train")}
+        trained = {"derived": _train(space, arch, data, config, progress, "train", checkpoint)}
         baseline_loop: list[dict[str, Any]] = []
         if config.baseline:
             if isinstance(estimator, CalibratedPredictor):
                 baseline = baseline_arch(space, estimator, target_ms * (1.0 - config.closed_loop_margin)) or min(
                     baseline_candidates(space), key=estimator.latency_ms)
             else:
-                baseline, baseline_loop = _baseline_on_device(space, estimator, target_ms, device, config)
-            trained["baseline"] = _train(space, baseline, data, config, progress, "baseline")
+                baseline, baseline_loop = _baseline_on_device(space, estimator, target_ms, device, config, checkpoint)
+            trained["baseline"] = _train(space, baseline, data, config, progress, "baseline", checkpoint)
         measure_start = time.perf_counter()
         if isinstance(estimator, CalibratedPredictor):
             measurement, runtime, untrained = _measure_paired(device, trained, space, estimator, config)
@@ -490,10 +547,12 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
         "latency_model": {**choice.to_dict(), "rows": len(getattr(estimator, "rows", []))},
         "probs": [dict(zip(layer.names, p)) for layer, p in zip(space.layers, probs)], "config": config.to_dict(),
         "history": history, "train_history": derived.history, "files": files,
+        "resumed_from": checkpoint.resumed_from,
     }
     if isinstance(estimator, CalibratedPredictor):
         files["predictor"] = str(estimator.save(out / "predictor.json"))  # with the closed loop's rows
     write_report(out / "report.json", report)
+    checkpoint.remove()  # report.json marks the run complete
     keys = ("arch", "arch_human", "device", "space", "resolution", "target_ms", "estimated_ms", "measured_ms",
             "measured_over_target", "measured", "accuracy", "baseline", "decode", "closed_loop", "latency_model",
             "search_seconds",

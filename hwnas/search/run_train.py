@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from hwnas.data import DataSplits
 from hwnas.latency.estimator import LatencyEstimator
+from hwnas.search.checkpoint import rng_state, set_rng_state
 from hwnas.search.run_config import SearchConfig
 from hwnas.search.strategies import get_strategy
 from hwnas.search.supernet import SuperNet, frozen_buffers
@@ -102,9 +103,36 @@ def _strategy_kwargs(config: SearchConfig, target_ms: float) -> dict[str, Any]:
     return {k: v for k, v in {**common, **specific}.items() if v is not None}
 
 
-def _cycle(loader: Any) -> Iterator[Any]:
-    while True:
-        yield from loader
+class _Cycle:
+    """Endless batches from passes over a shuffled loader, resumable: its state is the generator's state at the
+    start of the current pass and the number of batches taken in it (a resumed pass skips them)."""
+
+    def __init__(self, loader: Any, generator: torch.Generator) -> None:
+        self._loader, self._generator = loader, generator
+        self._start, self._taken, self._iter = generator.get_state(), 0, None
+
+    def __next__(self) -> Any:
+        if self._iter is None:
+            self._start, self._taken, self._iter = self._generator.get_state(), 0, iter(self._loader)
+        try:
+            batch = next(self._iter)
+        except StopIteration:
+            self._iter = None
+            return next(self)
+        self._taken += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"start": self._start, "taken": self._taken, "started": self._iter is not None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._generator.set_state(state["start"])
+        self._iter = None
+        if state["started"]:
+            self._iter = iter(self._loader)
+            for _ in range(state["taken"]):
+                next(self._iter)
+            self._taken = state["taken"]
 
 
 def _mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
@@ -113,20 +141,37 @@ def _mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def search_supernet(supernet: SuperNet, data: DataSplits, estimator: LatencyEstimator, target_ms: float,
-                    config: SearchConfig, progress: bool) -> list[dict[str, Any]]:
+                    config: SearchConfig, progress: bool, resume: dict[str, Any] | None = None,
+                    on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Warm-up (weight steps only), then epochs alternating weight steps (``weights`` split) and architecture
-    steps (``arch`` split); returns one history record per epoch."""
+    steps (``arch`` split); returns one history record per epoch.
+
+    After each epoch ``on_epoch`` gets the whole state (tensors and plain values: supernet, optimizers,
+    scheduler, strategy, generators, global RNGs, history); given as ``resume``, it continues after that epoch
+    exactly as the uninterrupted search would have."""
     strategy = get_strategy(config.strategy, **_strategy_kwargs(config, target_ms))
     params = supernet.weight_parameters()
     optimizer = _weight_optimizer(params, config, config.weight_lr)
     epochs = config.warmup_epochs + config.search_epochs
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     paths, shuffle = _generator(config.seed + 1), _generator(config.seed + 3)
-    arch_batches = _cycle(data.loader("arch", config.arch_batch_size, True, _generator(config.seed + 4), True))
+    arch_generator = _generator(config.seed + 4)
+    arch_batches = _Cycle(data.loader("arch", config.arch_batch_size, True, arch_generator, True), arch_generator)
     steps = len(data.loader("weights", config.batch_size, drop_last=True))
     history: list[dict[str, Any]] = []
-    bar = tqdm(total=epochs * steps, desc="search", unit="step", disable=not progress, dynamic_ncols=True)
-    for epoch in range(epochs):
+    if resume is not None:
+        supernet.load_state_dict(resume["supernet"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        strategy.load_state_dict(resume["strategy"], supernet)
+        paths.set_state(resume["paths"])
+        shuffle.set_state(resume["shuffle"])
+        arch_batches.load_state_dict(resume["arch_batches"])
+        set_rng_state(resume["rng"])
+        history = list(resume["history"])
+    bar = tqdm(total=epochs * steps, initial=len(history) * steps, desc="search", unit="step",
+               disable=not progress, dynamic_ncols=True)
+    for epoch in range(len(history), epochs):
         phase = "warmup" if epoch < config.warmup_epochs else "search"
         start, losses, accs, arch_logs = time.perf_counter(), [], [], []
         for i, batch in enumerate(data.loader("weights", config.batch_size, True, shuffle, drop_last=True)):
@@ -148,6 +193,11 @@ def search_supernet(supernet: SuperNet, data: DataSplits, estimator: LatencyEsti
         history.append({**record, **_mean_logs(arch_logs), "seconds": time.perf_counter() - start})
         bar.set_postfix_str(f"{phase} E[lat] {record['expected_latency_ms']:.4g} ms "
                             f"acc {record['argmax_arch_accuracy']:.3f}")
+        if on_epoch is not None:
+            on_epoch({"epoch": epoch + 1, "history": list(history), "supernet": supernet.state_dict(),
+                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "strategy": strategy.state_dict(), "paths": paths.get_state(), "shuffle": shuffle.get_state(),
+                      "arch_batches": arch_batches.state_dict(), "rng": rng_state()})
     bar.close()
     return history
 
@@ -165,8 +215,11 @@ def _supernet_state(supernet: SuperNet, data: DataSplits, estimator: LatencyEsti
 
 
 def train_derived(space: SearchSpace, arch: Architecture, data: DataSplits, config: SearchConfig, progress: bool,
-                  label: str = "train") -> tuple[nn.Module, float, list[dict[str, float]]]:
-    """Train ``space.build(arch)`` from scratch on the ``train`` split; returns (net, test accuracy, history)."""
+                  label: str = "train", resume: dict[str, Any] | None = None,
+                  on_epoch: Callable[[dict[str, Any]], None] | None = None
+                  ) -> tuple[nn.Module, float, list[dict[str, float]]]:
+    """Train ``space.build(arch)`` from scratch on the ``train`` split; returns (net, test accuracy, history).
+    ``on_epoch`` and ``resume``: the state after each epoch, as in :func:`search_supernet`."""
     torch.manual_seed(config.seed)
     net = space.build(arch)
     if config.channels_last:
@@ -176,9 +229,17 @@ def train_derived(space: SearchSpace, arch: Architecture, data: DataSplits, conf
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.train_epochs, 1))
     shuffle = _generator(config.seed + 5)
     steps = len(data.loader("train", config.train_batch_size, drop_last=True))
-    history = []
-    bar = tqdm(total=config.train_epochs * steps, desc=label, unit="step", disable=not progress, dynamic_ncols=True)
-    for epoch in range(config.train_epochs):
+    history: list[dict[str, float]] = []
+    if resume is not None:
+        net.load_state_dict(resume["net"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        shuffle.set_state(resume["shuffle"])
+        set_rng_state(resume["rng"])
+        history = list(resume["history"])
+    bar = tqdm(total=config.train_epochs * steps, initial=len(history) * steps, desc=label, unit="step",
+               disable=not progress, dynamic_ncols=True)
+    for epoch in range(len(history), config.train_epochs):
         net.train()
         losses, accs = [], []
         for batch in data.loader("train", config.train_batch_size, True, shuffle, drop_last=True):
@@ -189,6 +250,10 @@ def train_derived(space: SearchSpace, arch: Architecture, data: DataSplits, conf
             bar.set_postfix_str(f"loss {loss:.3f}")
         scheduler.step()
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_accuracy": float(np.mean(accs))})
+        if on_epoch is not None:
+            on_epoch({"epoch": epoch + 1, "history": list(history), "net": net.state_dict(),
+                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "shuffle": shuffle.get_state(), "rng": rng_state()})
     bar.close()
     accuracy = evaluate(net, data.loader("test", config.eval_batch_size), config.channels_last)
     return net.to(memory_format=torch.contiguous_format), accuracy, history

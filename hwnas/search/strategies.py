@@ -47,12 +47,30 @@ class ArchStep(ABC):
              target_ms: float) -> dict[str, float]:
         """Update ``supernet``'s architecture parameters once; returns logs (loss, expected latency, ...)."""
 
-    def _apply(self, supernet: SuperNet, grads: tuple[torch.Tensor, ...]) -> None:
-        """Adam step on ``alpha`` with ``grads`` (the optimizer is made for, and kept with, this supernet)."""
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed search needs (tensors and plain values): optimizer, generator, (mnas) baseline."""
+        return {"optimizer": self._optimizer.state_dict() if self._optimizer is not None else None,
+                "generator": self.generator.get_state(), "baseline": getattr(self, "baseline", None)}
+
+    def load_state_dict(self, state: dict[str, Any], supernet: SuperNet) -> None:
+        """Restore :meth:`state_dict`; the optimizer is bound to ``supernet``'s architecture parameters."""
+        self.generator.set_state(state["generator"])
+        if hasattr(self, "baseline"):
+            self.baseline = state["baseline"]
+        if state["optimizer"] is not None:
+            self._bind(supernet).load_state_dict(state["optimizer"])
+
+    def _bind(self, supernet: SuperNet) -> torch.optim.Optimizer:
         params = supernet.arch_parameters()
         if self._optimizer is None or self._bound != [id(p) for p in params]:
             self._optimizer = torch.optim.Adam(params, **self._opt_args)
             self._bound = [id(p) for p in params]
+        return self._optimizer
+
+    def _apply(self, supernet: SuperNet, grads: tuple[torch.Tensor, ...]) -> None:
+        """Adam step on ``alpha`` with ``grads`` (the optimizer is made for, and kept with, this supernet)."""
+        params = supernet.arch_parameters()
+        self._bind(supernet)
         for p, g in zip(params, grads):
             p.grad = g.detach().to(p.dtype)
         self._optimizer.step()

@@ -1,0 +1,147 @@
+"""The resumable state of a search run: ``OUT/checkpoint.pt``, so that an interrupted search loses no work.
+
+The file holds only tensors and plain lists, dicts, numbers and strings (``torch.load(weights_only=True)`` reads
+it) and is replaced atomically (temporary file, then ``os.replace``), so a kill at any moment leaves the previous
+complete checkpoint or the new one. It is written after every supernet epoch (weights and architecture
+parameters, optimizer and scheduler states, the strategy's state, the generators and the global RNG states, the
+epoch history), after every closed-loop measurement (keyed by architecture, replayed on resume), after every
+epoch of training a derived network, and when a derived network is trained. Rerunning the same command with the
+same ``--out`` continues from it; ``report.json`` marks a complete run, and the checkpoint is then removed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwnas.errors import HwnasError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT = 1
+IGNORED_FIELDS = ("out",)  # the same folder may be given as another path
+
+
+def rng_state() -> dict[str, Any]:
+    """The global torch, numpy and python RNG states as tensors and plain lists."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
+            "python": [version, list(internal), gauss_next]}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first config field (in ``current``'s order) whose value differs, ignoring :data:`IGNORED_FIELDS`."""
+    for key in list(current) + [k for k in saved if k not in current]:
+        if key not in IGNORED_FIELDS and saved.get(key) != current.get(key):
+            return key
+    return None
+
+
+class RunCheckpoint:
+    """The checkpoint of one run folder. ``state`` keys: ``format``, ``config`` (plain JSON), ``search`` (the
+    supernet state after its last finished epoch, None before the first), ``measured`` (loop name -> architecture
+    string -> statistics), ``train`` (label -> state after its last finished training epoch) and ``trained``
+    (label -> the trained network's weights, accuracy, history, seconds)."""
+
+    def __init__(self, out: Path, config: dict[str, Any]) -> None:
+        self.path = Path(out) / CHECKPOINT_NAME
+        self.state: dict[str, Any] = {"format": FORMAT, "config": config, "search": None, "measured": {},
+                                      "train": {}, "trained": {}}
+        self.resumed_from: dict[str, Any] | None = None
+
+    @classmethod
+    def open(cls, out: Path, config: dict[str, Any]) -> RunCheckpoint:
+        """The run folder's checkpoint when it holds one for ``config``, else a new empty one.
+
+        Raises:
+            HwnasError: one line when the folder holds a complete run (``report.json``), an unreadable checkpoint,
+                or one of another config (naming the first differing field).
+        """
+        out = Path(out)
+        if (out / "report.json").is_file():
+            raise HwnasError(f"--out {out}: this run is complete (report.json is there); give another --out to "
+                             "search again")
+        checkpoint = cls(out, config)
+        if not checkpoint.path.is_file():
+            return checkpoint
+        try:
+            state = torch.load(checkpoint.path, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+            raise HwnasError(f"{checkpoint.path}: cannot read the checkpoint ({str(exc).splitlines()[0]}); remove it "
+                             "or give another --out") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise HwnasError(f"{checkpoint.path}: not a search checkpoint of this hwnas version; give another --out")
+        field = first_difference(state["config"], config)
+        if field is not None:
+            raise HwnasError(f"--out {out}: holds an interrupted search with another config (field {field!r}: "
+                             f"{state['config'].get(field)!r} there, {config.get(field)!r} now); rerun it with the "
+                             "same config or give another --out")
+        checkpoint.state = state
+        checkpoint.resumed_from = checkpoint.summary()
+        return checkpoint
+
+    def summary(self) -> dict[str, Any]:
+        """What the checkpoint holds: finished supernet epochs, closed-loop measurements, training epochs."""
+        search = self.state["search"]
+        return {"epoch": search["epoch"] if search else 0,
+                "measured": {name: len(records) for name, records in self.state["measured"].items()},
+                "train_epochs": {label: s["epoch"] for label, s in self.state["train"].items()},
+                "trained": sorted(self.state["trained"])}
+
+    def describe(self) -> str:
+        """One line for stderr: ``resuming from epoch k (...)``."""
+        s = self.summary()
+        parts = [f"{n} closed-loop measurement{'s' * (n != 1)} ({name})" for name, n in s["measured"].items()]
+        parts += [f"{label} trained" for label in s["trained"]]
+        parts += [f"{label} at training epoch {e}" for label, e in s["train_epochs"].items()]
+        return f"resuming from epoch {s['epoch']}" + (f" ({', '.join(parts)})" if parts else "") + f" of {self.path}"
+
+    def measured(self, loop: str) -> dict[str, dict[str, Any]]:
+        """The recorded measurements of ``loop`` (architecture string -> statistics); filled as the loop runs."""
+        return self.state["measured"].setdefault(loop, {})
+
+    def record(self, loop: str, arch: str, stats: dict[str, Any]) -> None:
+        self.measured(loop)[arch] = stats
+        self.save()
+
+    def update(self, key: str, value: Any, label: str | None = None) -> None:
+        """Set ``state[key]`` (or ``state[key][label]``; None removes it) and save."""
+        if label is None:
+            self.state[key] = value
+        elif value is None:
+            self.state[key].pop(label, None)
+        else:
+            self.state[key][label] = value
+        self.save()
+
+    def save(self) -> None:
+        """Write atomically: a kill leaves the old or the new complete file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(self.state, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

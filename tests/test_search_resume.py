@@ -1,0 +1,226 @@
+"""Resuming an interrupted search (issue #11): the checkpoint after each epoch and closed-loop measurement, a
+resumed run against an uninterrupted one with the same seed, a real process interrupted by SIGINT and SIGKILL, and
+the refusals (another config in the folder, a complete run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hwnas.cli import main
+from hwnas.errors import HwnasError
+from hwnas.latency.estimator import TableEstimator
+from hwnas.latency.table import LatencyTable, default_table_path
+from hwnas.search import checkpoint as checkpoint_module
+from hwnas.search.checkpoint import CHECKPOINT_NAME, RunCheckpoint
+from hwnas.search.run import SearchConfig, run_search
+from hwnas.spaces import get_space
+from tests.test_search_run import QUICK, write_synthetic_table
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFLINE = {"closed_loop_steps": 0, "measure": False, "search_epochs": 2, "train_epochs": 2}
+
+
+@pytest.fixture
+def tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "tables"
+    monkeypatch.setenv("HWNAS_TABLES", str(folder))
+    write_synthetic_table(default_table_path("cpu-torch", "tiny", 32))
+    return folder
+
+
+def _config(out: Path, **overrides: Any) -> SearchConfig:
+    return SearchConfig().with_overrides({**QUICK, **OFFLINE, "out": str(out), **overrides})
+
+
+def _interrupt_after(monkeypatch: pytest.MonkeyPatch, stage: str, epoch: int) -> None:
+    """Raise KeyboardInterrupt right after the checkpoint of ``stage`` (``search`` or ``train``) at ``epoch``."""
+    save = RunCheckpoint.save
+
+    def save_then_stop(self: RunCheckpoint) -> None:
+        save(self)
+        state = self.state["search"] if stage == "search" else self.state["train"].get("train")
+        if state is not None and state["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module.RunCheckpoint, "save", save_then_stop)
+
+
+def _without_seconds(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+@pytest.mark.parametrize("stage, epoch", [("search", 1), ("search", 2), ("train", 1)])
+def test_resumed_run_matches_the_uninterrupted_one(tables: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture, stage: str, epoch: int) -> None:
+    """Closed loop off (its measurements are timing noise): an interruption after epoch k and a rerun give the same
+    architecture, epoch history and trained accuracy as a run never interrupted, the independent reference."""
+    reference = run_search(_config(tmp_path / "reference", seed=4), progress=False)
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, stage, epoch)
+        with pytest.raises(KeyboardInterrupt, match="rerun with --out"):
+            run_search(_config(tmp_path / "run", seed=4), progress=False)
+    saved = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)  # tensors and plain values only
+    assert saved["search"]["epoch"] == (epoch if stage == "search" else 3)
+    capsys.readouterr()
+    resumed = run_search(_config(tmp_path / "run", seed=4), progress=False)
+    finished = 1 + 2 if stage == "train" else epoch
+    assert f"resuming from epoch {finished}" in capsys.readouterr().err
+    assert resumed["arch"] == reference["arch"] and resumed["accuracy"] == reference["accuracy"]
+    reports = [json.loads((tmp_path / name / "report.json").read_text()) for name in ("reference", "run")]
+    assert _without_seconds(reports[0]["history"]) == _without_seconds(reports[1]["history"])
+    assert reports[0]["train_history"] == reports[1]["train_history"] and reports[0]["probs"] == reports[1]["probs"]
+    assert reports[1]["resumed_from"]["epoch"] == finished and reports[0]["resumed_from"] is None
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()  # report.json marks the run complete
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.6])
+def test_closed_loop_replays_its_recorded_measurements(tables: Path, factor: float) -> None:
+    """A closed loop interrupted after its first measurement, rerun with the recorded ones: only architectures not
+    measured before are measured, and it ends where the uninterrupted loop ends (the reference)."""
+    from hwnas.search import run as run_module
+    from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
+    from hwnas.search.supernet import SuperNet
+
+    space = get_space("tiny", 32, 10)
+    table = TableEstimator(LatencyTable.load(default_table_path("cpu-torch", "tiny", 32)), space)
+    supernet = SuperNet(space)
+    with torch.no_grad():
+        for alpha in supernet.arch_parameters():
+            alpha.normal_(generator=torch.Generator().manual_seed(len(alpha) + 7))
+    log_probs = [torch.log_softmax(a.detach().double(), dim=0).tolist() for a in supernet.arch_parameters()]
+    fastest, slowest = fastest_arch(space, table), slowest_arch(space, table)
+    target = 0.5 * (table.latency_ms(fastest) + table.latency_ms(slowest))
+    calls: list[str] = []
+    original = run_module.measure_networks
+
+    def loop(stop_after: int, known: dict[str, Any], record: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+        def scripted(device: Any, nets: dict[str, Any], *args: Any) -> tuple[dict[str, Any], None]:
+            if len(calls) == stop_after:
+                raise KeyboardInterrupt
+            calls.append(" ".join(nets["candidate"].arch.choices))
+            return {"candidate": {"median_ms": factor * table.latency_ms(nets["candidate"].arch)}}, None
+
+        run_module.measure_networks = scripted
+        try:
+            return run_module.meet_on_device(
+                space, table, target, lambda t: decode_under_target(space, log_probs, table, t), fastest,
+                table.latency_ms(decode_under_target(space, log_probs, table, table.latency_ms(slowest))), None,
+                SearchConfig(closed_loop_steps=6), known=known, on_measured=record.__setitem__)
+        finally:
+            run_module.measure_networks = original
+
+    reference = loop(99, {}, {})
+    measured_once, recorded = list(calls), {}
+    assert len(measured_once) >= 2
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        loop(1, {}, recorded)
+    assert list(recorded) == measured_once[:1]
+    calls.clear()
+    resumed = loop(99, dict(recorded), recorded)
+    assert calls == measured_once[1:] and list(recorded) == measured_once  # measured once in all
+    assert resumed == reference
+
+
+def test_measured_architectures_are_not_measured_again(tables: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run interrupted while training the derived network: the rerun takes the closed loop's measurements from
+    the checkpoint and measures nothing before training."""
+    from hwnas.search import run as run_module
+
+    calls: list[str] = []
+
+    def scripted(device: Any, nets: dict[str, Any], *args: Any, **kwargs: Any) -> tuple[dict[str, Any], None]:
+        calls.append(" ".join(nets["candidate"].arch.choices))
+        return {"candidate": {"median_ms": 0.5, "noisy": False}}, None
+
+    monkeypatch.setattr(run_module, "measure_networks", scripted)
+    monkeypatch.setattr(run_module, "_measure", lambda *args: ("off", None, None))
+    overrides = {"measure": True, "closed_loop_steps": 3}
+    reference = run_search(_config(tmp_path / "reference", **overrides), progress=False)
+    calls.clear()
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, "train", 1)
+        with pytest.raises(KeyboardInterrupt):
+            run_search(_config(tmp_path / "run", **overrides), progress=False)
+    saved = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)["measured"]["derived"]
+    assert list(saved) == calls and calls
+    calls.clear()
+    resumed = run_search(_config(tmp_path / "run", **overrides), progress=False)
+    assert calls == [] and resumed["closed_loop"] == reference["closed_loop"] and resumed["arch"] == reference["arch"]
+
+
+def test_another_config_in_the_folder_is_refused_in_one_line(tables: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, "search", 1)
+        with pytest.raises(KeyboardInterrupt):
+            run_search(_config(tmp_path / "run", seed=1), progress=False)
+    with pytest.raises(HwnasError, match="field 'seed': 1 there, 2 now") as info:
+        run_search(_config(tmp_path / "run", seed=2), progress=False)
+    assert "another --out" in str(info.value) and "\n" not in str(info.value)
+    config = tmp_path / "quick.json"
+    config.write_text(json.dumps({**QUICK, **OFFLINE}))
+    assert main(["search", "--config", str(config), "--seed", "3", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "field 'seed'" in err
+
+
+def test_complete_run_is_refused_in_one_line(tables: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_search(_config(tmp_path / "run"), progress=False)
+    report = (tmp_path / "run" / "report.json").read_text()
+    config = tmp_path / "quick.json"
+    config.write_text(json.dumps({**QUICK, **OFFLINE}))
+    assert main(["search", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "this run is complete" in err and "another --out" in err
+    assert (tmp_path / "run" / "report.json").read_text() == report  # untouched
+
+
+def _command(out: Path, config: Path) -> list[str]:
+    return [sys.executable, "-m", "hwnas.cli", "search", "--config", str(config), "--out", str(out), "--quiet"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_real_process_interrupted_then_rerun_continues(tables: Path, tmp_path: Path, sig: signal.Signals) -> None:
+    """``hwnas search`` in its own process, stopped by a signal once its first checkpoint exists; the same command
+    again continues from the checkpoint's epoch and finishes with a report."""
+    config = tmp_path / "search.json"
+    config.write_text(json.dumps({**QUICK, "warmup_epochs": 2, "search_epochs": 30, "train_epochs": 2,
+                                  "max_per_split": 256, "closed_loop_steps": 2}))
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(_command(out, config), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / CHECKPOINT_NAME).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    saved = torch.load(out / CHECKPOINT_NAME, weights_only=True)
+    assert 1 <= saved["search"]["epoch"] < 32 and not (out / "report.json").exists()
+    if sig == signal.SIGINT:
+        assert process.returncode == 130
+        assert f"interrupted (finished epochs and measurements are saved in {out / CHECKPOINT_NAME}" in err
+    else:
+        assert process.returncode == -signal.SIGKILL
+    rerun = subprocess.run(_command(out, config) + ["--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming from epoch {saved['search']['epoch']}" in rerun.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["resumed_from"]["epoch"] == saved["search"]["epoch"]
+    assert [h["epoch"] for h in report["history"]] == list(range(1, 33))
+    assert json.loads(rerun.stdout)["arch"] == report["arch"] and not (out / CHECKPOINT_NAME).exists()
