@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -708,11 +709,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # search says where its checkpoint is; profile and measure resume from files
         print(f"hwnas: interrupted ({exc or 'completed measurements are saved; rerun to resume'})", file=sys.stderr)
         return 130
-    if args.json:
-        result.pop("_text", None)
-        print(dumps_strict(result, default=str))
-    else:
-        _print_human(result)
+    try:
+        if args.json:
+            result.pop("_text", None)
+            print(dumps_strict(result, default=str))
+        else:
+            _print_human(result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `hwnas ... | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
