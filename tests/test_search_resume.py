@@ -59,20 +59,22 @@ def _without_seconds(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
-@pytest.mark.parametrize("stage, epoch", [("search", 1), ("search", 2), ("train", 1)])
+@pytest.mark.parametrize("strategy, stage, epoch", [("proxyless", "search", 1), ("proxyless", "search", 2),
+                                                     ("proxyless", "train", 1), ("mnas", "search", 2)])
 def test_resumed_run_matches_the_uninterrupted_one(tables: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture, stage: str, epoch: int) -> None:
+                                                   capsys: pytest.CaptureFixture, strategy: str, stage: str,
+                                                   epoch: int) -> None:
     """Closed loop off (its measurements are timing noise): an interruption after epoch k and a rerun give the same
     architecture, epoch history and trained accuracy as a run never interrupted, the independent reference."""
-    reference = run_search(_config(tmp_path / "reference", seed=4), progress=False)
+    reference = run_search(_config(tmp_path / "reference", seed=4, strategy=strategy), progress=False)
     with monkeypatch.context() as patch:
         _interrupt_after(patch, stage, epoch)
         with pytest.raises(KeyboardInterrupt, match="rerun with --out"):
-            run_search(_config(tmp_path / "run", seed=4), progress=False)
+            run_search(_config(tmp_path / "run", seed=4, strategy=strategy), progress=False)
     saved = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)  # tensors and plain values only
     assert saved["search"]["epoch"] == (epoch if stage == "search" else 3)
     capsys.readouterr()
-    resumed = run_search(_config(tmp_path / "run", seed=4), progress=False)
+    resumed = run_search(_config(tmp_path / "run", seed=4, strategy=strategy), progress=False)
     finished = 1 + 2 if stage == "train" else epoch
     assert f"resuming from epoch {finished}" in capsys.readouterr().err
     assert resumed["arch"] == reference["arch"] and resumed["accuracy"] == reference["accuracy"]
