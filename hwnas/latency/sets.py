@@ -32,7 +32,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator
 from hwnas.latency.profile import artifacts_dir
 from hwnas.latency.reference import reference_arch, reference_module
-from hwnas.latency.table import now_iso, write_json_atomic
+from hwnas.latency.table import now_iso, read_json_file, write_json_atomic
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
@@ -146,18 +146,8 @@ class MeasurementSet:
 
     @classmethod
     def load(cls, path: str | Path) -> MeasurementSet:
-        import json
-
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise HwnasError(f"{path}: no such measurement set") from None
-        except IsADirectoryError:
-            raise HwnasError(f"{path}: is a folder, expected a measurement set .json file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise HwnasError(f"{path}: corrupt measurement set, not valid JSON ({exc})") from None
-        result = cls.from_dict(data, str(path))
+        result = cls.from_dict(read_json_file(path, "measurement set"), str(path))
         result.path = path
         return result
 

@@ -71,6 +71,23 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def read_json_file(path: Path, what: str) -> Any:
+    """The JSON content of ``path``; a missing file, a folder, bytes that are not UTF-8 or invalid JSON raise one
+    line naming the file and ``what`` was expected (e.g. ``"latency table"``)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise HwnasError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise HwnasError(f"{path}: is a folder, expected a {what} .json file") from None
+    except UnicodeDecodeError:
+        raise HwnasError(f"{path}: corrupt {what}, not UTF-8 JSON") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HwnasError(f"{path}: corrupt {what}, not valid JSON ({exc})") from None
+
+
 @dataclass
 class LatencyTable:
     """Per-op latency statistics of one device for one search space at one resolution."""
@@ -198,17 +215,7 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise HwnasError(f"{path}: no such latency table") from None
-        except IsADirectoryError:
-            raise HwnasError(f"{path}: is a folder, expected a latency table .json file") from None
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise HwnasError(f"{path}: corrupt latency table, not valid JSON ({exc})") from None
-        table = cls.from_dict(data, str(path))
+        table = cls.from_dict(read_json_file(path, "latency table"), str(path))
         table.path = path
         return table
 

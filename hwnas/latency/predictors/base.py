@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Mapping
 import hwnas
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.latency.table import now_iso, write_json_atomic
+from hwnas.latency.table import now_iso, read_json_file, write_json_atomic
 from hwnas.spaces import SearchSpace
 
 SCHEMA = "hwnas.predictor/1"
@@ -142,19 +142,7 @@ class Predictor(ABC):
 def load_predictor(path: str | Path) -> Predictor:
     """Load any kind of predictor file; a missing, corrupt, foreign-schema or stale file raises one line."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise HwnasError(f"{path}: no such predictor file") from None
-    except IsADirectoryError:
-        raise HwnasError(f"{path}: is a folder, expected a predictor .json file") from None
-    except UnicodeDecodeError:
-        raise HwnasError(f"{path}: corrupt predictor, not UTF-8 JSON (predictors are never pickles)") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HwnasError(f"{path}: corrupt predictor, not valid JSON ({exc})") from None
-    predictor = predictor_from_dict(data, str(path))
+    predictor = predictor_from_dict(read_json_file(path, "predictor file"), str(path))
     predictor.path = path
     return predictor
 
