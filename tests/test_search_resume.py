@@ -24,6 +24,9 @@ from hwnas.search import checkpoint as checkpoint_module
 from hwnas.search.checkpoint import CHECKPOINT_NAME, RunCheckpoint
 from hwnas.search.run import SearchConfig, run_search
 from hwnas.spaces import get_space
+from hwnas.search.aim import aim_on_device
+from hwnas.search.decode import fastest_arch, slowest_arch
+from tests.test_search_aim import ScriptedMeter, _device_ms, setting  # noqa: F401 - setting is a fixture
 from tests.test_search_run import QUICK, write_synthetic_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +93,7 @@ def test_closed_loop_replays_its_recorded_measurements(tables: Path, factor: flo
     """A closed loop interrupted after its first measurement, rerun with the recorded ones: only architectures not
     measured before are measured, and it ends where the uninterrupted loop ends (the reference)."""
     from hwnas.search import run as run_module
-    from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
+    from hwnas.search.decode import decode_under_target
     from hwnas.search.supernet import SuperNet
 
     space = get_space("tiny", 32, 10)
@@ -226,3 +229,44 @@ def test_real_process_interrupted_then_rerun_continues(tables: Path, tmp_path: P
     assert report["resumed_from"]["epoch"] == saved["search"]["epoch"]
     assert [h["epoch"] for h in report["history"]] == list(range(1, 33))
     assert json.loads(rerun.stdout)["arch"] == report["arch"] and not (out / CHECKPOINT_NAME).exists()
+
+
+class _StoppingMeter(ScriptedMeter):
+    """The scripted device of tests/test_search_aim.py, ``factor`` x slower (so that the predictor misses at first
+    and the loop refits), interrupted at its ``stop_after + 1``-th measurement."""
+
+    def __init__(self, space: Any, table: Any, stop_after: int = 99, factor: float = 1.3) -> None:
+        super().__init__(space, table)
+        self.stop_after, self.factor = stop_after, factor
+
+    def measure(self, nets: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
+        if len(self.calls) == self.stop_after:
+            raise KeyboardInterrupt
+        records = super().measure(nets, source)
+        self.calls[-1] *= self.factor
+        return {name: {**r, "median_ms": self.factor * r["median_ms"]} for name, r in records.items()}
+
+
+def test_refitting_loop_replays_its_recorded_measurements(setting: Any) -> None:
+    """The predictor's closed loop interrupted after its first measurement and rerun with the recorded ones
+    measures only the rest and ends with the uninterrupted loop's architecture and records (its refits replay)."""
+    space, estimator, predictor = setting
+    gen = torch.Generator().manual_seed(1)
+    log_probs = [torch.log_softmax(torch.randn(len(layer.names), generator=gen, dtype=torch.float64), 0).tolist()
+                 for layer in space.layers]
+    fastest, slowest = (_device_ms(space, estimator, f(space, estimator)) for f in (fastest_arch, slowest_arch))
+    target = fastest + 0.4 * (slowest - fastest)
+    config = SearchConfig(closed_loop_steps=6, closed_loop_margin=0.03)
+    reference_meter = _StoppingMeter(space, estimator)
+    arch, log, _ = aim_on_device(space, predictor, target, log_probs, reference_meter, config)
+    assert len(reference_meter.calls) >= 2
+    recorded: dict[str, Any] = {}
+    with pytest.raises(KeyboardInterrupt):
+        aim_on_device(space, predictor, target, log_probs, _StoppingMeter(space, estimator, 1), config,
+                      on_measured=recorded.__setitem__)
+    assert len(recorded) == 1
+    meter = _StoppingMeter(space, estimator)
+    resumed, resumed_log, _ = aim_on_device(space, predictor, target, log_probs, meter, config, known=dict(recorded),
+                                            on_measured=recorded.__setitem__)
+    assert meter.calls == reference_meter.calls[1:] and len(recorded) == len(reference_meter.calls)
+    assert resumed == arch and resumed_log == log
