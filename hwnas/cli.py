@@ -707,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         return _fail(message, getattr(args, "json", False), getattr(exc, "exit_status", 2))
     except KeyboardInterrupt as exc:  # search says where its checkpoint is; profile and measure resume from files
-        print(f"hwnas: interrupted ({exc or 'completed measurements are saved; rerun to resume'})", file=sys.stderr)
+        print(f"hwnas: interrupted ({str(exc) or 'completed measurements are saved; rerun to resume'})", file=sys.stderr)
         return 130
     try:
         if args.json:

@@ -270,3 +270,16 @@ def test_refitting_loop_replays_its_recorded_measurements(setting: Any) -> None:
                                             on_measured=recorded.__setitem__)
     assert meter.calls == reference_meter.calls[1:] and len(recorded) == len(reference_meter.calls)
     assert resumed == arch and resumed_log == log
+
+
+def test_interrupt_message_of_other_commands_is_unchanged(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """profile and measure resume from their own files: a bare KeyboardInterrupt keeps their message."""
+    import hwnas.cli as cli
+
+    def interrupted(args: Any) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_spaces", interrupted)
+    assert main(["spaces"]) == 130
+    assert capsys.readouterr().err.strip() == "hwnas: interrupted (completed measurements are saved; rerun to resume)"
