@@ -2,10 +2,11 @@
 
 The additive part (a per-layer cost model, so the decoder and the differentiable loss stay exact)::
 
-    LIN(a) = overhead + sum_ops t(op) + b + w . sum_ops f(op)
+    LIN(a) = s * (overhead + sum_ops t(op)) + b + w . sum_ops f(op)
 
-where ``t(op)`` is the op's isolated table latency (overhead counted once), ``f(op)`` the per-op features of
-:mod:`hwnas.latency.predictors.features` and ``b, w`` a ridge fit of the table's error on the measured networks
+where ``t(op)`` is the op's isolated table latency (overhead counted once), ``s`` the table's level on the
+measurements (the median of measured / table sum), ``f(op)`` the per-op features of
+:mod:`hwnas.latency.predictors.features` and ``b, w`` a ridge fit of the scaled table's error on the measured networks
 (weights ``1/y^2``: relative errors count, not milliseconds; the penalty is chosen by generalized cross-
 validation), so with no measurements the predictor *is* the table. Without a table (a CSV of another device),
 ``t = 0`` and the features gain one indicator per (layer, candidate): a per-layer table learned from data.
@@ -16,7 +17,8 @@ The optional non-additive part (gradient-boosted trees, XGBoost) multiplies it::
 
 with ``g`` fitted on ``log(y / LIN)`` over network features ``n(a)`` (weight bytes against the caches, arithmetic
 intensity, depth, ...). Both are cross-validated on the training rows and the better one is used (``selected``);
-both figures are kept in ``meta.training``. For search, ``g`` is evaluated at an anchor architecture (the
+both figures are kept in ``meta.training``; so is the scaled table alone (``w = 0, b = 0``), which replaces the
+ridge correction when it cross-validates at least as well. For search, ``g`` is evaluated at an anchor architecture (the
 current most probable one), so ``expected_latency_ms = exp(g(anchor)) * E[LIN]`` is differentiable, and equals
 ``latency_ms`` exactly for one-hot probabilities.
 """
@@ -100,22 +102,23 @@ class CalibratedPredictor(SpacePredictor):
 
     def __init__(self, meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None,
                  rows: list[TrainingRow], coef: np.ndarray, intercept: float, booster: Any | None,
-                 selected: str, options: Mapping[str, Any]) -> None:
+                 selected: str, options: Mapping[str, Any], table_scale: float = 1.0) -> None:
         super().__init__(meta)
         self.space, self.table, self.rows = space, table, rows
         self.coef, self.intercept, self.booster, self.selected = np.asarray(coef, float), float(intercept), booster, selected
-        self.options = dict(options)
+        self.options, self.table_scale = dict(options), float(table_scale)
         table = table.at_level(meta.reference_ms) if table is not None else None
         self.features = FeatureCache(space, Caches.from_fingerprint(meta.fingerprint), table)
         self._onehot_offsets = np.cumsum([0] + [len(layer.names) for layer in space.layers])
         n_op = len(OP_FEATURES)
         w_op, w_hot = self.coef[:n_op], self.coef[n_op:]
-        base = [c[:, 0] if table is not None else np.zeros(len(c)) for c in self.features.layer]
+        base = [self.table_scale * c[:, 0] if table is not None else np.zeros(len(c)) for c in self.features.layer]
         self._lin_layer = [b + c @ w_op + (w_hot[self._onehot_offsets[l]:self._onehot_offsets[l + 1]]
                                            if len(w_hot) else 0.0)
                            for l, (b, c) in enumerate(zip(base, self.features.layer))]
         self._lin_fixed = (self.intercept + float(self.features.fixed @ w_op)
-                           + (self.features.fixed[0] + table.scaled_overhead_ms if table is not None else 0.0))
+                           + (self.table_scale * (self.features.fixed[0] + table.scaled_overhead_ms)
+                              if table is not None else 0.0))
         self._anchor_factor = 1.0
 
     # -- estimator interface ------------------------------------------------------------------------------
@@ -171,6 +174,7 @@ class CalibratedPredictor(SpacePredictor):
             {"features": list(NET_FEATURES), "booster": json.loads(bytes(self.booster.save_raw("json")))},
             "selected": self.selected,
             "options": self.options,
+            "table_scale": self.table_scale,
         }
 
     @classmethod
@@ -200,7 +204,7 @@ class CalibratedPredictor(SpacePredictor):
             raise HwnasError(f"{source}: field 'model.selected': expected 'linear' or 'xgb'")
         rows = [TrainingRow.from_dict(r) for r in data["rows"]]
         return cls(meta, space, table, rows, coef, float(data["linear"]["intercept"]), booster, data["selected"],
-                   data.get("options", {}))
+                   data.get("options", {}), float(data.get("table_scale", 1.0)))
 
 
 # -- fitting ---------------------------------------------------------------------------------------------------
@@ -237,23 +241,30 @@ def _fit(meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None, 
     if np.any(~np.isfinite(y)) or np.any(y <= 0):
         raise HwnasError("predictor fit: latencies must be positive and finite")
     x = _design(features, archs, table is None)
-    base = _base(features, archs, leveled)
+    raw = _base(features, archs, leveled)
+    table_scale = _scale(raw, y) if rows and table is not None else 1.0
+    base = table_scale * raw
     n_coef = x.shape[1]
     coef, intercept = (np.zeros(n_coef), 0.0) if not rows else _ridge(x, y - base, weights / y**2)
     booster, selected, cv = None, "linear", {}
     residual = options.get("residual", "auto")
     if len(rows) >= 10:
         cv = _cross_validate(features, archs, y, weights, leveled, int(options.get("seed", 0)))
+    correction = "ridge" if rows else "none"
+    if "scale" in cv and cv["scale"]["mape"] <= cv["linear"]["mape"]:  # the scaled table alone generalizes better
+        coef, intercept, correction = np.zeros(n_coef), 0.0, "scale only"
     if rows and residual != "linear" and (residual == "xgb" or len(rows) >= 30):
         linear_pred = base + x @ coef + intercept
         booster = _fit_trees(features, archs, y, linear_pred, weights, int(options.get("seed", 0)))
-        if residual == "xgb" or (cv and cv["xgb"]["mape"] < 0.95 * cv["linear"]["mape"]):
+        additive = min(cv["linear"]["mape"], cv.get("scale", cv["linear"])["mape"]) if cv else 0.0
+        if residual == "xgb" or (cv and cv["xgb"]["mape"] < 0.95 * additive):
             selected = "xgb"
         else:
             booster = None  # not used: the file keeps only the cross-validated figures of the trees
     meta.training = {**meta.training, "n": len(rows), "fitted_at": now_iso(), "selected": selected, "cv": cv,
+                     "table_scale": table_scale, "correction": correction,
                      "sources": sorted({r.source for r in rows if r.source})}
-    return CalibratedPredictor(meta, space, table, rows, coef, intercept, booster, selected, options)
+    return CalibratedPredictor(meta, space, table, rows, coef, intercept, booster, selected, options, table_scale)
 
 
 def _design(features: FeatureCache, archs: Sequence[Architecture], onehot: bool) -> np.ndarray:
@@ -274,6 +285,11 @@ def _base(features: FeatureCache, archs: Sequence[Architecture], table: _Embedde
     if table is None:
         return np.zeros(len(archs))
     return features.matrix(archs)[:, 0] + table.scaled_overhead_ms
+
+
+def _scale(table_ms: np.ndarray, y: np.ndarray) -> float:
+    """The table's level on the measurements: the median of measured / table sum (robust to a few outliers)."""
+    return float(np.median(y / np.maximum(table_ms, 1e-12)))
 
 
 def _ridge(x: np.ndarray, target: np.ndarray, sample_weight: np.ndarray) -> tuple[np.ndarray, float]:
@@ -314,13 +330,18 @@ def _cross_validate(features: FeatureCache, archs: Sequence[Architecture], y: np
 
     rng = np.random.default_rng(seed)
     fold = rng.permutation(len(y)) % folds
-    x, base = _design(features, archs, table is None), _base(features, archs, table)
+    x, raw = _design(features, archs, table is None), _base(features, archs, table)
     pred = {"linear": np.zeros(len(y)), "xgb": np.zeros(len(y))}
+    if table is not None:
+        pred["scale"] = np.zeros(len(y))
     for k in range(folds):
         train, test = fold != k, fold == k
+        base = _scale(raw[train], y[train]) * raw if table is not None else raw
         coef, intercept = _ridge(x[train], (y - base)[train], weights[train] / y[train] ** 2)
         lin = base + x @ coef + intercept
         pred["linear"][test] = lin[test]
+        if table is not None:
+            pred["scale"][test] = base[test]
         booster = _fit_trees(features, [a for a, t in zip(archs, train) if t], y[train], lin[train], weights[train],
                              seed)
         net = np.stack([features.network(a, p) for a, p, t in zip(archs, lin, test) if t])
