@@ -247,8 +247,9 @@ def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
             f"{result['reused']} reused; {result['seconds']} s)\nreference  {result['reference_ms']:.4f} ms "
             f"(quiet latency of {device.name}'s reference network)")
     if noise:
-        text += (f"\nnoise      {noise['n']} networks measured twice: paired ±5% {100 * noise['paired']['acc5']:.0f}%, "
-                 f"±10% {100 * noise['paired']['acc10']:.0f}%, tau {noise['paired']['kendall']:.3f}; raw medians "
+        paired = noise["paired"]
+        text += (f"\nnoise      {noise['n']} networks measured twice: paired ±5% {100 * paired['acc5']:.0f}%, "
+                 f"±10% {100 * paired['acc10']:.0f}%, tau {paired['kendall']:.3f}; raw medians "
                  f"±5% {100 * noise['raw']['acc5']:.0f}%, ±10% {100 * noise['raw']['acc10']:.0f}%, "
                  f"tau {noise['raw']['kendall']:.3f}")
     return {**result, "_text": text}
@@ -292,7 +293,8 @@ def cmd_predictor_eval(args: argparse.Namespace) -> dict[str, Any]:
 
     def line(name: str, f: dict[str, Any]) -> str:
         return (f"{name:<10} n {f['n']}  ±5% {100 * f['acc5']:5.1f}%  ±10% {100 * f['acc10']:5.1f}%  "
-                f"spearman {f['spearman']:.3f}  tau {f['kendall']:.3f}  MAPE {f['mape']:.2f}%  bias {f['bias_pct']:+.1f}%")
+                f"spearman {f['spearman']:.3f}  tau {f['kendall']:.3f}  MAPE {f['mape']:.2f}%  "
+                f"bias {f['bias_pct']:+.1f}%")
 
     lines = [line("predictor", result)]
     if "table" in result:
@@ -303,7 +305,8 @@ def cmd_predictor_eval(args: argparse.Namespace) -> dict[str, Any]:
     noise = result.get("noise")
     if noise:
         p = noise["paired"]
-        lines.append(f"noise      {noise['n']} re-measured: ±5% {100 * p['acc5']:5.1f}%  ±10% {100 * p['acc10']:5.1f}%  "
+        lines.append(f"noise      {noise['n']} re-measured: ±5% {100 * p['acc5']:5.1f}%  "
+                     f"±10% {100 * p['acc10']:5.1f}%  "
                      f"tau {p['kendall']:.3f} (the set against itself)")
     return {**result, "_text": "\n".join(lines)}
 
@@ -707,7 +710,8 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         return _fail(message, getattr(args, "json", False), getattr(exc, "exit_status", 2))
     except KeyboardInterrupt as exc:  # search says where its checkpoint is; profile and measure resume from files
-        print(f"hwnas: interrupted ({str(exc) or 'completed measurements are saved; rerun to resume'})", file=sys.stderr)
+        saved = str(exc) or "completed measurements are saved; rerun to resume"
+        print(f"hwnas: interrupted ({saved})", file=sys.stderr)
         return 130
     try:
         if args.json:

@@ -225,7 +225,8 @@ def test_measure_cli_keys_then_fit_and_eval(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["predictor", "eval", "--predictor", "nope.json", "--set", "x.json"], "nope.json: no such predictor file"),
-    (["predictor", "fit", "--space", "tiny", "--set", "nope.json", "--out", "p.json"], "nope.json: no such measurement"),
+    (["predictor", "fit", "--space", "tiny", "--set", "nope.json", "--out", "p.json"],
+     "nope.json: no such measurement"),
     (["predictor", "fit", "--space", "tiny", "--measurements", "x.csv", "--out", "p.json"], "needs --column"),
     (["predictor", "fit", "--space", "tiny", "--kind", "kernel", "--out", "p.json"], "build_kernel_predictor"),
     (["measure", "--device", "cpu-onnxruntime", "--space", "tiny", "--n", "0", "--out", "s.json"], "at least 1"),
@@ -269,7 +270,8 @@ def test_a_table_profiled_in_pairs_is_brought_to_its_quiet_reference_level(tmp_p
     is scaled back by 1/1.5 to the table's quiet level; a table without references reads as before."""
     stats = {"median_ms": 3.0, "p10_ms": 3.0, "p90_ms": 3.0, "mean_ms": 3.0, "std_ms": 0.0, "n": 5}
     table = LatencyTable(device={"name": "d"}, space="tiny", resolution=32, num_classes=10, fingerprint={},
-                         protocol={}, entries={"a": {**stats, "reference_ms": 1.0}, "b": {**stats, "reference_ms": 1.5}},
+                         protocol={},
+                         entries={"a": {**stats, "reference_ms": 1.0}, "b": {**stats, "reference_ms": 1.5}},
                          reference={"arch": "k3_e3", "median_ms": 1.0})
     table.save(tmp_path / "t.json")
     loaded = LatencyTable.load(tmp_path / "t.json")

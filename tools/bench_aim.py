@@ -4,11 +4,11 @@
         [--fractions 0.2,0.35,0.5,0.65,0.8] [--seeds 2] [--steps 8]
 
 No training: both loops only choose an architecture for a target (latency does not depend on the weights), from
-the same architecture probabilities (random logits tilted towards slow candidates, one set per seed). Targets lie at the given fractions of the
-device's range (fastest to slowest architecture, measured paired). The table loop is ``meet_on_device`` (table
-target tuned by trial, measurements by the device protocol); the predictor loop is ``aim_on_device`` (the
-device's shipped calibrated predictor, refitted after every paired measurement). Afterwards both chosen
-architectures are measured again in one paired measurement, the verdict printed here (``x T``).
+the same architecture probabilities (random logits tilted towards slow candidates, one set per seed). Targets lie
+at the given fractions of the device's range (fastest to slowest architecture, measured paired). The table loop
+is ``meet_on_device`` (table target tuned by trial, measurements by the device protocol); the predictor loop is
+``aim_on_device`` (the device's shipped calibrated predictor, refitted after every paired measurement). Afterwards
+both chosen architectures are measured again in one paired measurement, the verdict printed here (``x T``).
 
 Prints one Markdown row per target and loop: measurements used, the verdict over T, and a summary.
 """
@@ -93,7 +93,8 @@ def main() -> None:
         ratios = [r for _, r in rows]
         within = sum(1 for r in ratios if 0.85 <= r <= 1.0)
         print(f"\n{loop} loop: {statistics.mean(steps):.1f} measurements on average, verdict in [0.85, 1.0] T for "
-              f"{within} of {len(ratios)}, over T for {sum(1 for r in ratios if r > 1.0)}, median {statistics.median(ratios):.2f} T")
+              f"{within} of {len(ratios)}, over T for {sum(1 for r in ratios if r > 1.0)}, "
+              f"median {statistics.median(ratios):.2f} T")
 
 
 if __name__ == "__main__":

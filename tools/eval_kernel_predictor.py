@@ -73,7 +73,7 @@ def main() -> None:
 
     print(f"predictor {predictor_path.name}: reference {reference_ms:.3f} ms (this run's reference quiet latency: "
           f"{np.percentile(reference_medians, 10):.3f} ms)")
-    print(f"| network | predicted ms | measured ms | error % | pass spread % |")
+    print("| network | predicted ms | measured ms | error % | pass spread % |")
     print("|---|---|---|---|---|")
     errors = {}
     for name in paths:

@@ -30,7 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plots", help="folder for predicted-vs-measured plots (default: none)")
     args = parser.parse_args()
-    print("| device | res | held-out n | predictor ±5% | ±10% | τ | table sum ±5% | ±10% | τ | table × one scale ±5% | "
+    print("| device | res | held-out n | predictor ±5% | ±10% | τ | table sum ±5% | ±10% | τ | "
+          "table × one scale ±5% | "
           "±10% | set vs itself ±5% | ±10% | τ | model | train networks | build wall time |")
     print("|---" * 17 + "|")
     for path in sorted((ROOT / "latency_tables" / "predictors").glob("*__calibrated.json")):

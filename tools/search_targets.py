@@ -139,7 +139,8 @@ def _noisy(row: dict[str, Any], baseline: bool = False) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| device | target T (ms) | latency model | estimate (ms) | loop measurements | closed loop (ms) | "
-             "final attempts (ms) | measured (ms) | measured / T | accuracy | baseline closed loop (ms) | baseline final "
+             "final attempts (ms) | measured (ms) | measured / T | accuracy | baseline closed loop (ms) | "
+             "baseline final "
              "attempts (ms) | baseline measured (ms) | baseline / T | baseline accuracy | search + train (s) |",
              "|---" * 16 + "|"]
     for r in rows:
@@ -154,7 +155,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         steps = len({entry["arch"] for entry in r.get("closed_loop") or []})
         lines.append(f"| {r['device']} | {r['target_ms']:.3f} | {model} | {r['estimated_ms']:.3f} | {steps} | "
                      f"{_loop_ms(r, r['arch'])} | "
-                     f"{_finals(r)} | {r['measured_ms']:.3f}{_noisy(r)} | {r['measured_over_target']:.2f} | {r['accuracy']:.3f} | "
+                     f"{_finals(r)} | {r['measured_ms']:.3f}{_noisy(r)} | {r['measured_over_target']:.2f} | "
+                     f"{r['accuracy']:.3f} | "
                      f"{base_cells} | "
                      f"{r['search_seconds'] + r['train_seconds']:.0f} |")
     return "\n".join(lines + ["", "measured: with a calibrated predictor, one paired measurement (ratio to the "

@@ -320,7 +320,8 @@ def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: Me
                          time.perf_counter() - start)
 
 
-def network_items(space: SearchSpace, plan: Sequence[tuple[str, ...]], ids: Sequence[int]) -> list[tuple[str, Any, Any]]:
+def network_items(space: SearchSpace, plan: Sequence[tuple[str, ...]],
+                  ids: Sequence[int]) -> list[tuple[str, Any, Any]]:
     """``(name, module, input shape)`` of planned networks for :meth:`Runtime.prepare_many`: weights seeded by the
     architecture and a name unique to it, so a converted file in the artifact cache is found again (a repeat, a
     resumed set, or :mod:`tools.preconvert_set` converting ahead on another core)."""

@@ -105,7 +105,8 @@ class CalibratedPredictor(SpacePredictor):
                  selected: str, options: Mapping[str, Any], table_scale: float = 1.0) -> None:
         super().__init__(meta)
         self.space, self.table, self.rows = space, table, rows
-        self.coef, self.intercept, self.booster, self.selected = np.asarray(coef, float), float(intercept), booster, selected
+        self.coef, self.intercept = np.asarray(coef, float), float(intercept)
+        self.booster, self.selected = booster, selected
         self.options, self.table_scale = dict(options), float(table_scale)
         table = table.at_level(meta.reference_ms) if table is not None else None
         self.features = FeatureCache(space, Caches.from_fingerprint(meta.fingerprint), table)

@@ -24,7 +24,7 @@ from hwnas.latency.predictors.base import Predictor, PredictorMeta, SpacePredict
 from hwnas.latency.predictors.features import Caches, FeatureCache
 from hwnas.latency.sets import MeasurementSet, agreement
 from hwnas.latency.table import LatencyTable, default_table_path
-from hwnas.spaces import Architecture, SearchSpace, get_space
+from hwnas.spaces import Architecture, SearchSpace
 
 KINDS = ("calibrated", "transfer", "kernel")
 
