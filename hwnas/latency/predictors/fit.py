@@ -128,9 +128,8 @@ def _table_for(space: SearchSpace, table: str | Path | None, data: Measurements 
         raise HwnasError(f"{loaded.path}: table is for {loaded.space}@{loaded.resolution}, not "
                          f"{space.name}@{space.resolution}")
     if loaded.num_classes != space.num_classes:
-        space_classes = space.num_classes
         raise HwnasError(f"{loaded.path}: table's head has {loaded.num_classes} classes, the measurements' "
-                         f"{space_classes}")
+                         f"{space.num_classes}")
     return loaded
 
 
@@ -177,7 +176,11 @@ def evaluate_predictor(predictor: Predictor, *, sets: Sequence[str | Path] = (),
         result["table"] = _figures(table_pred, measured)
         scale = _table_scale(predictor)
         if scale is not None:
+            # the scale was learned at the training set's reference level: a table without a reference of its own
+            # is moved to this set's level as the predictor's predictions are (a paired table already is there)
             scaled = table_pred * scale
+            if predictor.table.reference_ms is None:
+                scaled = np.array([rescale(v, predictor, data.reference_ms) for v in scaled])
             result["table_scaled"] = {**_figures(scaled, measured), "scale": scale}
     if plot is not None:
         series = {"predictor": predicted}
@@ -209,16 +212,11 @@ def _table_predictions(predictor: Predictor, data: Measurements) -> np.ndarray |
 
 
 def _table_scale(predictor: Predictor) -> float | None:
-    """One scale factor for the table sum, the median of measured / table over the predictor's training rows (what
-    a single calibration measurement set gives a table: its level corrected, its shape kept)."""
-    table, rows = getattr(predictor, "table", None), getattr(predictor, "rows", [])
-    if table is None or not rows:
+    """The one scale factor the calibrated predictor fitted for its table (the median of measured / table sum over
+    its training rows: the level corrected, the table's shape kept); None without training rows."""
+    if getattr(predictor, "table", None) is None or not getattr(predictor, "rows", []):
         return None
-    leveled = table.at_level(predictor.meta.reference_ms)
-    features = FeatureCache(predictor.space, Caches.from_fingerprint(predictor.meta.fingerprint), leveled)
-    archs = [predictor.space.arch(r.choices) for r in rows]
-    sums = features.matrix(archs)[:, 0] + leveled.scaled_overhead_ms
-    return float(np.median([r.latency_ms / t for r, t in zip(rows, sums)]))
+    return float(predictor.table_scale)
 
 
 def plot_predictions(measured: np.ndarray, series: dict[str, np.ndarray], path: Path, title: str) -> Path:
