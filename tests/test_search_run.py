@@ -121,8 +121,16 @@ def test_baseline_arch_is_uniform_and_within_budget(tables: Path) -> None:
 def test_baseline_is_trained_and_reported(tables: Path, tmp_path: Path) -> None:
     result = run_search(_config(tmp_path / "run", baseline=True), progress=False)
     base = result["baseline"]
-    assert base is not None and base["estimated_ms"] <= result["target_ms"] and base["measured_ms"] > 0
+    assert base is not None and base["measured_ms"] > 0
     assert 0.0 <= base["accuracy"] <= 1.0 and base["closed_loop"]  # measured before training, like the search
+    # The closed loop meets T on the device, not in the table: the kept baseline is the slowest one it measured under
+    # the aim (1 - margin) T, else the fastest one it measured. Its table estimate may exceed T when the device runs
+    # faster than the (synthetic) table says; that is the loop correcting the table, not a miss.
+    loop = {entry["arch"]: entry["measured_ms"] for entry in base["closed_loop"]}
+    kept = loop[" ".join(base["arch"]["choices"])]
+    aim = result["target_ms"] * (1.0 - SearchConfig().closed_loop_margin)
+    under = [v for v in loop.values() if v <= aim]
+    assert kept == (max(under) if under else min(loop.values()))
     assert Architecture.from_dict(base["arch"]) in baseline_candidates(get_space("tiny", 32, 10))
 
 
