@@ -6,12 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwnas.checks import check_fields, dataclass_hints
 from hwnas.errors import HwnasError
 
 DEFAULT_DEVICE = "cpu-onnxruntime"
@@ -220,34 +219,7 @@ class SearchConfig:
 
 
 def _check_fields(values: dict[str, Any], source: str) -> None:
-    hints = typing.get_type_hints(SearchConfig)
-    for key, value in values.items():
-        if key not in hints:
-            raise HwnasError(f"{source}: unknown key {key!r} (expected one of {', '.join(hints)})")
-        if not _matches(value, hints[key]):
-            raise HwnasError(f"{source}: field {key!r}: expected {_type_name(hints[key])}, got {value!r}")
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        return isinstance(value, (list, tuple)) and len(value) == len(args) and all(map(_matches, value, args))
-    if origin is dict:
-        return isinstance(value, dict)
-    return isinstance(value, hint)
-
-
-def _type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "") if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
+    check_fields(values, dataclass_hints(SearchConfig), source, noun="key")
 
 
 def _validate_values(values: dict[str, Any], source: str) -> None:
