@@ -8,7 +8,7 @@ Steps (resumable: the measurements file is written every few kernels; rerun the 
 2. kernels are sampled and measured paired with the reference (:mod:`hwnas.latency.kernels.sample`: seeds from
    the zoo and proxyless networks at 224 and 160, random neighbours, adaptive rounds);
 3. calibration networks are measured whole, paired: random ProxylessNAS architectures at 224/192/160/128 and the
-   zoo networks at 160 and 192 (never at 224, the resolution tools/eval_kernel_predictor.py evaluates);
+   zoo networks at 160 and 192 (never at 224, the resolution benchmarks/eval_kernel_predictor.py evaluates);
 4. the predictor is fitted (per-type XGBoost + network-level correction) and written to
    ``latency_tables/predictors/DEVICE__kernel.json``; the measurements stay beside it.
 

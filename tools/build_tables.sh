@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Profile the shipped latency tables and validate them, printing how long each step took.
-# Run on a quiet machine (nothing else busy): every figure is a real measurement.
+# Profile the shipped CPU latency tables into latency_tables/ and validate the 224 ones, printing how long each
+# step took (python tools/tables_report.py LOGDIR turns the log into docs/latency_tables.md's tables).
+# Run on a quiet machine (nothing else busy): every figure is a real measurement. A table already in
+# latency_tables/ is resumed (only its missing ops are measured): delete it first to re-profile it from scratch.
+# The cuda-torch tables come from .ci/gpu_check.sh on a GPU machine.
 #   tools/build_tables.sh [logdir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,26 +16,34 @@ step() {  # step NAME COMMAND...: run, print wall time, keep the JSON result
   local start=$(date +%s.%N)
   "$@" --json > "$log/$name.json"
   local end=$(date +%s.%N)
-  printf '%-40s %8.1f s  %s\n' "$name" "$(awk -v a="$start" -v b="$end" 'BEGIN{print b-a}')" "$(head -c 300 "$log/$name.json")"
+  printf '%-40s %8.1f s  %s\n' "$name" "$(awk -v a="$start" -v b="$end" 'BEGIN{print b-a}')" \
+    "$(head -c 300 "$log/$name.json")"
 }
 
-# ProxylessNAS space at 224 on the three CPU runtimes; the default search's space (proxyless at 32x32 with the
-# digits' 10 classes); FBNet (CIFAR-100 variant); then end-to-end validation of the 224 tables.
-for device in cpu-onnxruntime cpu-torch; do
-  step "profile-$device-proxyless-224" $hwnas profile --device "$device" --space proxyless --resolution 224 --quiet
-done
-for device in cpu-onnxruntime cpu-litert; do
-  step "profile-$device-proxyless-32" $hwnas profile --device "$device" --space proxyless --resolution 32 \
-    --num-classes 10 --quiet
-done
-step "profile-cpu-onnxruntime-fbnet-cifar100-32" $hwnas profile --device cpu-onnxruntime --space fbnet-cifar100 --quiet
-for device in cpu-onnxruntime cpu-torch; do
-  step "validate-$device-proxyless-224" $hwnas validate --table "latency_tables/${device}__proxyless__224.json" \
-    --n 50 --out "$log/validate-$device-proxyless-224" --quiet
-done
-step "profile-cpu-litert-proxyless-224" $hwnas profile --device cpu-litert --space proxyless --resolution 224 --quiet
-step "validate-cpu-litert-proxyless-224" $hwnas validate --table latency_tables/cpu-litert__proxyless__224.json \
-  --n 50 --out "$log/validate-cpu-litert-proxyless-224" --quiet
-for device in cpu-torch cpu-litert; do
-  step "profile-$device-fbnet-cifar100-32" $hwnas profile --device "$device" --space fbnet-cifar100 --quiet
-done
+profile() {  # profile DEVICE SPACE RESOLUTION [NUM_CLASSES]: latency_tables/DEVICE__SPACE__RESOLUTION.json
+  local device=$1 space=$2 resolution=$3
+  step "profile-$device-$space-$resolution" $hwnas profile --device "$device" --space "$space" \
+    --resolution "$resolution" ${4:+--num-classes "$4"} --out "latency_tables/${device}__${space}__$resolution.json" \
+    --quiet
+}
+
+validate() {  # validate DEVICE SPACE RESOLUTION: 50 whole networks against the table's estimates
+  local name="$1-$2-$3"
+  step "validate-$name" $hwnas validate --table "latency_tables/$1__$2__$3.json" --n 50 --out "$log/validate-$name" \
+    --quiet
+}
+
+# ProxylessNAS space at 224 on the three CPU runtimes and their end-to-end validation; the default search's space
+# (proxyless at 32x32 with the digits' 10 classes); ONNX Runtime at 64 and 128 (the predictors' resolutions);
+# FBNet (CIFAR-100 variant). tests/test_scripts.py checks that these are exactly the shipped CPU tables.
+profile cpu-onnxruntime proxyless 224
+profile cpu-torch proxyless 224
+profile cpu-onnxruntime proxyless 32 10
+profile cpu-litert proxyless 32 10
+profile cpu-onnxruntime fbnet-cifar100 32
+validate cpu-onnxruntime proxyless 224
+validate cpu-torch proxyless 224
+profile cpu-litert proxyless 224
+validate cpu-litert proxyless 224
+profile cpu-onnxruntime proxyless 64
+profile cpu-onnxruntime proxyless 128

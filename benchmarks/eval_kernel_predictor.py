@@ -1,6 +1,6 @@
 """Check the kernel predictor on the zoo networks at 224 against paired end-to-end measurements.
 
-    python tools/eval_kernel_predictor.py --device cpu-onnxruntime
+    python benchmarks/eval_kernel_predictor.py --device cpu-onnxruntime
 
 Each zoo network is exported to ONNX at 224x224 (a resolution the build never measured whole networks at),
 predicted with ``hwnas predict --json`` and measured whole, paired with the same reference network the kernels

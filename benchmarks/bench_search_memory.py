@@ -11,7 +11,7 @@ autograd saves (``saved_tensors_hooks``, each storage once, parameters excluded)
 
 and the peak RSS growth of the same forward + backward run in a forked child (the full_v2 column includes the
 backward's transient recomputation). The supernet's sampled path is pinned to the largest candidate, so the
-binarized columns are their worst case. Usage: ``python tools/bench_search_memory.py [--resolution 64 ...]``.
+binarized columns are their worst case. Usage: ``python benchmarks/bench_search_memory.py [--resolution 64 ...]``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The kernel predictor on a measurement set's networks: networks it never saw, of a family outside its zoo.
 
-    python tools/eval_kernel_on_set.py [--predictor latency_tables/predictors/cpu-onnxruntime__kernel.json]
+    python benchmarks/eval_kernel_on_set.py [--predictor latency_tables/predictors/cpu-onnxruntime__kernel.json]
         [--set latency_tables/sets/cpu-onnxruntime__proxyless__224__test.json]
 
 Each architecture is exported to ONNX, split into kernels and predicted; the set's paired latencies are the truth.

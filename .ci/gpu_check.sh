@@ -4,12 +4,13 @@
 # network end to end, and a closed-loop search on the GPU. Each step has its own time limit and the whole run a
 # deadline, so a slow step costs only itself; steps run in order of importance.
 #
-#   tools/gpu_check.sh OUTDIR [DEADLINE_S]        (DEVICE=cuda-torch, PY=python3 by default)
+#   .ci/gpu_check.sh OUTDIR [DEADLINE_S]        (DEVICE=cuda-torch, PY=python3 by default)
 #
 # Runs from the repository root without installing (PYTHONPATH=.): GPU images often ship torch but cannot
-# reach PyPI. Tables go to latency_tables/ (as `hwnas profile` would) and are copied to OUTDIR.
+# reach PyPI. Tables are profiled into OUTDIR (a fresh OUTDIR measures every op; the shipped tables in
+# latency_tables/ are left alone) and validated there.
 set -u
-out=${1:?usage: tools/gpu_check.sh OUTDIR [DEADLINE_S]}
+out=${1:?usage: .ci/gpu_check.sh OUTDIR [DEADLINE_S]}
 deadline=${2:-480}
 device=${DEVICE:-cuda-torch}
 py=${PY:-python3}
@@ -46,13 +47,14 @@ hwnas=("$py" -m hwnas.cli)
 step devices 30 "${hwnas[@]}" devices
 step tests 90 "$py" -m pytest -q -rs -p no:cacheprovider tests/test_runtimes.py tests/test_tensorrt_adb.py \
     tests/test_export.py -k "gpu or cuda or tensorrt"
-step profile32 90 "${hwnas[@]}" profile --device "$device" --space proxyless --resolution 32 --quiet
-step validate32 60 "${hwnas[@]}" validate --table "latency_tables/${device}__proxyless__32.json" --n 16 \
+step profile32 90 "${hwnas[@]}" profile --device "$device" --space proxyless --resolution 32 --quiet \
+    --out "$out/${device}__proxyless__32.json"
+step validate32 60 "${hwnas[@]}" validate --table "$out/${device}__proxyless__32.json" --n 16 \
     --out "$out/val32" --quiet
 step search 200 "${hwnas[@]}" search --device "$device" --out "$out/search" --set num_threads="$search_threads"
-step profile224 120 "${hwnas[@]}" profile --device "$device" --space proxyless --resolution 224 --quiet
-step validate224 60 "${hwnas[@]}" validate --table "latency_tables/${device}__proxyless__224.json" --n 16 \
+step profile224 120 "${hwnas[@]}" profile --device "$device" --space proxyless --resolution 224 --quiet \
+    --out "$out/${device}__proxyless__224.json"
+step validate224 60 "${hwnas[@]}" validate --table "$out/${device}__proxyless__224.json" --n 16 \
     --out "$out/val224" --quiet
 step bench_mnv2 40 "${hwnas[@]}" bench --device "$device" torchvision:mobilenet_v2
-cp latency_tables/"${device}"__proxyless__*.json "$out/" 2>/dev/null
 echo "== total $((SECONDS - start)) s" | tee -a "$out/summary.txt"

@@ -13,8 +13,9 @@ Two measurements, both printed as Markdown:
    refreshed after the flush so only weights and runtime state go cold; CPU runtimes in this process only), and
    compare each table's estimates with the whole-network measurements of that file.
 
-    python tools/bench_cache_pressure.py [--device cpu-litert] [--resolution 32] [--copies 8]
-    python tools/bench_cache_pressure.py --device cpu-litert --validation runs/val/validation.json --flush 0,8,16,32
+    python benchmarks/bench_cache_pressure.py [--device cpu-litert] [--resolution 32] [--copies 8]
+    python benchmarks/bench_cache_pressure.py --device cpu-litert --validation runs/val/validation.json \
+        --flush 0,8,16,32
 """
 
 from __future__ import annotations

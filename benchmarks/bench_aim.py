@@ -1,6 +1,6 @@
 """The closed loop with the table against the closed loop with a refitting predictor, on the real device.
 
-    python tools/bench_aim.py [--devices cpu-onnxruntime,cpu-litert] [--resolution 32] [--num-classes 10]
+    python benchmarks/bench_aim.py [--devices cpu-onnxruntime,cpu-litert] [--resolution 32] [--num-classes 10]
         [--fractions 0.2,0.35,0.5,0.65,0.8] [--seeds 2] [--steps 8]
 
 No training: both loops only choose an architecture for a target (latency does not depend on the weights), from

@@ -7,7 +7,10 @@ of P seconds with a priming load of S seconds (``Protocol.prime_s``), for every 
 and prints each median next to the one with no pause and the longest priming, with the SM clock read through NVML
 (when nvidia-ml-py is installed) before and after.
 
-    python tools/bench_gpu_warmup.py --device cuda-torch --pauses 0,10 --primes 0,0.5,2 --repeats 2
+    python -m benchmarks.bench_gpu_warmup --device cuda-torch --pauses 0,10 --primes 0,0.5,2 --repeats 2
+
+Run as a module from the repository root, it needs no install (GPU images often ship torch but cannot reach PyPI):
+the root is on ``sys.path`` and ``hwnas`` imports from the checkout.
 """
 
 from __future__ import annotations
@@ -21,13 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hwnas.devices import load_device  # noqa: E402
-from hwnas.latency.profile import device_protocol  # noqa: E402
-from hwnas.runtimes import get_runtime  # noqa: E402
-from hwnas.runtimes.protocol import measure  # noqa: E402
-from hwnas.spaces import get_space  # noqa: E402
+from hwnas.devices import load_device
+from hwnas.latency.profile import device_protocol
+from hwnas.runtimes import get_runtime
+from hwnas.runtimes.protocol import measure
+from hwnas.spaces import get_space
 
 
 def sm_clock_mhz() -> int | None:

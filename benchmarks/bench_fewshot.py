@@ -6,7 +6,7 @@ fitted on them, and it is scored on test networks that no step ever saw (neither
 Baselines: a per-layer ridge fit on the k networks alone (no prior) and a plain non-negative least squares mix of
 the prior tables (no shrinkage). Prints the table and the curve, saves a plot of Spearman against k.
 
-    python tools/bench_fewshot.py --csv /work/shared/data/fbnet_latency/fbnet_latency.csv \
+    python benchmarks/bench_fewshot.py --csv /work/shared/data/fbnet_latency/fbnet_latency.csv \
         --out docs/img/fewshot_fbnet.png
 """
 
