@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.ops import MBConvSpec, build_op, spec_from_key
+from hwnas.ops import DWSepSpec, MBConvSpec, build_op, spec_from_key
 from hwnas.ops.modules import MBConv, SqueezeExcite
 from hwnas.spaces import Architecture, ArchNet, get_space, space_names
+from hwnas.spaces.registry import FBNET_OPS, PROXYLESS_OPS, TINY_OPS, MBConvChoice
 
 SMALL = {"proxyless": 64, "fbnet": 64, "fbnet-cifar100": 32, "tiny": 32}
 
@@ -69,6 +70,27 @@ def test_se_and_grouped_mbconv_counts():
         assert (spec.macs(), spec.params(), spec.activation_elements()) == (macs, params, activations)
 
 
+@pytest.mark.parametrize("spec", [DWSepSpec(16, 24, 8), DWSepSpec(16, 32, 9, k=5, s=2, act="relu"),
+                                  DWSepSpec(8, 8, 6, k=3, act="none")], ids=str)
+def test_dwsep_builds_with_its_shape_and_counts(spec):
+    """DWSepSpec is in no space yet (the MnasNet space will use it): the same checks as every space op."""
+    module = build_op(spec).eval()
+    x = torch.randn(spec.input_shape)
+    with torch.no_grad():
+        assert tuple(module(x).shape) == spec.output_shape
+    assert spec_from_key(spec.key()) == spec
+    assert (spec.macs(), spec.params(), spec.activation_elements()) == _module_counts(module, x)
+
+
+def test_candidate_names_parse_to_their_mbconv():
+    names = [name for name in (*PROXYLESS_OPS, *FBNET_OPS, *TINY_OPS) if name != "skip"]
+    assert all(MBConvChoice.parse(name).name == name for name in names)
+    assert MBConvChoice.parse("k5_e6") == MBConvChoice(k=5, e=6, g=1)
+    assert MBConvChoice.parse("k3_e1_g2") == MBConvChoice(k=3, e=1, g=2)
+    with pytest.raises(HwnasError, match="candidate 'k5e6'"):
+        MBConvChoice.parse("k5e6")
+
+
 def test_key_format_is_canonical():
     spec = MBConvSpec(24, 40, 56, e=3, k=5, s=2)
     assert spec.key() == "mbconv-in:56x56x24-out:28x28x40-e:3-k:5-s:2-se:0-act:relu6-g:1-pw:1"
@@ -76,7 +98,7 @@ def test_key_format_is_canonical():
 
 @pytest.mark.parametrize("bad", ["", "mbconv", "foo-in:1x1x1-out:1x1x1", "mbconv-in:8x8x8-out:8x8x8-k:x",
                                  "mbconv-in:8x8x8-out:4x4x8-e:3-k:3-s:1-se:0-act:relu6-g:1-pw:1",
-                                 "conv-in:8x8x8-out:8x8x8-k:3-s:1-g:1-act:gelu"])
+                                 "conv-in:8x8x8-out:8x8x8-k:3-s:1-g:1-act:gelu", "pool-in:4x4x8-out:1x1x8-cin:8"])
 def test_bad_keys_give_one_line_errors(bad):
     with pytest.raises(HwnasError) as err:
         spec_from_key(bad)

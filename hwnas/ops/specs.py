@@ -20,10 +20,6 @@ ACTIVATIONS = ("relu", "relu6", "hswish", "none")
 _SPEC_TYPES: dict[str, type[OpSpec]] = {}
 
 
-def _out_size(size: int, stride: int) -> int:
-    return math.ceil(size / stride)
-
-
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round a channel count to a multiple of ``divisor`` (MobileNet convention), never below 90%."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
@@ -34,12 +30,10 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 class OpSpec:
     """Base of all op specs: input ``size`` x ``size`` x ``cin`` -> output ``out_size`` x ``out_size`` x ``cout``.
 
-    Subclasses list their hyper-parameters as extra dataclass fields (in key order) and give the short name
-    used in the key through ``_KEY_NAMES``.
+    Subclasses list their hyper-parameters as extra dataclass fields, in key order, named as in the key.
     """
 
     kind: ClassVar[str] = ""
-    _KEY_NAMES: ClassVar[dict[str, str]] = {}
 
     cin: int
     cout: int
@@ -59,7 +53,8 @@ class OpSpec:
             elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise HwnasError(f"{self.kind}: field {f.name} must be a non-negative int, got {value!r}")
         if self.cin <= 0 or self.cout <= 0 or self.size <= 0:
-            raise HwnasError(f"{self.kind}: cin, cout and size must be positive, got {self.cin}, {self.cout}, {self.size}")
+            raise HwnasError(f"{self.kind}: cin, cout and size must be positive, "
+                             f"got {self.cin}, {self.cout}, {self.size}")
 
     # -- shapes ---------------------------------------------------------------------------------------------
     @property
@@ -68,7 +63,7 @@ class OpSpec:
 
     @property
     def out_size(self) -> int:
-        return _out_size(self.size, self.stride)
+        return math.ceil(self.size / self.stride)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -92,7 +87,7 @@ class OpSpec:
         """The canonical key; :func:`spec_from_key` inverts it."""
         o = self.out_size
         parts = [self.kind, f"in:{self.size}x{self.size}x{self.cin}", f"out:{o}x{o}x{self.cout}"]
-        parts += [f"{self._KEY_NAMES.get(f.name, f.name)}:{getattr(self, f.name)}" for f in self._param_fields()]
+        parts += [f"{f.name}:{getattr(self, f.name)}" for f in self._param_fields()]
         return "-".join(parts)
 
     def __str__(self) -> str:
@@ -235,8 +230,8 @@ class DWSepSpec(OpSpec):
         return _conv_params(self.cin, self.cin, self.k, self.cin) + _conv_params(self.cin, self.cout, 1, 1)
 
     def activation_elements(self) -> int:
-        o = self.out_size
-        return 3 * self.cin * o * o + 3 * self.cout * o * o
+        per_conv = 3 if self.act != "none" else 2  # conv, BN and the activation when there is one
+        return per_conv * (self.cin + self.cout) * self.out_size**2
 
 
 @dataclass(frozen=True)
@@ -261,50 +256,51 @@ class SkipSpec(OpSpec):
 
 
 @dataclass(frozen=True)
-class ZeroSpec(OpSpec):
-    """ProxylessNAS's ``zero``: the block is skipped (its residual path alone remains), so the output is the input."""
+class _ChannelKeepingSpec(OpSpec):
+    """An op without weights that keeps its input's channels (``cout`` = ``cin``): no MACs, no parameters.
 
-    kind: ClassVar[str] = "zero"
+    ``_CHANNEL_ERROR`` is the message when ``cin`` != ``cout`` (formatted with both).
+    """
+
+    _CHANNEL_ERROR: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.cin != self.cout:
-            raise HwnasError(f"zero: only valid where the block keeps its shape, got cin {self.cin} != cout {self.cout}")
-
-    @property
-    def is_free(self) -> bool:
-        return True
+            raise HwnasError(self._CHANNEL_ERROR.format(cin=self.cin, cout=self.cout))
 
     def macs(self) -> int:
         return 0
 
     def params(self) -> int:
         return 0
+
+
+@dataclass(frozen=True)
+class ZeroSpec(_ChannelKeepingSpec):
+    """ProxylessNAS's ``zero``: the block is skipped (its residual path alone remains), so the output is the input."""
+
+    kind: ClassVar[str] = "zero"
+    _CHANNEL_ERROR: ClassVar[str] = "zero: only valid where the block keeps its shape, got cin {cin} != cout {cout}"
+
+    @property
+    def is_free(self) -> bool:
+        return True
 
     def activation_elements(self) -> int:
         return 0
 
 
 @dataclass(frozen=True)
-class PoolSpec(OpSpec):
+class PoolSpec(_ChannelKeepingSpec):
     """Global average pooling to 1x1 (``cout`` = ``cin``)."""
 
     kind: ClassVar[str] = "pool"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.cin != self.cout:
-            raise HwnasError(f"pool: cout must equal cin, got {self.cin} -> {self.cout}")
+    _CHANNEL_ERROR: ClassVar[str] = "pool: cout must equal cin, got {cin} -> {cout}"
 
     @property
     def out_size(self) -> int:
         return 1
-
-    def macs(self) -> int:
-        return 0
-
-    def params(self) -> int:
-        return 0
 
     def activation_elements(self) -> int:
         return self.cout
@@ -357,11 +353,11 @@ def spec_from_key(key: str) -> OpSpec:
         cout = int(shape_out.split("x")[2])
         if (tag_in, tag_out) != ("in", "out") or h != w:
             raise ValueError
-        by_short = {cls._KEY_NAMES.get(f.name, f.name): f for f in dataclasses.fields(cls)}
+        by_name = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("cin", "cout", "size")}
         values: dict[str, object] = {}
         for token in tokens[3:]:
             name, raw = token.split(":")
-            field = by_short[name]
+            field = by_name[name]
             values[field.name] = raw if field.name == "act" else int(raw)
     except (ValueError, KeyError) as exc:
         raise HwnasError(f"op key {key!r}: malformed ({exc.__class__.__name__}: {exc})") from None

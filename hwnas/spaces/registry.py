@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 from hwnas.errors import HwnasError
 from hwnas.ops import MBConvSpec, OpSpec, SkipSpec, ZeroSpec
-from hwnas.spaces.base import SearchSpace, staged_space
+from hwnas.spaces.base import CandidateFactory, SearchSpace, staged_space
 from hwnas.spaces.memory import check_fits_memory
+
+SpaceFactory = Callable[[int, int], SearchSpace]
+"""(resolution, num_classes) -> the space."""
 
 
 @dataclass(frozen=True)
 class SpaceInfo:
     """How to make a space: factory (resolution, num_classes), defaults, and the resolution rule."""
 
-    factory: Callable[[int, int], SearchSpace]
+    factory: SpaceFactory
     default_resolution: int
     default_num_classes: int
     total_stride: int
@@ -26,8 +30,8 @@ _SPACES: dict[str, SpaceInfo] = {}
 
 
 def register_space(name: str, *, default_resolution: int, default_num_classes: int, total_stride: int,
-                   description: str) -> Callable[[Callable[[int, int], SearchSpace]], Callable[[int, int], SearchSpace]]:
-    def wrap(factory: Callable[[int, int], SearchSpace]) -> Callable[[int, int], SearchSpace]:
+                   description: str) -> Callable[[SpaceFactory], SpaceFactory]:
+    def wrap(factory: SpaceFactory) -> SpaceFactory:
         _SPACES[name] = SpaceInfo(factory, default_resolution, default_num_classes, total_stride, description)
         return factory
 
@@ -60,18 +64,54 @@ def get_space(name: str, resolution: int | None = None, num_classes: int | None 
     return space
 
 
+# -- candidate names ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MBConvChoice:
+    """A candidate name such as ``k5_e6`` or ``k3_e1_g2``: an MBConv's kernel, expansion and groups."""
+
+    k: int
+    e: int
+    g: int = 1
+
+    _PATTERN: ClassVar[re.Pattern[str]] = re.compile(r"k(\d+)_e(\d+)(?:_g(\d+))?")
+
+    @classmethod
+    def parse(cls, name: str) -> MBConvChoice:
+        match = cls._PATTERN.fullmatch(name)
+        if match is None:
+            raise HwnasError(f"candidate {name!r}: expected 'k<kernel>_e<expansion>', optionally '_g<groups>'")
+        kernel, expansion, groups = match.groups()
+        return cls(k=int(kernel), e=int(expansion), g=int(groups or 1))
+
+    @property
+    def name(self) -> str:
+        return f"k{self.k}_e{self.e}" + (f"_g{self.g}" if self.g != 1 else "")
+
+    def spec(self, cin: int, cout: int, size: int, stride: int, act: str) -> MBConvSpec:
+        return MBConvSpec(cin, cout, size, e=self.e, k=self.k, s=stride, act=act, g=self.g)
+
+
+def candidate_spec(name: str, cin: int, cout: int, size: int, stride: int, act: str) -> OpSpec:
+    """The op a candidate name stands for: ``skip`` (FBNet), ``zero`` (ProxylessNAS) or an :class:`MBConvChoice`."""
+    if name == "skip":
+        return SkipSpec(cin, cout, size, s=stride)
+    if name == "zero":
+        return ZeroSpec(cin, cout, size)
+    return MBConvChoice.parse(name).spec(cin, cout, size, stride, act)
+
+
+def _candidates(names: tuple[str, ...], act: str, zero: bool) -> CandidateFactory:
+    """Every layer offers ``names``; with ``zero``, every layer after a stage's first may also be skipped."""
+
+    def candidates(position: int, cin: int, cout: int, size: int, stride: int) -> list[tuple[str, OpSpec]]:
+        offered = (*names, "zero") if zero and position > 0 else names
+        return [(name, candidate_spec(name, cin, cout, size, stride, act)) for name in offered]
+
+    return candidates
+
+
 # -- ProxylessNAS mobile space ---------------------------------------------------------------------------
 PROXYLESS_OPS = ("k3_e3", "k3_e6", "k5_e3", "k5_e6", "k7_e3", "k7_e6")
-
-
-def _proxyless_candidates(position: int, cin: int, cout: int, size: int, stride: int) -> list[tuple[str, OpSpec]]:
-    ops: list[tuple[str, OpSpec]] = []
-    for name in PROXYLESS_OPS:
-        k, e = int(name[1]), int(name[4])
-        ops.append((name, MBConvSpec(cin, cout, size, e=e, k=k, s=stride, act="relu6")))
-    if position > 0:
-        ops.append(("zero", ZeroSpec(cin, cout, size)))
-    return ops
 
 
 @register_space("proxyless", default_resolution=224, default_num_classes=1000, total_stride=32,
@@ -82,7 +122,7 @@ def _proxyless(resolution: int, num_classes: int) -> SearchSpace:
         stem=(32, 3, 2, "relu6"),
         fixed=[lambda cin, size: MBConvSpec(cin, 16, size, e=1, k=3, s=1, act="relu6", pw=0)],
         stages=[(24, 4, 2), (40, 4, 2), (80, 4, 2), (96, 4, 1), (192, 4, 2), (320, 1, 1)],
-        candidates=_proxyless_candidates,
+        candidates=_candidates(PROXYLESS_OPS, "relu6", zero=True),
         head=(1280, "relu6"),
     )
 
@@ -92,18 +132,6 @@ FBNET_OPS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3"
 _FBNET_STAGES = ((16, 1), (24, 4), (32, 4), (64, 4), (112, 4), (184, 4), (352, 1))
 
 
-def _fbnet_candidates(position: int, cin: int, cout: int, size: int, stride: int) -> list[tuple[str, OpSpec]]:
-    ops: list[tuple[str, OpSpec]] = []
-    for name in FBNET_OPS:
-        if name == "skip":
-            ops.append((name, SkipSpec(cin, cout, size, s=stride)))
-            continue
-        k, e = int(name[1]), int(name[4])
-        g = 2 if name.endswith("_g2") else 1
-        ops.append((name, MBConvSpec(cin, cout, size, e=e, k=k, s=stride, act="relu", g=g)))
-    return ops
-
-
 def _fbnet(name: str, resolution: int, num_classes: int, stem_stride: int, strides: tuple[int, ...],
            head: int) -> SearchSpace:
     return staged_space(
@@ -111,7 +139,7 @@ def _fbnet(name: str, resolution: int, num_classes: int, stem_stride: int, strid
         stem=(16, 3, stem_stride, "relu"),
         fixed=[],
         stages=[(c, n, s) for (c, n), s in zip(_FBNET_STAGES, strides)],
-        candidates=_fbnet_candidates,
+        candidates=_candidates(FBNET_OPS, "relu", zero=False),
         head=(head, "relu"),
     )
 
@@ -132,15 +160,6 @@ def _fbnet_cifar100(resolution: int, num_classes: int) -> SearchSpace:
 TINY_OPS = ("k3_e3", "k5_e3", "k3_e6")
 
 
-def _tiny_candidates(position: int, cin: int, cout: int, size: int, stride: int) -> list[tuple[str, OpSpec]]:
-    ops: list[tuple[str, OpSpec]] = [
-        (name, MBConvSpec(cin, cout, size, e=int(name[4]), k=int(name[1]), s=stride)) for name in TINY_OPS
-    ]
-    if position > 0:
-        ops.append(("zero", ZeroSpec(cin, cout, size)))
-    return ops
-
-
 @register_space("tiny", default_resolution=32, default_num_classes=10, total_stride=8,
                 description="tiny: 4 layers of MBConv k3/k5 e3/e6 + zero, for tests and CI")
 def _tiny(resolution: int, num_classes: int) -> SearchSpace:
@@ -149,6 +168,6 @@ def _tiny(resolution: int, num_classes: int) -> SearchSpace:
         stem=(8, 3, 2, "relu6"),
         fixed=[],
         stages=[(16, 2, 2), (24, 2, 2)],
-        candidates=_tiny_candidates,
+        candidates=_candidates(TINY_OPS, "relu6", zero=True),
         head=(64, "relu6"),
     )
