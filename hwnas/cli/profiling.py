@@ -1,0 +1,93 @@
+"""``hwnas profile``, ``sample``, ``bench``, ``estimate`` and ``validate``: latency tables, and whole networks
+measured end to end to check them."""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+from typing import Any
+
+from hwnas.cli.common import progress, protocol_overrides, warn_foreign_table, with_threads
+from hwnas.errors import HwnasError
+from hwnas.outputs import check_out_file, check_out_folder
+
+
+def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.devices import load_device
+    from hwnas.latency.profile import ProfileConfig, profile_device
+    from hwnas.spaces import get_space
+
+    device = with_threads(load_device(args.device), args)
+    space = get_space(args.space, args.resolution, args.num_classes)
+    if args.out:
+        check_out_file(args.out)
+    config = ProfileConfig(chunk=args.chunk, protocol_overrides=protocol_overrides(args), progress=progress(args))
+    return profile_device(device, space, Path(args.out) if args.out else None, config).to_dict()
+
+
+def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.spaces import get_space
+
+    space = get_space(args.space, args.resolution, args.num_classes)
+    rng = random.Random(args.seed)
+    out = check_out_folder(args.out)
+    files = [str(space.random_arch(rng).save(out / f"arch_{i:04d}.json")) for i in range(args.n)]
+    return {"files": files, "space": space.name, "resolution": space.resolution}
+
+
+def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.devices import load_device
+    from hwnas.latency.bench import bench
+
+    device = with_threads(load_device(args.device), args)
+    stats = bench(device, args.target, protocol_overrides(args))
+    return {"device": device.name, "target": args.target, "median_ms": stats.median_ms, "p10_ms": stats.p10_ms,
+            "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms, "std_ms": stats.std_ms, "runs": stats.n,
+            "noisy": stats.noisy}
+
+
+def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.latency.estimator import TableEstimator
+    from hwnas.latency.table import LatencyTable, find_table_file, table_folders, table_name
+    from hwnas.spaces import Architecture, get_space
+
+    if not (args.table or args.device):
+        raise HwnasError("estimate: give --table FILE or --device NAME (its table for the architecture's space)")
+    table = LatencyTable.load(args.table) if args.table else None
+    arch = Architecture.load(args.arch)
+    if table is None:  # the device's table for the architecture's space and resolution: the user's, else shipped
+        from hwnas.devices import load_device
+
+        name = table_name(load_device(args.device).name, arch.space, arch.resolution)
+        path = find_table_file(name)
+        if path is None:
+            raise HwnasError(f"no latency table {name} in {' or '.join(map(str, table_folders()))}; run `hwnas "
+                             f"profile --device {args.device} --space {arch.space} --resolution {arch.resolution}`")
+        table = LatencyTable.load(path)
+    warn_foreign_table(table)
+    space = get_space(arch.space, arch.resolution, arch.num_classes)
+    estimator = TableEstimator(table, space, args.overhead)
+    terms = estimator.terms(arch)
+    total = estimator.latency_ms(arch)
+    text = "\n".join(f"{t.part:<22} {t.ms:8.4f} ms  {t.key}" for t in terms) + f"\n{'total':<22} {total:8.4f} ms"
+    return {"latency_ms": total, "device": table.device_name, "overhead_mode": args.overhead,
+            "terms": [{"part": t.part, "key": t.key, "ms": t.ms} for t in terms], "_text": text}
+
+
+def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
+    from hwnas.devices import load_device
+    from hwnas.latency.table import LatencyTable
+    from hwnas.latency.validate import ValidateConfig, validate_table
+
+    table = LatencyTable.load(args.table)
+    warn_foreign_table(table)
+    device = with_threads(load_device(args.device or table.device_name), args)
+    config = ValidateConfig(n=args.n, seed=args.seed, progress=progress(args),
+                            protocol_overrides=protocol_overrides(args))
+    check_out_folder(args.out)
+    report = validate_table(Path(args.table), device, Path(args.out), config)
+    text = "\n".join(f"{mode:<7} ±5% {100 * m['within_5pct']:5.1f}%  ±10% {100 * m['within_10pct']:5.1f}%  "
+                     f"RMSE {m['rmse_ms']:.3f} ms  tau {m['kendall_tau']:.3f}  bias {m['mean_bias_pct']:+.1f}%"
+                     for mode, m in report["metrics"].items())
+    return {"metrics": report["metrics"], "out": args.out, "_text": text}
