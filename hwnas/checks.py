@@ -16,14 +16,14 @@ from __future__ import annotations
 import math
 import types
 import typing
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from hwnas.errors import HwnasError
 
 
 def field_error(source: str, name: str, expected: str, value: Any) -> HwnasError:
     """``SOURCE: field 'NAME': expected WHAT, got VALUE``."""
-    return HwnasError(f"{source}: field {name!r}: expected {expected}, got {value!r}")
+    return HwnasError(f"{source}: field {name!r}: expected {expected}, got {_short_repr(value)}")
 
 
 def unknown_field_error(source: str, name: str, known: Iterable[str], noun: str = "field") -> HwnasError:
@@ -65,6 +65,17 @@ def check_type(value: Any, hint: Any, source: str, name: str) -> None:
         raise field_error(source, name, type_name(hint), value)
 
 
+Rule = tuple[str, Callable[[Any], bool], str]
+"""(field name, test of its value, what was expected): one line of a file's checks (see :func:`check_rules`)."""
+
+
+def check_rules(values: Mapping[str, Any], rules: Iterable[Rule], source: str) -> None:
+    """Each rule's field, when present in ``values``, passes the rule's test, in the rules' order."""
+    for name, test, expected in rules:
+        if name in values and not test(values[name]):
+            raise field_error(source, name, expected, values[name])
+
+
 def check_finite(value: Any, source: str, name: str, minimum: float = 0.0, strict: bool = False) -> None:
     """``value`` is a finite number ``>= minimum`` (``> minimum`` when ``strict``); booleans are not numbers."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -100,10 +111,17 @@ def matches(value: Any, hint: Any) -> bool:
     if origin is dict:
         return isinstance(value, dict)
     if origin is list:
-        return isinstance(value, list)
+        args = typing.get_args(hint)
+        return isinstance(value, list) and all(matches(item, args[0]) for item in value if args)
     return isinstance(value, hint)
 
 
 def type_name(hint: Any) -> str:
     """A type hint as the error says it: ``int``, ``int | None``, ``tuple[float, float]``."""
     return str(hint).replace("typing.", "") if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters so that a whole wrong list never floods the one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

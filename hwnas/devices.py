@@ -30,9 +30,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from hwnas.checks import Rule, check_known, check_rules, field_error, matches, missing_field_error
 from hwnas.errors import HwnasError
 from hwnas.locations import shipped_dir, user_dir
 from hwnas.runtimes import RuntimeConfig, runtime_names
+from hwnas.runtimes.protocol import Protocol
 
 DEVICES_ENV_VAR = "HWNAS_DEVICES"
 DEVICE_KINDS = ("cpu", "cuda", "android")
@@ -56,8 +58,9 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 class DeviceProfile:
     """One measurement target: a backend plus its threads, precision and runtime options.
 
-    ``path`` is the file the profile was read from (None when built in code); it is not part of
-    :meth:`to_dict`, which is the profile's content and what a latency table records.
+    ``path`` is the file the profile was read from (None when built in code); ``default_threads`` is the
+    profile's own thread count, kept when ``threads`` is overridden (``--threads``, ``dataclasses.replace``).
+    Neither is part of :meth:`to_dict`, which is the profile's content and what a latency table records.
     """
 
     name: str
@@ -69,6 +72,16 @@ class DeviceProfile:
     options: dict[str, Any] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False)
+    default_threads: int | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.default_threads is None:
+            object.__setattr__(self, "default_threads", self.threads)
+
+    @property
+    def threads_overridden(self) -> bool:
+        """Whether ``threads`` differs from the profile's own (a table measured so is another table)."""
+        return self.threads != self.default_threads
 
     def runtime_config(self) -> RuntimeConfig:
         """The :class:`RuntimeConfig` the backend is instantiated with."""
@@ -93,6 +106,13 @@ class DeviceProfile:
     def from_dict(cls, data: Mapping[str, Any], source: str = "<device>", path: Path | None = None) -> DeviceProfile:
         """Validate ``data`` (a parsed TOML document or :meth:`to_dict` output); errors name ``source``."""
         return _parse_profile(data, source, path)
+
+
+def device_protocol(device: DeviceProfile, overrides: Mapping[str, Any] | None = None) -> Protocol:
+    """The measurement protocol on ``device``: the defaults, with the profile's ``[protocol]`` overrides, then
+    ``overrides``."""
+    data = {**Protocol().to_dict(), **device.protocol, **(overrides or {})}
+    return Protocol.from_dict(data, source=f"{device.path or device.name}: [protocol]")
 
 
 def devices_dir() -> Path:
@@ -185,61 +205,45 @@ def _load_file(path: Path) -> DeviceProfile:
         raise HwnasError(f"{source}: cannot read the file: {exc}") from None
     profile = _parse_profile(data, source, path)
     if profile.name != path.stem:
-        raise HwnasError(
-            f"{source}: field 'name': expected {path.stem!r} (a device file is named by its name), got {profile.name!r}"
-        )
+        raise field_error(source, "name", f"{path.stem!r} (a device file is named by its name)", profile.name)
     return profile
 
 
 def _parse_profile(data: Mapping[str, Any], source: str, path: Path | None) -> DeviceProfile:
-    def fail(name: str, expected: str, value: Any) -> HwnasError:
-        return HwnasError(f"{source}: field {name!r}: expected {expected}, got {value!r}")
-
-    for key in data:
-        if key not in FIELDS:
-            raise HwnasError(f"{source}: field {key!r}: unknown field (expected one of {', '.join(FIELDS)})")
+    check_known(data, FIELDS, source)
     backends = runtime_names()
     for key in REQUIRED_FIELDS:
         if key not in data:
             hint = f"one of {', '.join(backends)}" if key == "backend" else "a string"
-            raise HwnasError(f"{source}: field {key!r}: missing (required; {hint})")
-
-    name = data["name"]
-    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
-        raise fail("name", "a name of letters, digits, '.', '_' or '-'", name)
-    description = data.get("description", "")
-    if not isinstance(description, str) or "\n" in description:
-        raise fail("description", "a one-line string", description)
-    backend = data["backend"]
-    if backend not in backends:
-        raise fail("backend", f"one of {', '.join(backends)}", backend)
-    device = data.get("device", "cpu")
-    if device not in DEVICE_KINDS:
-        raise fail("device", f"one of {', '.join(DEVICE_KINDS)}", device)
-    allowed = BACKEND_DEVICES.get(backend)
-    if allowed is not None and device not in allowed:
-        raise fail("device", f"{' or '.join(map(repr, allowed))} for backend {backend!r}", device)
-    threads = data.get("threads", 1)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise fail("threads", "a positive integer", threads)
-    precision = data.get("precision", "fp32")
-    if precision not in PRECISIONS:
-        raise fail("precision", f"one of {', '.join(PRECISIONS)}", precision)
-    options = data.get("options", {})
-    if not isinstance(options, dict):
-        raise fail("options", "a table ([options])", options)
-    protocol = data.get("protocol", {})
-    if not isinstance(protocol, dict):
-        raise fail("protocol", "a table ([protocol])", protocol)
+            raise missing_field_error(source, key, f"required: {hint}")
+    values = {**DeviceProfile(name="", backend="").to_dict(), **data}
+    rules: list[Rule] = [
+        ("name", lambda v: isinstance(v, str) and bool(_NAME_PATTERN.fullmatch(v)),
+         "a name of letters, digits, '.', '_' or '-'"),
+        ("description", lambda v: isinstance(v, str) and "\n" not in v, "a one-line string"),
+        ("backend", lambda v: v in backends, f"one of {', '.join(backends)}"),
+        ("device", lambda v: v in DEVICE_KINDS, f"one of {', '.join(DEVICE_KINDS)}"),
+    ]
+    allowed = BACKEND_DEVICES.get(values["backend"])
+    if allowed is not None:
+        rules.append(("device", lambda v: v in allowed, f"{' or '.join(map(repr, allowed))} for backend "
+                                                         f"{values['backend']!r}"))
+    rules += [
+        ("threads", lambda v: matches(v, int) and v >= 1, "a positive integer"),
+        ("precision", lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+        ("options", lambda v: isinstance(v, dict), "a table ([options])"),
+        ("protocol", lambda v: isinstance(v, dict), "a table ([protocol])"),
+    ]
+    check_rules(values, rules, source)
     return DeviceProfile(
-        name=name,
-        backend=backend,
-        description=description,
-        device=device,
-        threads=threads,
-        precision=precision,
-        options=copy.deepcopy(options),
-        protocol=copy.deepcopy(protocol),
+        name=values["name"],
+        backend=values["backend"],
+        description=values["description"],
+        device=values["device"],
+        threads=values["threads"],
+        precision=values["precision"],
+        options=copy.deepcopy(values["options"]),
+        protocol=copy.deepcopy(values["protocol"]),
         path=path,
     )
 
@@ -252,5 +256,5 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-__all__ = ["DeviceProfile", "add_device", "device_files", "devices_dir", "list_devices", "load_device",
-           "user_devices_dir"]
+__all__ = ["DeviceProfile", "add_device", "device_files", "device_protocol", "devices_dir", "list_devices",
+           "load_device", "user_devices_dir"]

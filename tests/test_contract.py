@@ -21,7 +21,7 @@ from hwnas.latency.profile import ProfileConfig, profile_device
 from hwnas.latency.table import LatencyTable, write_json_atomic
 from hwnas.search.run import load_estimator
 from hwnas.search.run_config import SearchConfig
-from hwnas.spaces import get_space
+from hwnas.spaces import Architecture, get_space
 
 FAST = {"rounds": 2, "warmup_runs": 2, "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0}
 READ_ONLY = Path("/proc/hwnas-no-such-folder/out")  # not creatable, not even by root
@@ -210,6 +210,38 @@ def test_json_written_and_printed_is_strict(tmp_path, capsys):
     arch = get_space("tiny", 32).random_arch(__import__("random").Random(0)).save(tmp_path / "arch.json")
     assert main(["estimate", "--table", str(table), str(arch), "--json"]) == 0
     json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
+
+
+def test_architecture_save_is_atomic(tmp_path, monkeypatch):
+    """Architecture.save goes through hwnas.io: a write that fails leaves the old file whole and no temporary."""
+    import os
+
+    space = get_space("tiny", 32)
+    first, second = (space.random_arch(__import__("random").Random(seed)) for seed in (0, 1))
+    path = first.save(tmp_path / "arch.json")
+    assert Architecture.load(path) == first
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        second.save(path)
+    monkeypatch.undo()
+    assert Architecture.load(path) == first and [p.name for p in tmp_path.iterdir()] == ["arch.json"]
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"space": "tiny", "resolution": 32}, "arch.json: missing field 'choices'"),
+    ({"space": "tiny", "resolution": "32", "choices": []}, "arch.json: field 'resolution': expected int, got '32'"),
+    ({"space": "tiny", "resolution": 32, "choices": [], "depth": 3}, "arch.json: unknown field 'depth' (expected one"),
+])
+def test_architecture_files_use_the_one_error_wording(data, needle, tmp_path):
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(HwnasError) as info:
+        Architecture.load(path)
+    assert needle in str(info.value) and str(path) in str(info.value)
 
 
 # -- foreign tables -----------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_expected_settings_of_some_shipped_devices() -> None:
     phone = load_device("android-litert")
     assert (phone.backend, phone.device, phone.threads) == ("adb", "android", 4)
     assert phone.options["serial"] == "" and phone.options["use_xnnpack"] is True
-    from hwnas.latency.profile import device_protocol
+    from hwnas.devices import device_protocol
 
     # a GPU idles at a fraction of its clock: the CUDA profiles prime it before timing, CPU profiles need not
     for device in list_devices():
@@ -93,13 +93,13 @@ def test_missing_devices_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 BAD_FILES = [
-    ("missing-field", 'name = "missing-field"\n', "field 'backend': missing (required; one of torch"),
+    ("missing-field", 'name = "missing-field"\n', "missing field 'backend' (required: one of torch"),
     ("wrong-type", VALID.replace("bad", "wrong-type") + 'threads = "two"\n',
      "field 'threads': expected a positive integer, got 'two'"),
     ("zero-threads", VALID.replace("bad", "zero-threads") + "threads = 0\n", "field 'threads': expected a positive"),
     ("bool-threads", VALID.replace("bad", "bool-threads") + "threads = true\n", "field 'threads': expected a positive"),
     ("unknown-field", VALID.replace("bad", "unknown-field") + "thread = 1\n",
-     "field 'thread': unknown field (expected one of name, description, backend"),
+     "unknown field 'thread' (expected one of name, description, backend"),
     ("unknown-backend", 'name = "unknown-backend"\nbackend = "tflite"\n',
      "field 'backend': expected one of torch, onnxruntime, litert, tensorrt, adb, got 'tflite'"),
     ("bad-device", VALID.replace("bad", "bad-device") + 'device = "tpu"\n', "field 'device': expected one of cpu"),

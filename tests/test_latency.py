@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -19,7 +20,9 @@ from hwnas.devices import load_device
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import TableEstimator
 from hwnas.latency.profile import ProfileConfig, profile_device
-from hwnas.latency.table import LatencyTable, write_json_atomic
+from hwnas.latency.table import (LatencyTable, TableEntry, default_table_path, table_name, tables_dir,
+                                 user_table_path, write_json_atomic)
+from hwnas.runtimes.protocol import Stats
 from hwnas.spaces import get_space
 
 FAST = {"rounds": 2, "warmup_runs": 2, "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0}
@@ -116,6 +119,57 @@ def test_overhead_modes_differ_by_the_overhead():
     once = TableEstimator(table, space, "once").latency_ms(arch)
     per_op = TableEstimator(table, space, "per-op").latency_ms(arch)
     assert per_op - once == pytest.approx(0.005 * (ops - 1))
+
+
+def test_a_malformed_op_key_gives_one_line_naming_the_file_and_key(tmp_path):
+    """Every key of a table an estimator reads parses back to its op (spec_from_key), else one line says which."""
+    space = get_space("tiny")
+    table = synthetic_table(space)
+    table.entries["conv-in:32x32x3-out:32x32x8-k:3"] = table.entries[space.prefix[0].key()]
+    path = table.save(tmp_path / "t.json")
+    with pytest.raises(HwnasError) as err:
+        TableEstimator(LatencyTable.load(path), space)
+    message = str(err.value)
+    assert message.startswith(f"{path}: entry 'conv-in:32x32x3-out:32x32x8-k:3': not a canonical op key")
+    assert "\n" not in message
+
+
+def test_shipped_table_entries_are_stats_with_their_extra_fields():
+    """One Stats shape: every entry of every shipped table is a TableEntry (Stats plus measured_at and
+    reference_ms) whose JSON is exactly the entry on disk, and every key is a canonical op key."""
+    paths = sorted(tables_dir().glob("*.json"))
+    assert paths
+    for path in paths:
+        table = LatencyTable.load(path)
+        table.check_keys()
+        for key, entry in table.entries.items():
+            parsed = TableEntry.from_dict(entry, key)
+            assert parsed.to_dict() == entry and list(parsed.to_dict()) == list(entry)
+            assert parsed.stats.median_ms == entry["median_ms"]
+
+
+def test_a_table_entry_is_built_from_stats_and_refuses_what_stats_refuse():
+    stats = Stats(1.0, 0.9, 1.2, 1.05, 0.1, 60, [1.0, 1.1], noisy=False, remeasured=0)
+    entry = TableEntry(stats, measured_at="2026-01-01T00:00:00+00:00")
+    assert entry.to_dict() == {**stats.to_dict(), "measured_at": "2026-01-01T00:00:00+00:00"}
+    assert TableEntry.from_dict({**entry.to_dict(), "reference_ms": 2.0}, "e").reference_ms == 2.0
+    for bad, field in [({"median_ms": float("nan")}, "median_ms"), ({"std_ms": -1.0}, "std_ms"),
+                       ({"reference_ms": 0.0}, "reference_ms"), ({"measured_at": 3}, "measured_at")]:
+        with pytest.raises(HwnasError, match=f"t.json: entry 'k': field '{field}': expected"):
+            TableEntry.from_dict({**entry.to_dict(), **bad}, "t.json: entry 'k'")
+
+
+def test_overridden_threads_are_part_of_the_table_name():
+    """--threads N other than the device profile's own gives its own table (suffix __tN); the profile's own
+    threads keep the shipped name."""
+    device = load_device("cpu-onnxruntime")
+    assert table_name(device, "proxyless", 32) == "cpu-onnxruntime__proxyless__32.json"
+    assert default_table_path(device, "proxyless", 32) == default_table_path("cpu-onnxruntime", "proxyless", 32)
+    assert default_table_path(device, "proxyless", 32).is_file()  # the shipped table, found by the profile
+    four = dataclasses.replace(device, threads=device.threads + 3)
+    assert four.threads_overridden and not device.threads_overridden
+    assert user_table_path(four, "proxyless", 32).name == f"cpu-onnxruntime__proxyless__32__t{device.threads + 3}.json"
+    assert not dataclasses.replace(four, threads=device.threads).threads_overridden
 
 
 def test_missing_key_says_how_to_profile(tmp_path):

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from hwnas.devices import DeviceProfile, load_device
+from hwnas.devices import DeviceProfile, device_protocol, load_device
 from hwnas.errors import HwnasError, RuntimeUnavailable
 from hwnas.export.config import BACKEND_FORMATS, DEFAULT_DEVICES
-from hwnas.latency.profile import device_protocol
+from hwnas.io import first_line
 from hwnas.runtimes import get_runtime
-from hwnas.runtimes.converters import first_line
 from hwnas.runtimes.protocol import Stats, measure
 from hwnas.spaces import Architecture, SearchSpace
 

@@ -8,11 +8,11 @@ user metadata, so it is only in the ONNX file beside it and in ``export.json``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import hwnas
+from hwnas.io import write_bytes_atomic
 
 PREFIX = "hwnas."
 
@@ -62,12 +62,7 @@ def embed_tflite_metadata(path: Path, props: Mapping[str, str]) -> Path:
     model.metadata = entries
     builder = flatbuffers.Builder(len(data) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.meta.tmp")
-    try:
-        tmp.write_bytes(bytes(builder.Output()))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(path, bytes(builder.Output()))
     return Path(path)
 
 

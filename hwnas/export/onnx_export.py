@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.io import first_line
 from hwnas.runtimes import converters
 
 
@@ -33,7 +34,7 @@ def check_onnx(path: Path, input_shape: Sequence[int], opset: int, input_name: s
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        raise HwnasError(f"{path}: onnx.checker: {converters.first_line(error)}") from None
+        raise HwnasError(f"{path}: onnx.checker: {first_line(error)}") from None
     batch_norms = [node.name or node.op_type for node in model.graph.node if node.op_type == "BatchNormalization"]
     if batch_norms:
         raise HwnasError(f"{path}: {len(batch_norms)} BatchNormalization node(s) were not folded ({batch_norms[0]})")

@@ -23,7 +23,7 @@ from hwnas.export.source import Source, load_source
 from hwnas.export.tensorrt_export import TensorRTResult, export_tensorrt
 from hwnas.export.tflite_export import export_tflite, tflite_io
 from hwnas.export.verify import Verification, torch_outputs, verify_artifact
-from hwnas.latency.table import write_json_atomic
+from hwnas.io import write_json_atomic
 from hwnas.runtimes.protocol import Stats
 
 

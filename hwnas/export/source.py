@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.runtimes.converters import first_line
+from hwnas.io import first_line
 from hwnas.spaces import Architecture, ArchNet, SearchSpace, get_space
 
 _DATA_KEYS = ("data", "seed", "arch_fraction", "test_fraction", "max_per_split")  # SearchConfig fields

@@ -17,7 +17,6 @@ With ``nhwc`` the input (and any rank >= 3 output) is channel-last (``litert_tor
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError, RuntimeUnavailable
+from hwnas.io import first_line, write_bytes_atomic
 from hwnas.runtimes import converters
 
 
@@ -55,7 +55,7 @@ def cast_weights_fp16(fp32_path: Path, path: Path) -> Path:
                                  algorithm_key=AlgorithmName.FLOAT_CASTING)
     with converters.silenced_native_output():
         result = quant.quantize(enable_progress_report=False)
-    _write_atomic(path, bytes(result.quantized_model))
+    write_bytes_atomic(path, bytes(result.quantized_model))
     return path
 
 
@@ -73,7 +73,7 @@ def quantize_int8(module: nn.Module, input_shape: Sequence[int], path: Path, *, 
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as error:
         raise RuntimeUnavailable(f"int8 TFLite export needs litert-torch (and torchao): pip install 'hwnas[tflite]' "
-                                 f"({converters.first_line(error)})") from error
+                                 f"({first_line(error)})") from error
 
     example = converters.example_input(input_shape)
     model = module.eval()
@@ -93,12 +93,12 @@ def quantize_int8(module: nn.Module, input_shape: Sequence[int], path: Path, *, 
             edge = litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
             with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
                 edge.export(str(Path(tmp) / "int8.tflite"))
-                _write_atomic(path, (Path(tmp) / "int8.tflite").read_bytes())
+                write_bytes_atomic(path, (Path(tmp) / "int8.tflite").read_bytes())
     except HwnasError:
         raise
     except Exception as error:  # torch.export, PT2E and the converter raise many types
         raise HwnasError(f"{path}: int8 quantization failed: {type(error).__name__}: "
-                         f"{converters.first_line(error)}") from error
+                         f"{first_line(error)}") from error
     return path
 
 
@@ -154,13 +154,3 @@ def _nhwc(batch: Any) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.permute(0, *range(2, batch.ndim), 1).contiguous()
     return np.ascontiguousarray(np.transpose(batch, (0, *range(2, batch.ndim), 1)))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

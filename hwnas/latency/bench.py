@@ -8,9 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from hwnas.devices import DeviceProfile
+from hwnas.devices import DeviceProfile, device_protocol
 from hwnas.errors import HwnasError
-from hwnas.latency.profile import device_protocol
 from hwnas.runtimes import PreparedModel, Runtime, get_runtime
 from hwnas.runtimes.protocol import Stats, measure
 from hwnas.spaces import Architecture, get_space
@@ -21,8 +20,8 @@ def torchvision_model(name: str, resolution: int = 224) -> tuple[nn.Module, tupl
     try:
         import torchvision.models as models
     except Exception as exc:  # torchvision is optional and often fails to import beside a CPU torch
-        raise HwnasError(f"torchvision:{name}: torchvision is not importable here ({exc.__class__.__name__}); "
-                         "install it beside a matching torch, or export the model to .onnx and bench that file") from None
+        raise HwnasError(f"torchvision:{name}: torchvision is not importable here ({exc.__class__.__name__}); install "
+                         "it beside a matching torch, or export the model to .onnx and bench that file") from None
     try:
         module = models.get_model(name, weights=None)
     except ValueError:

@@ -79,6 +79,7 @@ class TableEstimator(LatencyEstimator):
         if (table.space, table.resolution) != (space.name, space.resolution):
             raise HwnasError(f"{table.path}: table is for {table.space}@{table.resolution}, "
                              f"not {space.name}@{space.resolution}")
+        table.check_keys()
         self.table, self.space, self.overhead = table, space, overhead
         self._layer_costs = [[self.op_ms(spec) for _, spec in layer.candidates] for layer in space.layers]
         self._fixed = sum(self.op_ms(spec) for spec in [*space.prefix, *space.suffix])

@@ -17,10 +17,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hwnas.devices import DeviceProfile
+# device_protocol re-exported until callers move to hwnas.devices
+from hwnas.devices import DeviceProfile, device_protocol  # noqa: F401
 from hwnas.errors import HwnasError
+from hwnas.io import now_iso
 from hwnas.latency.reference import reference_module
-from hwnas.latency.table import LatencyTable, now_iso, user_table_path
+from hwnas.latency.table import LatencyTable, TableEntry, user_table_path
 from hwnas.locations import cache_dir
 from hwnas.ops import OpSpec, build_op
 from hwnas.runtimes import get_runtime
@@ -75,12 +77,6 @@ def build_measured_op(spec: OpSpec) -> torch.nn.Module:
         return build_op(spec).eval()
 
 
-def device_protocol(device: DeviceProfile, overrides: dict[str, Any] | None = None) -> Protocol:
-    """The default protocol with the device profile's ``[protocol]`` overrides, then ``overrides``."""
-    data = {**Protocol().to_dict(), **device.protocol, **(overrides or {})}
-    return Protocol.from_dict(data, source=f"{device.path or device.name}: [protocol]")
-
-
 def open_table(path: Path, device: DeviceProfile, space: SearchSpace, fingerprint: dict[str, Any],
                protocol: Protocol) -> LatencyTable:
     """Load the table at ``path`` to measure into (checking it matches), or start a new one."""
@@ -122,7 +118,7 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
                    on_entry: Callable[[str, Stats], None] | None = None) -> ProfileResult:
     """Measure every op of ``space`` that the table at ``out`` lacks; return what was done."""
     start = time.perf_counter()
-    path = Path(out) if out is not None else user_table_path(device.name, space.name, space.resolution)
+    path = Path(out) if out is not None else user_table_path(device, space.name, space.resolution)
     protocol = device_protocol(device, config.protocol_overrides)
     workdir = config.artifacts_dir or artifacts_dir(device)
     runtime = get_runtime(device.backend, device.runtime_config(), workdir)
@@ -138,7 +134,7 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
     noisy: list[str] = []
 
     def record(key: str, stats: Stats) -> None:
-        table.entries[key] = {**stats.to_dict(), "measured_at": now_iso()}
+        table.entries[key] = TableEntry(stats, measured_at=now_iso()).to_dict()
         table.save()
         bar.update(1)
         if stats.noisy:

@@ -20,19 +20,21 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
-from scipy import stats as scipy_stats
 from tqdm import tqdm
 
+from hwnas.checks import check_required, check_rules, matches
 from hwnas.devices import DeviceProfile
 from hwnas.errors import HwnasError
+from hwnas.io import now_iso, write_json_atomic
 from hwnas.latency.estimator import LatencyEstimator
+from hwnas.latency.header import MeasuredFile
+from hwnas.latency.metrics import agreement
 from hwnas.latency.profile import artifacts_dir
 from hwnas.latency.reference import reference_arch, reference_module
-from hwnas.latency.table import now_iso, read_json_file, write_json_atomic
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
@@ -59,37 +61,28 @@ class SetRow:
 
     @classmethod
     def from_dict(cls, data: Any, source: str) -> SetRow:
-        if not isinstance(data, dict) or "id" not in data or "arch" not in data or "paired" not in data:
+        if not isinstance(data, dict):
             raise HwnasError(f"{source}: expected an object with id, arch and paired")
-        if not isinstance(data["arch"], str):
-            raise HwnasError(f"{source}: field 'arch': expected op names separated by spaces")
+        check_required(data, ("id", "arch", "paired"), source)
+        check_rules(data, [("id", lambda v: matches(v, int), "an int"),
+                           ("arch", lambda v: isinstance(v, str), "op names separated by spaces")], source)
         return cls(int(data["id"]), tuple(data["arch"].split()), PairedStats.from_dict(data["paired"], source),
                    str(data.get("measured_at", "")))
 
 
 @dataclass
-class MeasurementSet:
+class MeasurementSet(MeasuredFile):
     """Paired end-to-end measurements of sampled networks of one space on one device."""
 
-    device: dict[str, Any]
-    space: str
-    resolution: int
-    num_classes: int
-    fingerprint: dict[str, Any]
-    protocol: dict[str, Any]
+    SCHEMA: ClassVar[str] = SCHEMA
+    WHAT: ClassVar[str] = "measurement set"
+
     seed: int
     plan: list[tuple[str, ...]]
     rows: dict[int, SetRow] = field(default_factory=dict)
     repeats: dict[int, SetRow] = field(default_factory=dict)
     repeat_ids: list[int] = field(default_factory=list)
     proxy: str = "macs"
-    created: str = field(default_factory=now_iso)
-    updated: str = field(default_factory=now_iso)
-    path: Path | None = None
-
-    @property
-    def device_name(self) -> str:
-        return str(self.device.get("name", "?"))
 
     def space_obj(self) -> SearchSpace:
         return get_space(self.space, self.resolution, self.num_classes)
@@ -124,9 +117,8 @@ class MeasurementSet:
         ref = self.reference_ms
         arch = reference_arch(self.space_obj())
         return {
-            "schema": SCHEMA, "device": self.device, "space": self.space, "resolution": self.resolution,
-            "num_classes": self.num_classes, "fingerprint": self.fingerprint, "protocol": self.protocol,
-            "seed": self.seed, "proxy": self.proxy, "created": self.created, "updated": self.updated,
+            **self.header_dict(), "seed": self.seed, "proxy": self.proxy, "created": self.created,
+            "updated": self.updated,
             "reference": {"arch": " ".join(arch.choices), "median_ms": ref},
             "plan": [" ".join(c) for c in self.plan],
             "rows": [self.rows[i].to_dict(ref) for i in sorted(self.rows)],
@@ -145,23 +137,8 @@ class MeasurementSet:
         return target
 
     @classmethod
-    def load(cls, path: str | Path) -> MeasurementSet:
-        path = Path(path)
-        result = cls.from_dict(read_json_file(path, "measurement set"), str(path))
-        result.path = path
-        return result
-
-    @classmethod
     def from_dict(cls, data: Any, source: str) -> MeasurementSet:
-        if not isinstance(data, dict):
-            raise HwnasError(f"{source}: not a measurement set (expected a JSON object)")
-        if data.get("schema") != SCHEMA:
-            raise HwnasError(f"{source}: field 'schema': expected {SCHEMA!r}, got {data.get('schema')!r}")
-        expected = {"device": dict, "space": str, "resolution": int, "num_classes": int, "fingerprint": dict,
-                    "protocol": dict, "seed": int, "plan": list, "rows": list}
-        for name, typ in expected.items():
-            if not isinstance(data.get(name), typ) or isinstance(data.get(name), bool):
-                raise HwnasError(f"{source}: field {name!r}: expected {typ.__name__}, got {data.get(name)!r}")
+        header = cls.check_header(data, source, {"seed": int, "plan": list, "rows": list})
         space = get_space(data["space"], data["resolution"], data["num_classes"])
         plan = []
         for i, text in enumerate(data["plan"]):
@@ -177,24 +154,8 @@ class MeasurementSet:
             rows[row.id] = row
         repeats = {r.id: r for r in (SetRow.from_dict(raw, f"{source}: repeats[{i}]")
                                      for i, raw in enumerate(data.get("repeats", [])))}
-        return cls(device=data["device"], space=data["space"], resolution=data["resolution"],
-                   num_classes=data["num_classes"], fingerprint=data["fingerprint"], protocol=data["protocol"],
-                   seed=data["seed"], plan=plan, rows=rows, repeats=repeats,
-                   repeat_ids=[int(i) for i in data.get("repeat_ids", [])], proxy=str(data.get("proxy", "macs")),
-                   created=str(data.get("created", "")), updated=str(data.get("updated", "")))
-
-
-def agreement(estimated: Sequence[float], truth: Sequence[float]) -> dict[str, float]:
-    """Share within +-5% / +-10%, Kendall tau, Spearman, MAPE (%) and RMSE of ``estimated`` against ``truth``."""
-    est, ref = np.asarray(estimated, dtype=float), np.asarray(truth, dtype=float)
-    rel = (est - ref) / ref
-    many = len(est) > 1
-    return {"n": int(len(est)), "acc5": float(np.mean(np.abs(rel) <= 0.05)),
-            "acc10": float(np.mean(np.abs(rel) <= 0.10)),
-            "kendall": float(scipy_stats.kendalltau(est, ref).statistic) if many else float("nan"),
-            "spearman": float(scipy_stats.spearmanr(est, ref).statistic) if many else float("nan"),
-            "mape": float(100 * np.mean(np.abs(rel))), "rmse": float(np.sqrt(np.mean((est - ref) ** 2))),
-            "bias_pct": float(100 * np.mean(rel))}
+        return cls(**header, seed=data["seed"], plan=plan, rows=rows, repeats=repeats,
+                   repeat_ids=[int(i) for i in data.get("repeat_ids", [])], proxy=str(data.get("proxy", "macs")))
 
 
 # -- sampling ----------------------------------------------------------------------------------------------

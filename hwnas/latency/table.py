@@ -6,108 +6,82 @@ Every write is atomic (temporary file + ``os.replace``), so an interrupted profi
 table on disk and resumes from it. A save holds a lock on the table file and merges, by op key, what other
 processes saved into it meanwhile, so concurrent profiles of the same table lose no entry.
 
-Every JSON file hwnas writes goes through :func:`write_json_atomic`: strict JSON, a non-finite number becomes
-``null`` rather than the invalid token ``NaN``.
+Every JSON file hwnas writes goes through :func:`hwnas.io.write_json_atomic`: strict JSON, a non-finite number
+becomes ``null`` rather than the invalid token ``NaN``.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from filelock import FileLock
 
+from hwnas.checks import check_finite, check_type, field_error
 from hwnas.errors import HwnasError
+# re-exported until callers move to hwnas.io
+from hwnas.io import dumps_strict, finite_json, now_iso, read_json_file, write_json_atomic  # noqa: F401
+from hwnas.latency.header import MeasuredFile
 from hwnas.locations import lock_file, shipped_dir, user_dir
+from hwnas.ops import spec_from_key
+from hwnas.runtimes.protocol import Stats
+
+if TYPE_CHECKING:
+    from hwnas.devices import DeviceProfile
 
 SCHEMA = "hwnas.latency_table/1"
-_STAT_FIELDS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n")
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
-def finite_json(data: Any) -> Any:
-    """``data`` with every non-finite float (NaN, +-inf) replaced by None, so it serializes as strict JSON."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {key: finite_json(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [finite_json(value) for value in data]
-    return data
-
-
-def dumps_strict(data: Any, **kwargs: Any) -> str:
-    """``json.dumps`` that never writes ``NaN``/``Infinity`` (they become ``null``)."""
-    return json.dumps(finite_json(data), allow_nan=False, **kwargs)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write strict JSON (see :func:`finite_json`) so that readers (and a kill -9) only ever see the old or the
-    new complete file."""
-    path = Path(path)
-    text = dumps_strict(data, indent=1, sort_keys=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a table is an ordinary readable file
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json_file(path: Path, what: str) -> Any:
-    """The JSON content of ``path``; a missing file, a folder, bytes that are not UTF-8 or invalid JSON raise one
-    line naming the file and ``what`` was expected (e.g. ``"latency table"``)."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise HwnasError(f"{path}: no such {what}") from None
-    except IsADirectoryError:
-        raise HwnasError(f"{path}: is a folder, expected a {what} .json file") from None
-    except UnicodeDecodeError:
-        raise HwnasError(f"{path}: corrupt {what}, not UTF-8 JSON") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HwnasError(f"{path}: corrupt {what}, not valid JSON ({exc})") from None
 
 
 @dataclass
-class LatencyTable:
-    """Per-op latency statistics of one device for one search space at one resolution."""
+class TableEntry:
+    """One op's row of a table: its :class:`Stats`, when they were measured and, for a table profiled in pairs,
+    the median of the reference network measured in the same rounds (see :meth:`LatencyTable.median_ms`).
 
-    device: dict[str, Any]
-    space: str
-    resolution: int
-    num_classes: int
-    fingerprint: dict[str, Any]
-    protocol: dict[str, Any]
+    Its JSON is the statistics' keys followed by ``measured_at`` and ``reference_ms`` (each only when set); the
+    table keeps entries in that JSON form, and this record is how one is made and checked.
+    """
+
+    stats: Stats
+    measured_at: str | None = None
+    reference_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.stats.to_dict()
+        if self.measured_at is not None:
+            data["measured_at"] = self.measured_at
+        if self.reference_ms is not None:
+            data["reference_ms"] = self.reference_ms
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> TableEntry:
+        """Check and parse an entry's JSON; errors name ``source`` and the field."""
+        if not isinstance(data, dict):
+            raise HwnasError(f"{source}: expected an object of statistics")
+        stats = Stats.from_dict({k: v for k, v in data.items() if k not in ("measured_at", "reference_ms")}, source)
+        measured_at = data.get("measured_at")
+        if measured_at is not None:
+            check_type(measured_at, str, source, "measured_at")
+        if "reference_ms" in data:
+            check_finite(data["reference_ms"], source, "reference_ms", strict=True)
+        return cls(stats, measured_at, data.get("reference_ms"))
+
+
+@dataclass
+class LatencyTable(MeasuredFile):
+    """Per-op latency statistics of one device for one search space at one resolution.
+
+    ``entries`` maps op keys to their :class:`TableEntry` JSON.
+    """
+
+    SCHEMA: ClassVar[str] = SCHEMA
+    WHAT: ClassVar[str] = "latency table"
+
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     overhead: dict[str, Any] | None = None
     reference: dict[str, Any] | None = None
-    created: str = field(default_factory=now_iso)
-    updated: str = field(default_factory=now_iso)
-    path: Path | None = None
-
-    @property
-    def device_name(self) -> str:
-        return str(self.device.get("name", "?"))
 
     def median_ms(self, key: str) -> float:
         if key not in self.entries:
@@ -127,24 +101,23 @@ class LatencyTable:
     def overhead_ms(self) -> float:
         return float(self.overhead["median_ms"]) if self.overhead else 0.0
 
+    def check_keys(self) -> None:
+        """Every entry key is a canonical op key: :func:`~hwnas.ops.spec_from_key` parses it back to a spec whose
+        key is the same string (a hand-edited or foreign key would otherwise silently never match an op)."""
+        for key in self.entries:
+            try:
+                spec_from_key(key)
+            except HwnasError as error:
+                reason = str(error).removeprefix(f"op key {key!r}: ")
+                raise HwnasError(f"{self.path or 'latency table'}: entry {key!r}: not a canonical op key "
+                                 f"({reason})") from None
+
     def noisy_keys(self) -> list[str]:
         return [key for key, entry in self.entries.items() if entry.get("noisy")]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "device": self.device,
-            "space": self.space,
-            "resolution": self.resolution,
-            "num_classes": self.num_classes,
-            "fingerprint": self.fingerprint,
-            "protocol": self.protocol,
-            "created": self.created,
-            "updated": self.updated,
-            "overhead": self.overhead,
-            "reference": self.reference,
-            "entries": self.entries,
-        }
+        return {**self.header_dict(), "created": self.created, "updated": self.updated, "overhead": self.overhead,
+                "reference": self.reference, "entries": self.entries}
 
     def identity(self) -> tuple[str, str, int, int]:
         """What makes two tables the same table: device name, space, resolution and the head's classes."""
@@ -183,51 +156,17 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, data: Any, source: str) -> LatencyTable:
-        if not isinstance(data, dict):
-            raise HwnasError(f"{source}: not a latency table (expected a JSON object)")
-        if data.get("schema") != SCHEMA:
-            raise HwnasError(f"{source}: field 'schema': expected {SCHEMA!r}, got {data.get('schema')!r}")
-        expected = {"device": dict, "space": str, "resolution": int, "num_classes": int, "fingerprint": dict,
-                    "protocol": dict, "entries": dict}
-        for name, typ in expected.items():
-            if name not in data:
-                raise HwnasError(f"{source}: missing field {name!r}")
-            if not isinstance(data[name], typ):
-                raise HwnasError(f"{source}: field {name!r}: expected {typ.__name__}, got {type(data[name]).__name__}")
+        """Check a table's JSON (every entry through :meth:`TableEntry.from_dict`); errors name ``source``."""
+        header = cls.check_header(data, source, {"entries": dict})
         for key, entry in data["entries"].items():
-            _check_stats(entry, f"{source}: entry {key!r}")
+            TableEntry.from_dict(entry, f"{source}: entry {key!r}")
         overhead = data.get("overhead")
         if overhead is not None:
-            _check_stats(overhead, f"{source}: field 'overhead'")
+            Stats.from_dict(overhead, f"{source}: field 'overhead'")
         reference = data.get("reference")
         if reference is not None and not (isinstance(reference, dict) and _positive(reference.get("median_ms"))):
-            raise HwnasError(f"{source}: field 'reference': expected {{\"arch\", \"median_ms\" > 0}} or null")
-        for key, entry in data["entries"].items():
-            if "reference_ms" in entry and not _positive(entry["reference_ms"]):
-                raise HwnasError(f"{source}: entry {key!r}: field 'reference_ms': expected a positive number")
-        return cls(
-            device=data["device"], space=data["space"], resolution=data["resolution"],
-            num_classes=data["num_classes"], fingerprint=data["fingerprint"], protocol=data["protocol"],
-            entries=data["entries"], overhead=overhead, reference=reference, created=str(data.get("created", "")),
-            updated=str(data.get("updated", "")),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> LatencyTable:
-        path = Path(path)
-        table = cls.from_dict(read_json_file(path, "latency table"), str(path))
-        table.path = path
-        return table
-
-
-def _check_stats(stats: Any, where: str) -> None:
-    """Statistics are finite non-negative numbers (a NaN or a negative overhead would corrupt every sum)."""
-    if not isinstance(stats, dict):
-        raise HwnasError(f"{where}: expected an object of statistics")
-    for stat in _STAT_FIELDS:
-        value = stats.get(stat)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
-            raise HwnasError(f"{where}: field {stat!r}: expected a finite non-negative number, got {value!r}")
+            raise field_error(source, "reference", '{"arch", "median_ms" > 0} or null', reference)
+        return cls(**header, entries=data["entries"], overhead=overhead, reference=reference)
 
 
 def _positive(value: Any) -> bool:
@@ -263,19 +202,24 @@ def find_table_file(name: str) -> Path | None:
     return None
 
 
-def table_name(device_name: str, space: str, resolution: int) -> str:
-    return f"{device_name}__{space}__{resolution}.json"
+def table_name(device: DeviceProfile | str, space: str, resolution: int) -> str:
+    """``<device>__<space>__<resolution>.json``; a device profile whose threads were overridden away from its own
+    (``--threads``) gets ``...__t<threads>.json``: the thread count is part of a table's identity."""
+    if isinstance(device, str):
+        return f"{device}__{space}__{resolution}.json"
+    suffix = f"__t{device.threads}" if device.threads_overridden else ""
+    return f"{device.name}__{space}__{resolution}{suffix}.json"
 
 
-def user_table_path(device_name: str, space: str, resolution: int) -> Path:
-    """Where a new table of ``device_name`` for ``space`` at ``resolution`` is written."""
-    return user_tables_dir() / table_name(device_name, space, resolution)
+def user_table_path(device: DeviceProfile | str, space: str, resolution: int) -> Path:
+    """Where a new table of ``device`` (a profile, or a device name) for ``space`` at ``resolution`` is written."""
+    return user_tables_dir() / table_name(device, space, resolution)
 
 
-def default_table_path(device_name: str, space: str, resolution: int) -> Path:
-    """The table to read for ``device_name``, ``space`` and ``resolution``: the user's, else the shipped one, else
-    (none exists) the path where a new one is written (:func:`user_table_path`)."""
-    name = table_name(device_name, space, resolution)
+def default_table_path(device: DeviceProfile | str, space: str, resolution: int) -> Path:
+    """The table to read for ``device`` (a profile, or a device name), ``space`` and ``resolution``: the user's,
+    else the shipped one, else (none exists) the path where a new one is written (:func:`user_table_path`)."""
+    name = table_name(device, space, resolution)
     return find_table_file(name) or user_tables_dir() / name
 
 

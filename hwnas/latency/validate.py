@@ -9,32 +9,25 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import stats as scipy_stats
 from tqdm import tqdm
 
-from hwnas.devices import DeviceProfile
+from hwnas.devices import DeviceProfile, device_protocol
+from hwnas.io import write_json_atomic
 from hwnas.latency.estimator import OVERHEAD_MODES, TableEstimator
-from hwnas.latency.profile import device_protocol
-from hwnas.latency.table import LatencyTable, write_json_atomic
+from hwnas.latency.metrics import agreement, plot_against_measured
+from hwnas.latency.table import LatencyTable
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.protocol import measure
 from hwnas.spaces import get_space
 
 
 def accuracy_metrics(estimated: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
-    """How well estimates match measurements: share within +-5% / +-10%, RMSE, Kendall tau, mean bias."""
-    est, meas = np.asarray(estimated, dtype=float), np.asarray(measured, dtype=float)
-    rel = (est - meas) / meas
-    tau = scipy_stats.kendalltau(est, meas).statistic if len(est) > 1 else float("nan")
-    return {
-        "within_5pct": float(np.mean(np.abs(rel) <= 0.05)),
-        "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
-        "rmse_ms": float(np.sqrt(np.mean((est - meas) ** 2))),
-        "kendall_tau": float(tau),
-        "mean_bias_pct": float(100 * np.mean(rel)),
-        "mape_pct": float(100 * np.mean(np.abs(rel))),
-        "n": int(len(est)),
-    }
+    """How well estimates match measurements (:func:`~hwnas.latency.metrics.agreement` under validate's names):
+    share within +-5% / +-10%, RMSE, Kendall tau, mean bias, MAPE."""
+    figures = agreement(estimated, measured)
+    return {"within_5pct": figures["acc5"], "within_10pct": figures["acc10"], "rmse_ms": figures["rmse"],
+            "kendall_tau": figures["kendall"], "mean_bias_pct": figures["bias_pct"], "mape_pct": figures["mape"],
+            "n": figures["n"]}
 
 
 @dataclass(frozen=True)
@@ -94,26 +87,13 @@ def validate_table(table_path: Path, device: DeviceProfile, out_dir: Path,
 
 def plot_validation(rows: list[dict[str, Any]], metrics: dict[str, dict[str, float]], path: Path, title: str) -> Path:
     """Estimated vs measured scatter, one series per overhead mode, with the y = x line and a +-10% band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     meas = np.array([r["measured_ms"] for r in rows])
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    for mode, marker in zip(OVERHEAD_MODES, "o^s"):
-        est = np.array([r[f"estimated_ms_{mode}"] for r in rows])
+    series = {}
+    for mode in OVERHEAD_MODES:
         m = metrics[mode]
-        ax.scatter(meas, est, s=14, marker=marker, alpha=0.7,
-                   label=f"table ({mode}): ±10% {100 * m['within_10pct']:.0f}%, τ {m['kendall_tau']:.2f}, "
-                         f"bias {m['mean_bias_pct']:+.1f}%")
-    lo, hi = float(meas.min()) * 0.85, float(meas.max()) * 1.15
-    line = np.linspace(lo, hi, 10)
-    ax.plot(line, line, "k-", lw=1)
-    ax.fill_between(line, line * 0.9, line * 1.1, color="gray", alpha=0.15, label="±10%")
-    ax.set(xlabel="measured end to end (ms)", ylabel="estimated from table (ms)", title=title)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        label = (f"table ({mode}): ±10% {100 * m['within_10pct']:.0f}%, τ {m['kendall_tau']:.2f}, "
+                 f"bias {m['mean_bias_pct']:+.1f}%")
+        series[label] = np.array([r[f"estimated_ms_{mode}"] for r in rows])
+    return plot_against_measured(meas, series, path, title=title, xlabel="measured end to end (ms)",
+                                 ylabel="estimated from table (ms)",
+                                 limits=(float(meas.min()) * 0.85, float(meas.max()) * 1.15))

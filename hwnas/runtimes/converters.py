@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError, RuntimeUnavailable
+from hwnas.io import atomic_path, first_line  # first_line re-exported until callers move
 
 _LITERT_MISSING = "LiteRT converter not installed: pip install 'hwnas[tflite]' (litert-torch, ai-edge-litert)"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -58,7 +59,7 @@ def to_onnx(
 
     path = Path(path)
     example = example_input(input_shape)
-    with _eval_mode(module), _atomic_path(path) as tmp, warnings.catch_warnings():
+    with _eval_mode(module), atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
@@ -93,7 +94,7 @@ def to_tflite(module: nn.Module, input_shape: Sequence[int], path: Path, *, chan
     path = Path(path)
     example = example_input(input_shape)
     log_path = path.with_name(path.name + ".log")
-    with _eval_mode(module), _atomic_path(path) as tmp, _silenced(log_path) as keep_log:
+    with _eval_mode(module), atomic_path(path) as tmp, _silenced(log_path) as keep_log:
         litert_torch = _import_litert_torch()
         try:
             wrapped, args = module, (example,)
@@ -195,12 +196,6 @@ def _forward_source(cls: type) -> str:
         return f"{cls.__module__}.{cls.__qualname__}.forward"
 
 
-def first_line(error: BaseException) -> str:
-    """The first non-empty line of an exception's message, for one-line user-facing errors."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else "no message"
-
-
 @contextlib.contextmanager
 def _eval_mode(module: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode for the conversion and restore each one's mode afterwards."""
@@ -211,18 +206,6 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
     finally:
         for sub, training in modes:
             sub.training = training
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -18,9 +18,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from torch import nn
 
+from hwnas.checks import check_finite, check_known, check_required, check_type, dataclass_hints
 from hwnas.errors import HwnasError
 from hwnas.runtimes.base import PreparedModel, Runtime
 
+STAT_FIELDS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n")
+"""The statistics every :class:`Stats` record holds (the rest: evidence with defaults)."""
 _MAX_CHUNK = 32  # timed runs per time_runs() call: small enough to stop soon after min_time_s is reached
 
 
@@ -120,14 +123,18 @@ class Stats:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "stats") -> Stats:
-        """Rebuild from :meth:`to_dict`; unknown or missing required fields are an error naming the field."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in fields:
-                raise HwnasError(f"{source}: unknown field {key!r} (expected one of {', '.join(fields)})")
-        for name, f in fields.items():
-            if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise HwnasError(f"{source}: missing field {name!r}")
+        """Rebuild from :meth:`to_dict`; unknown or missing fields, and statistics that are not finite non-negative
+        numbers (a NaN or a negative latency would corrupt every sum), are an error naming the field."""
+        if not isinstance(data, Mapping):
+            raise HwnasError(f"{source}: expected an object of statistics")
+        hints = dataclass_hints(cls)
+        check_known(data, hints, source)
+        check_required(data, STAT_FIELDS, source)
+        for name in STAT_FIELDS:
+            check_finite(data[name], source, name)
+        for name in ("round_medians_ms", "noisy", "remeasured"):
+            if name in data:
+                check_type(data[name], hints[name], source, name)
         values = dict(data)
         values["round_medians_ms"] = [float(v) for v in values.get("round_medians_ms", [])]
         return cls(**values)

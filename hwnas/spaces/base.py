@@ -8,7 +8,6 @@ round-trips to an ``nn.Module`` (:class:`ArchNet`) and to a one-line-per-stage h
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from hwnas.checks import check_fields, check_required, field_error
 from hwnas.errors import HwnasError
+from hwnas.io import read_json_file, write_json_atomic
 from hwnas.ops import ConvSpec, LinearSpec, OpSpec, PoolSpec, build_op
 
 CandidateFactory = Callable[[int, int, int, int, int], list[tuple[str, OpSpec]]]
@@ -68,48 +69,34 @@ class Architecture:
             data["num_classes"] = self.num_classes
         return data
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
     @classmethod
     def from_dict(cls, data: Any, source: str = "architecture") -> Architecture:
         """Parse and type-check (not yet against the space: see :meth:`SearchSpace.validate`)."""
         if not isinstance(data, dict):
             raise HwnasError(f"{source}: expected a JSON object with space, resolution, choices")
-        unknown = set(data) - {"space", "resolution", "choices", "num_classes"}
-        if unknown:
-            raise HwnasError(f"{source}: unknown field {sorted(unknown)[0]!r} (expected space, resolution, choices)")
-        for name, typ in (("space", str), ("resolution", int), ("choices", list)):
-            if name not in data:
-                raise HwnasError(f"{source}: missing field {name!r}")
-            if not isinstance(data[name], typ) or isinstance(data[name], bool):
-                raise HwnasError(f"{source}: field {name!r}: expected {typ.__name__}, got {data[name]!r}")
-        choices = data["choices"]
-        if not all(isinstance(c, str) for c in choices):
-            raise HwnasError(f"{source}: field 'choices': expected a list of op names (strings)")
+        check_fields(data, _ARCH_FIELDS, source)
+        check_required(data, ("space", "resolution", "choices"), source)
         num_classes = data.get("num_classes")
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-            raise HwnasError(f"{source}: field 'num_classes': expected a positive int, got {num_classes!r}")
-        return cls(data["space"], data["resolution"], tuple(choices), num_classes)
+        if num_classes is not None and num_classes < 1:
+            raise field_error(source, "num_classes", "a positive int", num_classes)
+        return cls(data["space"], data["resolution"], tuple(data["choices"]), num_classes)
 
     def save(self, path: str | Path) -> Path:
+        """Write the architecture's JSON atomically (a reader never sees half a file)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        write_json_atomic(path, self.to_dict())
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Architecture:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise HwnasError(f"{path}: no such architecture file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise HwnasError(f"{path}: not valid JSON ({exc})") from None
+        """Read an architecture file, or the ``arch`` of a report or run file that embeds one."""
+        data = read_json_file(path, "architecture file")
         if isinstance(data, dict) and "arch" in data and isinstance(data["arch"], dict):
             data = data["arch"]  # a report or run file that embeds the architecture
         return cls.from_dict(data, source=str(path))
+
+
+_ARCH_FIELDS: dict[str, Any] = {"space": str, "resolution": int, "choices": list[str], "num_classes": int | None}
 
 
 @dataclass
@@ -128,20 +115,18 @@ class SearchSpace:
     def validate(self, arch: Architecture, source: str = "architecture") -> Architecture:
         """Check an architecture belongs to this space; returns it unchanged."""
         if arch.space != self.name:
-            raise HwnasError(f"{source}: field 'space': architecture is for {arch.space!r}, not {self.name!r}")
+            raise field_error(source, "space", repr(self.name), arch.space)
         if arch.resolution != self.resolution:
-            raise HwnasError(f"{source}: field 'resolution': {arch.resolution} but this space is at {self.resolution}")
+            raise field_error(source, "resolution", f"{self.resolution} (this space's)", arch.resolution)
         if len(arch.choices) != len(self.layers):
-            raise HwnasError(
-                f"{source}: field 'choices': {self.name} has {len(self.layers)} searchable layers, got {len(arch.choices)}"
-            )
+            raise field_error(source, "choices", f"one op for each of {self.name}'s {len(self.layers)} searchable "
+                              "layers", len(arch.choices))
         for layer, choice in zip(self.layers, arch.choices):
             if choice not in layer.names:
-                raise HwnasError(
-                    f"{source}: field 'choices': layer {layer.index} has no op {choice!r} (expected {' '.join(layer.names)})"
-                )
+                raise HwnasError(f"{source}: field 'choices': layer {layer.index} has no op {choice!r} "
+                                 f"(expected {' '.join(layer.names)})")
         if arch.num_classes not in (None, self.num_classes):
-            raise HwnasError(f"{source}: field 'num_classes': {arch.num_classes} but the space has {self.num_classes}")
+            raise field_error(source, "num_classes", f"{self.num_classes} (this space's) or none", arch.num_classes)
         return arch
 
     def arch(self, choices: Sequence[str]) -> Architecture:

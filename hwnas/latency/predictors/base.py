@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Mapping
 
 import hwnas
 from hwnas.errors import HwnasError
+from hwnas.io import now_iso, read_json_file, write_json_atomic
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.latency.table import now_iso, read_json_file, write_json_atomic
 from hwnas.spaces import SearchSpace
 
 SCHEMA = "hwnas.predictor/1"

@@ -34,10 +34,11 @@ import numpy as np
 import torch
 
 from hwnas.errors import HwnasError
+from hwnas.io import now_iso
 from hwnas.latency.estimator import TableEstimator
 from hwnas.latency.predictors.base import PredictorMeta, SpacePredictor, register_predictor
 from hwnas.latency.predictors.features import NET_FEATURES, OP_FEATURES, Caches, FeatureCache
-from hwnas.latency.table import LatencyTable, now_iso
+from hwnas.latency.table import LatencyTable
 from hwnas.ops import OpSpec
 from hwnas.spaces import Architecture, SearchSpace
 
