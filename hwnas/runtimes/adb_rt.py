@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.io import first_line
 from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig
 
 
@@ -131,7 +132,7 @@ class AdbRuntime(Runtime):
         except HwnasError as exc:
             return str(exc)
         if result.returncode != 0:
-            return f"`adb devices` failed: {_first_line(result.stderr or result.stdout)}"
+            return f"`adb devices` failed: {first_line(result.stderr or result.stdout, empty='')}"
         states = _parse_adb_devices(result.stdout)
         ready = [serial for serial, state in states.items() if state == "device"]
         listed = ", ".join(f"{serial} ({state})" for serial, state in states.items()) or "none"
@@ -210,7 +211,7 @@ class AdbRuntime(Runtime):
 
     def _check(self, result: CommandResult) -> CommandResult:
         if result.returncode != 0:
-            output = _first_line(result.stderr) or _first_line(result.stdout)
+            output = first_line(result.stderr, empty="") or first_line(result.stdout, empty="")
             raise HwnasError(f"`{shlex.join(result.argv)}` failed (exit {result.returncode}): {output}")
         return result
 
@@ -378,12 +379,8 @@ def _failure_hint(text: str) -> str:
     for line in text.splitlines():
         if "ERROR" in line or "failed" in line.lower():
             return f" ({line.strip()[:160]})"
-    first = _first_line(text)
+    first = first_line(text, empty="")
     return f" (output starts: {first[:160]!r})" if first else " (empty output)"
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _parse_adb_devices(text: str) -> dict[str, str]:

@@ -26,10 +26,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.io import now_iso, write_json_atomic
 from hwnas.latency.kernels.features import feature_matrix, fit_booster, predict_booster
 from hwnas.latency.kernels.generators import FREE_TYPES, write_kernel_model
 from hwnas.latency.kernels.onnx_split import ALIGNMENT, Kernel, kernel_from_key, nchwc_block_size, split_onnx
-from hwnas.latency.table import now_iso, write_json_atomic
 from hwnas.runtimes.base import PreparedModel, Runtime
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
 

@@ -38,8 +38,8 @@ import numpy as np
 from scipy.optimize import nnls
 
 from hwnas.errors import HwnasError
+from hwnas.io import now_iso
 from hwnas.latency.predictors.base import PredictorMeta, SpacePredictor, register_predictor, versions
-from hwnas.latency.table import now_iso
 from hwnas.spaces import Architecture, SearchSpace
 
 METHOD = "Huber non-negative mix of prior per-layer tables + ridge per-layer residual (additive)"
