@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.latency.kernels import Kernel, kernel_from_key, split_onnx
+from hwnas.latency.kernels import Kernel, count_by_op, kernel_from_key, split_onnx
 from hwnas.latency.kernels.generators import FREE_TYPES, kernel_model
-from hwnas.latency.kernels.onnx_split import count_by_op
 from hwnas.runtimes.converters import to_onnx
 from hwnas.zoo import build_zoo, zoo_names
 
@@ -205,3 +204,55 @@ def test_cli_predict_json(
     assert main(["predict", "--device", "cpu-onnxruntime", "--predictor", str(other), str(tiny_onnx), "--json"]) == 2
     captured = capsys.readouterr()
     assert "cpu-litert" in json.loads(captured.out)["error"] and captured.err.count("\n") == 1
+
+
+class _ScriptedModel:
+    """A prepared model whose runs take ``seconds``, growing by ``drift`` each time (drift: a noisy measurement)."""
+
+    def __init__(self, seconds: float, drift: float = 0.0) -> None:
+        self.seconds, self.drift = seconds, drift
+
+    def time_runs(self, n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            times.append(self.seconds)
+            self.seconds += self.drift
+        return times
+
+    def close(self) -> None:
+        pass
+
+
+class _ScriptedRuntime:
+    """Prepares each kernel's model file as a scripted model: twice the reference's time, drifting if noisy."""
+
+    def __init__(self, noisy_keys: set[str]) -> None:
+        self.noisy_keys, self.prepared = noisy_keys, []
+
+    def prepare_file(self, path: Path) -> _ScriptedModel:
+        assert path.is_file()
+        noisy = any(path.name == f"{key.replace(':', '=')}.onnx" for key in self.noisy_keys)
+        self.prepared.append(path.name)
+        return _ScriptedModel(2e-3, drift=2e-4 if noisy else 0.0)
+
+
+def test_store_measures_missing_kernels_and_outvotes_noisy_ones(tmp_path: Path) -> None:
+    from hwnas.latency.kernels.store import KernelStore, measure_kernels, remeasure_noisy
+    from hwnas.runtimes.paired import PairedProtocol
+
+    kernels = [Kernel("act", "Relu", c, 4, 4, c, 4, 4, act="Relu") for c in (8, 16, 24)]
+    noisy = kernels[2].key
+    runtime, protocol = _ScriptedRuntime({noisy}), PairedProtocol(pairs=4, warmup_runs=1, warmup_s=0.0)
+    store = KernelStore(tmp_path / "kernels.json", "cpu-onnxruntime", {}, 8)
+    assert measure_kernels(kernels[:2], runtime, _ScriptedModel(1e-3), store, protocol, tmp_path) == 2
+    assert measure_kernels(kernels, runtime, _ScriptedModel(1e-3), store, protocol, tmp_path, save_every=1) == 1
+    assert len(runtime.prepared) == 3 and not list((tmp_path / "kernels").iterdir())  # model files removed
+    assert [store.kernels[k.key]["ratio"] for k in kernels[:2]] == [2.0, 2.0]
+    assert store.kernels[noisy]["noisy"] and store.kernels[noisy]["flagged"]
+    first_ratio = store.kernels[noisy]["ratio"]
+    assert remeasure_noisy(runtime, _ScriptedModel(1e-3), store, protocol, tmp_path, passes=2) == 2
+    ratios = store.kernels[noisy]["ratios"]
+    assert len(ratios) == 3 and ratios[0] == first_ratio and store.kernels[noisy]["ratio"] == float(np.median(ratios))
+    assert "ratios" not in store.kernels[kernels[0].key]  # a quiet kernel is measured once
+    reloaded = KernelStore(tmp_path / "kernels.json", "cpu-onnxruntime", {}, 8)
+    assert reloaded.kernels == json.loads(json.dumps(store.kernels))

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from hwnas.latency.kernels.onnx_split import Kernel, padded
+from hwnas.latency.kernels.record import Kernel, padded
 
 ACT_CODES = {"none": 0, "Relu": 1, "Clip": 2, "Sigmoid": 3, "Tanh": 4, "LeakyRelu": 5, "HardSigmoid": 6,
              "HardSwish": 7, "QuickGelu": 8}

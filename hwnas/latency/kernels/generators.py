@@ -10,12 +10,12 @@ files like any other (tests/test_kernels.py checks that its optimized graph keep
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.latency.kernels.onnx_split import Kernel, nchwc_block_size, padded
+from hwnas.latency.kernels.record import Kernel, nchwc_block_size, padded
 
 OPSET = 17
 _NCHWC = "com.microsoft.nchwc"
@@ -30,62 +30,10 @@ def kernel_model(kernel: Kernel, block: int | None = None, seed: int = 0) -> Any
 
     block = nchwc_block_size() if block is None else block
     builder = _Builder(np.random.default_rng(seed))
-    op = kernel.op.removeprefix("blocked.")
-    blocked = kernel.op.startswith("blocked.")
-    pc = (lambda c: padded(c, block)) if (blocked or kernel.op.startswith("nchwc.")) else (lambda c: c)
-    k, out = kernel, "y"
-    if k.type in ("conv", "pwconv", "dwconv", "gconv"):
-        _conv(builder, k, block)
-    elif k.type == "pool":
-        x = builder.input((1, pc(k.cin), k.hin, k.win))
-        builder.node(op.removeprefix("nchwc."), [x], _NCHWC if op.startswith("nchwc.") else "",
-                     kernel_shape=[k.k, k.k], strides=[k.s, k.s], pads=_pads(k))
-    elif k.type == "gpool":
-        x = builder.input((1, pc(k.cin), k.hin, k.win))
-        if op == "ReduceMean" or op == "ReduceMax":
-            builder.node(op, [x], "", axes=[2, 3], keepdims=1)
-        else:
-            builder.node(op.removeprefix("nchwc."), [x], _NCHWC if op.startswith("nchwc.") else "")
-    elif k.type == "gemm":
-        x = builder.input((1, k.cin))
-        if op == "MatMul":
-            builder.node("MatMul", [x, builder.weight((k.cin, k.cout))], "")
-        else:
-            builder.node("Gemm", [x, builder.weight((k.cout, k.cin)), builder.weight((k.cout,))], "", transB=1)
-    elif k.type == "act":
-        x = builder.input((1, pc(k.cin), k.hin, k.win))
-        _activation(builder, op, x)
-    elif k.type in ("add", "mul"):
-        a = builder.input((1, pc(k.cin), k.hin, k.win))
-        b = builder.input((1, pc(k.cin), 1, 1) if k.bcast else (1, pc(k.cin), k.hin, k.win))
-        builder.node(op, [a, b], "")
-    elif k.type == "concat":
-        sizes = _parts(k.cin, k.n, block if blocked else 1)
-        inputs = [builder.input((1, size, k.hin, k.win)) for size in sizes]
-        builder.node("Concat", inputs, "", axis=1)
-    elif k.type == "split":
-        x = builder.input((1, k.cin, k.hin, k.win))
-        sizes = _parts(k.cout, k.n, 1)
-        split = builder.constant(np.asarray(sizes, dtype=np.int64))
-        outputs = [f"y{i}" for i in range(len(sizes))]
-        builder.node("Split", [x, split], "", outputs=outputs, axis=1)
-        out = outputs
-    elif k.type == "transpose":
-        if k.n == 5:
-            x = builder.input((1, 2, max(k.cin // 2, 1), k.hin, k.win))
-            builder.node("Transpose", [x], "", perm=[0, 2, 1, 3, 4])
-        else:
-            x = builder.input((1, k.cin, k.hin, k.win))
-            builder.node("Transpose", [x], "", perm=[0, 2, 3, 1])
-    elif k.type == "reorder_in":
-        x = builder.input((1, k.cin, k.hin, k.win))
-        builder.node("ReorderInput", [x], _NCHWC, channels_last=0)
-    elif k.type == "reorder_out":
-        x = builder.input((1, padded(k.cin, block), k.hin, k.win))
-        builder.node("ReorderOutput", [x], _NCHWC, channels=k.cout, channels_last=0)
-    else:
-        raise HwnasError(f"kernel {k.key}: no single-kernel model for type {k.type!r}")
-    outputs = out if isinstance(out, list) else [out]
+    add_node = _NODE_BUILDERS.get(kernel.type)
+    if add_node is None:
+        raise HwnasError(f"kernel {kernel.key}: no single-kernel model for type {kernel.type!r}")
+    outputs = add_node(builder, kernel, block) or ["y"]
     graph = helper.make_graph(builder.nodes, "kernel", builder.inputs,
                               [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
                               builder.initializers)
@@ -138,6 +86,7 @@ class _Builder:
         self.nodes.append(helper.make_node(op, inputs, outputs or ["y"], domain=domain or None, **attrs))
 
 
+# -- the node of each kernel type (each returns its output names; None: the one output "y") ---------------------
 def _conv(builder: _Builder, k: Kernel, block: int) -> None:
     attrs: dict[str, Any] = {"kernel_shape": [k.k, k.k], "strides": [k.s, k.s], "pads": _pads(k), "dilations": [1, 1]}
     if k.act != "none":
@@ -172,6 +121,85 @@ def _conv(builder: _Builder, k: Kernel, block: int) -> None:
         builder.node("Conv", inputs, "", group=k.g, **attrs)
 
 
+def _stored_channels(k: Kernel, block: int) -> int:
+    """The input's channels as its tensor stores them: padded to the block for blocked and NCHWc ops."""
+    return padded(k.cin, block) if k.op.startswith(("blocked.", "nchwc.")) else k.cin
+
+
+def _op_and_domain(op: str) -> tuple[str, str]:
+    """(op type, domain) of ``nchwc.<op>`` (ORT's blocked-layout op) or of a standard ONNX op."""
+    return (op.removeprefix("nchwc."), _NCHWC) if op.startswith("nchwc.") else (op, "")
+
+
+def _pool(builder: _Builder, k: Kernel, block: int) -> None:
+    x = builder.input((1, _stored_channels(k, block), k.hin, k.win))
+    op, domain = _op_and_domain(k.op.removeprefix("blocked."))
+    builder.node(op, [x], domain, kernel_shape=[k.k, k.k], strides=[k.s, k.s], pads=_pads(k))
+
+
+def _global_pool(builder: _Builder, k: Kernel, block: int) -> None:
+    x = builder.input((1, _stored_channels(k, block), k.hin, k.win))
+    op, domain = _op_and_domain(k.op.removeprefix("blocked."))
+    if op in ("ReduceMean", "ReduceMax"):
+        builder.node(op, [x], "", axes=[2, 3], keepdims=1)
+    else:
+        builder.node(op, [x], domain)
+
+
+def _gemm(builder: _Builder, k: Kernel, block: int) -> None:
+    x = builder.input((1, k.cin))
+    if k.op == "MatMul":
+        builder.node("MatMul", [x, builder.weight((k.cin, k.cout))], "")
+    else:
+        builder.node("Gemm", [x, builder.weight((k.cout, k.cin)), builder.weight((k.cout,))], "", transB=1)
+
+
+def _unary(builder: _Builder, k: Kernel, block: int) -> None:
+    x = builder.input((1, _stored_channels(k, block), k.hin, k.win))
+    _activation(builder, k.op.removeprefix("blocked."), x)
+
+
+def _binary(builder: _Builder, k: Kernel, block: int) -> None:
+    channels = _stored_channels(k, block)
+    a = builder.input((1, channels, k.hin, k.win))
+    b = builder.input((1, channels, 1, 1) if k.bcast else (1, channels, k.hin, k.win))
+    builder.node(k.op.removeprefix("blocked."), [a, b], "")
+
+
+def _concat(builder: _Builder, k: Kernel, block: int) -> None:
+    sizes = _parts(k.cin, k.n, block if k.op.startswith("blocked.") else 1)
+    inputs = [builder.input((1, size, k.hin, k.win)) for size in sizes]
+    builder.node("Concat", inputs, "", axis=1)
+
+
+def _split(builder: _Builder, k: Kernel, block: int) -> list[str]:
+    x = builder.input((1, k.cin, k.hin, k.win))
+    sizes = _parts(k.cout, k.n, 1)
+    split = builder.constant(np.asarray(sizes, dtype=np.int64))
+    outputs = [f"y{i}" for i in range(len(sizes))]
+    builder.node("Split", [x, split], "", outputs=outputs, axis=1)
+    return outputs
+
+
+def _transpose(builder: _Builder, k: Kernel, block: int) -> None:
+    if k.n == 5:  # a channel shuffle: (n, groups, c / groups, h, w) -> (n, c / groups, groups, h, w)
+        x = builder.input((1, 2, max(k.cin // 2, 1), k.hin, k.win))
+        builder.node("Transpose", [x], "", perm=[0, 2, 1, 3, 4])
+    else:
+        x = builder.input((1, k.cin, k.hin, k.win))
+        builder.node("Transpose", [x], "", perm=[0, 2, 3, 1])
+
+
+def _reorder_input(builder: _Builder, k: Kernel, block: int) -> None:
+    x = builder.input((1, k.cin, k.hin, k.win))
+    builder.node("ReorderInput", [x], _NCHWC, channels_last=0)
+
+
+def _reorder_output(builder: _Builder, k: Kernel, block: int) -> None:
+    x = builder.input((1, padded(k.cin, block), k.hin, k.win))
+    builder.node("ReorderOutput", [x], _NCHWC, channels=k.cout, channels_last=0)
+
+
 def _activation(builder: _Builder, op: str, x: str) -> None:
     if op == "QuickGelu":
         builder.node("QuickGelu", [x], _MS, alpha=1.0)
@@ -189,6 +217,13 @@ def _activation(builder: _Builder, op: str, x: str) -> None:
         builder.node(op, [x, builder.constant(np.asarray(0.5, dtype=np.float32))], "")
     else:
         raise HwnasError(f"activation {op!r}: no single-kernel model")
+
+
+_NODE_BUILDERS: dict[str, Callable[[_Builder, Kernel, int], list[str] | None]] = {
+    "conv": _conv, "pwconv": _conv, "dwconv": _conv, "gconv": _conv, "pool": _pool, "gpool": _global_pool,
+    "gemm": _gemm, "act": _unary, "add": _binary, "mul": _binary, "concat": _concat, "split": _split,
+    "transpose": _transpose, "reorder_in": _reorder_input, "reorder_out": _reorder_output,
+}
 
 
 def _pads(k: Kernel) -> list[int]:

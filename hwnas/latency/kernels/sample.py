@@ -7,10 +7,8 @@
    measured, draw many candidates, and measure next those the ensemble disagrees on most (the largest standard
    deviation of the predicted log latency).
 
-Every kernel is measured *paired* with the generic reference network (:func:`measure_paired`), so the machine's
-drift cancels; a kernel's cost is ``ratio - overhead_ratio`` reference units, where the overhead is the paired
-ratio of a one-ReLU model (what any ``run()`` costs). Measurements go to an atomic JSON file after every few
-kernels, so an interrupted build resumes where it stopped.
+Every kernel is measured paired with the generic reference network and kept in a resumable file
+(:mod:`.store`).
 """
 
 from __future__ import annotations
@@ -21,22 +19,22 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from hwnas.errors import HwnasError
-from hwnas.io import now_iso, write_json_atomic
 from hwnas.latency.kernels.features import feature_matrix, fit_booster, predict_booster
-from hwnas.latency.kernels.generators import FREE_TYPES, write_kernel_model
-from hwnas.latency.kernels.onnx_split import ALIGNMENT, Kernel, kernel_from_key, nchwc_block_size, split_onnx
+from hwnas.latency.kernels.generators import FREE_TYPES
+from hwnas.latency.kernels.onnx_split import split_onnx
+from hwnas.latency.kernels.record import ALIGNMENT, Kernel, nchwc_block_size
+from hwnas.latency.kernels.store import KernelStore, measure_kernels, remeasure_noisy
 from hwnas.runtimes.base import PreparedModel, Runtime
-from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
+from hwnas.runtimes.paired import PairedProtocol
 
-STORE_SCHEMA = "hwnas.kernel-measurements/1"
 MAX_MACS = 400_000_000  # a sampled kernel runs at most ~10 ms here, so measuring it stays short
 MAX_ELEMENTS = 4_000_000  # and none of its tensors exceeds 16 MB
-ACTS_BLOCKED_CONV = ("none", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid")
+# activations a sampled conv gets: a blocked conv may have none, a FusedConv (NCHW) has one of the others
+_SAMPLED_CONV_ACTS = ("none", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid")
 
 
 @dataclass(frozen=True)
@@ -101,62 +99,74 @@ def perturb(kernel: Kernel, rng: random.Random, block: int | None = None) -> Ker
     h = _clamp(round(k.hin * 2 ** rng.uniform(-1.5, 1.5)) if rng.random() < 0.8 else rng.randint(1, 224), 1, 224)
     c_in = _clamp(round(k.cin * 2 ** rng.uniform(-1.5, 1.5)), 8, 2048)
     c_out = _clamp(round(k.cout * 2 ** rng.uniform(-1.5, 1.5)), 8, 2048)
-    blocked_op = k.op.startswith("nchwc.")
-    fields: dict[str, Any] = {}
     if k.type in ("conv", "pwconv", "dwconv", "gconv"):
-        s = k.s if rng.random() < 0.7 else rng.choice((1, 2))
-        size = k.k if (k.type == "pwconv" or rng.random() < 0.6) else rng.choice((3, 5, 7))
-        act = k.act if rng.random() < 0.6 else rng.choice(ACTS_BLOCKED_CONV if blocked_op else ACTS_BLOCKED_CONV[1:])
-        if k.op == "Conv":
-            act = "none"
-        if k.type == "dwconv":
-            c = _align(c_in, ALIGNMENT) if blocked_op else _misalign(c_in)
-            c_in = c_out = g = c
-        elif k.type == "gconv":
-            g = k.g
-            c_in, c_out = _align(c_in, g * block), _align(c_out, g * block)
-        else:
-            g = 1
-            if k.cin < block:
-                c_in = k.cin
-            elif blocked_op:
-                c_in = max(_align(c_in, ALIGNMENT), block)
-            else:
-                c_in = _misalign(c_in)
-        hout = math.ceil(h / s)
-        fields = {"cin": c_in, "cout": c_out, "k": size, "s": s, "g": g, "act": act, "hout": hout,
-                  "sum": k.sum if rng.random() < 0.8 else int(blocked_op and rng.random() < 0.3)}
-    elif k.type == "pool":
-        c = _align(c_in, block) if blocked_op else _misalign(c_in)
-        pad = k.k // 2
-        fields = {"cin": c, "cout": c, "hout": max(1, (h + 2 * pad - k.k) // k.s + 1)}
-    elif k.type == "gpool":
-        c = _align(c_in, block) if blocked_op else c_in
-        fields = {"cin": c, "cout": c, "hout": 1}
-    elif k.type == "gemm":
-        h, fields = 1, {"cin": _clamp(round(k.cin * 2 ** rng.uniform(-2, 2)), 8, 4096),
-                        "cout": _clamp(round(k.cout * 2 ** rng.uniform(-2, 2)), 8, 4096), "hout": 1}
-    elif k.type == "concat":
-        part = _align(max(c_in // k.n, 1), block if k.op.startswith("blocked.") else 2)
-        fields = {"cin": part * k.n, "cout": part * k.n, "hout": h}
-    elif k.type in ("split", "transpose"):
-        c = _align(c_in, 2)
-        fields = {"cin": c, "cout": c, "hout": h}
-    elif k.type == "reorder_in":
-        c = _align(c_in, ALIGNMENT)
-        fields = {"cin": c, "cout": c, "hout": h}
-    elif k.type in ("reorder_out", "act", "add", "mul"):
-        h = h if k.hin > 1 else 1
-        fields = {"cin": c_in, "cout": c_in, "hout": h if k.hout > 1 else 1}
+        fields = _conv_neighbour(k, rng, block, h, c_in, c_out)
     else:
+        fields = _other_neighbour(k, rng, block, h, c_in)
+    if fields is None:
         return None
     try:
-        new = dataclasses.replace(k, hin=h, win=h, wout=fields["hout"], **fields)
+        new = dataclasses.replace(k, win=fields["hin"], wout=fields["hout"], **fields)
     except Exception:  # an impossible combination (HwnasError from the record's checks)
         return None
     if new.macs > MAX_MACS or max(new.input_elements, new.output_elements, new.weight_elements) > MAX_ELEMENTS:
         return None
     return new
+
+
+def _conv_neighbour(k: Kernel, rng: random.Random, block: int, h: int, c_in: int, c_out: int) -> dict[str, Any]:
+    """A conv's new fields: stride, kernel size and activation redrawn, channels kept on the kernel's side of ORT's
+    blocked-layout rule (aligned when it ran blocked, unaligned when it ran NCHW)."""
+    blocked_op = k.op.startswith("nchwc.")
+    s = k.s if rng.random() < 0.7 else rng.choice((1, 2))
+    size = k.k if (k.type == "pwconv" or rng.random() < 0.6) else rng.choice((3, 5, 7))
+    act = k.act if rng.random() < 0.6 else rng.choice(_SAMPLED_CONV_ACTS if blocked_op else _SAMPLED_CONV_ACTS[1:])
+    if k.op == "Conv":
+        act = "none"
+    if k.type == "dwconv":
+        c = _align(c_in, ALIGNMENT) if blocked_op else _unaligned(c_in)
+        c_in = c_out = g = c
+    elif k.type == "gconv":
+        g = k.g
+        c_in, c_out = _align(c_in, g * block), _align(c_out, g * block)
+    else:
+        g = 1
+        if k.cin < block:
+            c_in = k.cin
+        elif blocked_op:
+            c_in = max(_align(c_in, ALIGNMENT), block)
+        else:
+            c_in = _unaligned(c_in)
+    return {"hin": h, "cin": c_in, "cout": c_out, "k": size, "s": s, "g": g, "act": act, "hout": math.ceil(h / s),
+            "sum": k.sum if rng.random() < 0.8 else int(blocked_op and rng.random() < 0.3)}
+
+
+def _other_neighbour(k: Kernel, rng: random.Random, block: int, h: int, c_in: int) -> dict[str, Any] | None:
+    """The new sizes of a kernel other than a conv (None for a type that is not sampled)."""
+    blocked_op = k.op.startswith("nchwc.")
+    if k.type == "pool":
+        c = _align(c_in, block) if blocked_op else _unaligned(c_in)
+        pad = k.k // 2
+        return {"hin": h, "cin": c, "cout": c, "hout": max(1, (h + 2 * pad - k.k) // k.s + 1)}
+    if k.type == "gpool":
+        c = _align(c_in, block) if blocked_op else c_in
+        return {"hin": h, "cin": c, "cout": c, "hout": 1}
+    if k.type == "gemm":
+        return {"hin": 1, "cin": _clamp(round(k.cin * 2 ** rng.uniform(-2, 2)), 8, 4096),
+                "cout": _clamp(round(k.cout * 2 ** rng.uniform(-2, 2)), 8, 4096), "hout": 1}
+    if k.type == "concat":
+        part = _align(max(c_in // k.n, 1), block if k.op.startswith("blocked.") else 2)
+        return {"hin": h, "cin": part * k.n, "cout": part * k.n, "hout": h}
+    if k.type in ("split", "transpose"):
+        c = _align(c_in, 2)
+        return {"hin": h, "cin": c, "cout": c, "hout": h}
+    if k.type == "reorder_in":
+        c = _align(c_in, ALIGNMENT)
+        return {"hin": h, "cin": c, "cout": c, "hout": h}
+    if k.type in ("reorder_out", "act", "add", "mul"):
+        h = h if k.hin > 1 else 1
+        return {"hin": h, "cin": c_in, "cout": c_in, "hout": h if k.hout > 1 else 1}
+    return None
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -167,127 +177,13 @@ def _align(value: int, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
 
 
-def _misalign(value: int) -> int:
+def _unaligned(value: int) -> int:
     """A channel count that is not a multiple of 4 (such convs stay NCHW)."""
     value = max(6, value)
     return value if value % ALIGNMENT else value + 2
 
 
-# -- measurements -------------------------------------------------------------------------------------------
-class KernelStore:
-    """Paired kernel measurements on one device, kept in an atomic JSON file (resumable).
-
-    ``kernels`` maps a kernel key to ``{"ratio", "ref_ms", "noisy"}``; ``overhead`` is the paired ratio of a
-    one-ReLU model; ``networks`` holds whole networks' paired ratios for the network-level correction.
-    """
-
-    def __init__(self, path: Path, device: str, runtime: dict[str, Any], block: int) -> None:
-        self.path = Path(path)
-        self.data: dict[str, Any] = {"schema": STORE_SCHEMA, "device": device, "runtime": runtime, "block": block,
-                                     "created": now_iso(), "overhead": None, "kernels": {}, "networks": {}}
-        if self.path.is_file():
-            import json
-
-            try:
-                stored = json.loads(self.path.read_text())
-            except ValueError:
-                raise HwnasError(f"{self.path}: corrupt kernel measurements, not valid JSON") from None
-            if stored.get("schema") != STORE_SCHEMA:
-                raise HwnasError(f"{self.path}: field 'schema': expected {STORE_SCHEMA!r}")
-            if stored.get("device") != device or stored.get("block") != block:
-                raise HwnasError(f"{self.path}: measured on device {stored.get('device')!r} (block "
-                                 f"{stored.get('block')}), not {device!r} (block {block}); use another file")
-            self.data = stored
-
-    @property
-    def kernels(self) -> dict[str, dict[str, Any]]:
-        return self.data["kernels"]
-
-    def add(self, key: str, stats: PairedStats) -> None:
-        """Record a measurement; a re-measured kernel keeps the median ratio of all its measurements."""
-        entry = self.kernels.get(key)
-        if entry is None:
-            self.kernels[key] = {"ratio": stats.ratio, "ref_ms": stats.reference.median_ms, "noisy": stats.noisy,
-                                 "flagged": stats.noisy}
-            return
-        ratios = [*entry.get("ratios", [entry["ratio"]]), stats.ratio]
-        entry.update(ratio=float(np.median(ratios)), ratios=ratios, noisy=entry["noisy"] and stats.noisy)
-
-    def save(self) -> None:
-        self.data["updated"] = now_iso()
-        write_json_atomic(self.path, self.data)
-
-    def reference_ms(self) -> float:
-        """The reference's quiet latency: 10th percentile of its medians over every paired measurement."""
-        medians = [v["ref_ms"] for v in self.kernels.values()] + [v["ref_ms"] for v in self.data["networks"].values()]
-        if not medians:
-            raise HwnasError(f"{self.path}: no measurements yet")
-        return float(np.percentile(medians, 10))
-
-    def training_set(self) -> tuple[list[Kernel], np.ndarray]:
-        """Measured kernels and their costs in reference units (ratio minus the per-run overhead)."""
-        overhead = float(self.data["overhead"]["ratio"]) if self.data.get("overhead") else 0.0
-        kernels = [kernel_from_key(key) for key in self.kernels]
-        costs = np.asarray([max(v["ratio"] - overhead, 1e-6) for v in self.kernels.values()])
-        return kernels, costs
-
-
-def measure_kernels(
-    kernels: Sequence[Kernel],
-    runtime: Runtime,
-    reference: PreparedModel,
-    store: KernelStore,
-    protocol: PairedProtocol,
-    workdir: Path,
-    progress: Callable[[int], None] | None = None,
-    save_every: int = 50,
-) -> int:
-    """Measure the kernels not yet in ``store`` (paired with ``reference``); returns how many were measured."""
-    todo = [k for k in kernels if k.key not in store.kernels]
-    done = 0
-    for kernel in todo:
-        path = write_kernel_model(kernel, workdir / "kernels", store.data["block"])
-        prepared = runtime.prepare_file(path)
-        try:
-            stats = measure_paired({kernel.key: prepared}, reference, protocol)[kernel.key]
-        finally:
-            prepared.close()
-            path.unlink(missing_ok=True)
-        store.add(kernel.key, stats)
-        done += 1
-        if progress is not None:
-            progress(1)
-        if done % save_every == 0:
-            store.save()
-    store.save()
-    return done
-
-
-def remeasure_noisy(runtime: Runtime, reference: PreparedModel, store: KernelStore, protocol: PairedProtocol,
-                    workdir: Path, passes: int = 2, progress: Callable[[int], None] | None = None) -> int:
-    """Measure every kernel whose first measurement was noisy ``passes`` more times; its ratio becomes the median
-    of all (a burst of background load that hit one measurement is outvoted). Returns how many were measured."""
-    done = 0
-    for extra in range(1, passes + 1):
-        flagged = [kernel_from_key(key) for key, entry in store.kernels.items()
-                   if entry.get("flagged", "ratios" in entry) and len(entry.get("ratios", [entry["ratio"]])) <= extra]
-        for kernel in flagged:
-            path = write_kernel_model(kernel, workdir / "kernels", store.data["block"])
-            prepared = runtime.prepare_file(path)
-            try:
-                store.add(kernel.key, measure_paired({kernel.key: prepared}, reference, protocol)[kernel.key])
-            finally:
-                prepared.close()
-                path.unlink(missing_ok=True)
-            done += 1
-            if progress is not None:
-                progress(1)
-            if done % 50 == 0:
-                store.save()
-    store.save()
-    return done
-
-
+# -- adaptive sampling -------------------------------------------------------------------------------------
 def disagreement(measured: Sequence[Kernel], costs: np.ndarray, candidates: Sequence[Kernel], block: int,
                  ensemble: int, seed: int) -> np.ndarray:
     """Per candidate: the standard deviation of the log cost predicted by ``ensemble`` bootstrap XGBoost models
@@ -298,17 +194,17 @@ def disagreement(measured: Sequence[Kernel], costs: np.ndarray, candidates: Sequ
     for index, kernel in enumerate(measured):
         by_type.setdefault(kernel.type, []).append(index)
     for type_, rows in by_type.items():
-        cand = [i for i, k in enumerate(candidates) if k.type == type_]
-        if len(rows) < 10 or not cand:
+        candidate_rows = [i for i, k in enumerate(candidates) if k.type == type_]
+        if len(rows) < 10 or not candidate_rows:
             continue
         x = feature_matrix([measured[i] for i in rows], block)
         y = np.log(costs[rows])
-        xc = feature_matrix([candidates[i] for i in cand], block)
+        x_candidates = feature_matrix([candidates[i] for i in candidate_rows], block)
         predictions = []
         for member in range(ensemble):
             boot = rng.integers(0, len(rows), len(rows))
-            predictions.append(predict_booster(fit_booster(x[boot], y[boot], seed + member, rounds=60), xc))
-        scores[cand] = np.std(predictions, axis=0)
+            predictions.append(predict_booster(fit_booster(x[boot], y[boot], seed + member, rounds=60), x_candidates))
+        scores[candidate_rows] = np.std(predictions, axis=0)
     return scores
 
 
@@ -323,13 +219,13 @@ def sample_and_measure(runtime: Runtime, reference: PreparedModel, store: Kernel
     protocol = config.protocol()
     seeds = seed_kernels(workdir, config)
     neighbours = _neighbours(seeds, config.initial_random, rng, block)
-    first = _unique(seeds + neighbours)
-    total = len(first) + config.adaptive_rounds * config.adaptive_batch
+    initial = _distinct_measurable(seeds + neighbours)
+    total = len(initial) + config.adaptive_rounds * config.adaptive_batch
     bar = tqdm(total=total, initial=min(len(store.kernels), total), desc="kernels", unit="k", disable=quiet)
-    measure_kernels(first, runtime, reference, store, protocol, workdir, bar.update, config.save_every)
+    measure_kernels(initial, runtime, reference, store, protocol, workdir, bar.update, config.save_every)
     for round_index in range(store.data.get("adaptive_rounds_done", 0), config.adaptive_rounds):
         measured, costs = store.training_set()
-        pool = _unique(_neighbours(measured, config.candidates, rng, block))
+        pool = _distinct_measurable(_neighbours(measured, config.candidates, rng, block))
         pool = [k for k in pool if k.key not in store.kernels]
         scores = disagreement(measured, costs, pool, block, config.ensemble, config.seed + round_index)
         chosen = [pool[i] for i in np.argsort(-scores)[:config.adaptive_batch]]
@@ -338,8 +234,8 @@ def sample_and_measure(runtime: Runtime, reference: PreparedModel, store: Kernel
         store.save()
     bar.close()
     remeasure_protocol = dataclasses.replace(protocol, pairs=2 * protocol.pairs)
-    extra = remeasure_noisy(runtime, reference, store, remeasure_protocol, workdir, config.noisy_passes)
-    return {"seeds": len(seeds), "measured": len(store.kernels), "remeasured": extra,
+    remeasured = remeasure_noisy(runtime, reference, store, remeasure_protocol, workdir, config.noisy_passes)
+    return {"seeds": len(seeds), "measured": len(store.kernels), "remeasured": remeasured,
             "wall_s": time.perf_counter() - started}
 
 
@@ -357,7 +253,8 @@ def _neighbours(kernels: Sequence[Kernel], count: int, rng: random.Random, block
     return [k for k in draws if k is not None]
 
 
-def _unique(kernels: Any) -> list[Kernel]:
+def _distinct_measurable(kernels: Any) -> list[Kernel]:
+    """One kernel per key, without the Nones of failed draws and without free kernels (never measured)."""
     seen: dict[str, Kernel] = {}
     for kernel in kernels:
         if kernel is not None and kernel.type not in FREE_TYPES:

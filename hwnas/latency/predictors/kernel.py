@@ -26,7 +26,8 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.latency.kernels.features import FEATURES, feature_matrix, fit_booster, predict_booster
 from hwnas.latency.kernels.generators import FREE_TYPES
-from hwnas.latency.kernels.onnx_split import Kernel, split_onnx
+from hwnas.latency.kernels.onnx_split import split_onnx
+from hwnas.latency.kernels.record import Kernel
 from hwnas.latency.predictors.base import Predictor, PredictorMeta, register_predictor
 
 CONV_TYPES = ("conv", "pwconv", "dwconv", "gconv")
@@ -59,11 +60,11 @@ class KernelPredictor(Predictor):
     def kernel_costs(self, kernels: Sequence[Kernel]) -> np.ndarray:
         """Uncorrected cost of each kernel in reference units (free kernels cost 0)."""
         costs = np.zeros(len(kernels))
-        by_model: dict[str, list[int]] = {}
+        rows_by_booster: dict[str, list[int]] = {}  # kernel type -> rows; "": the all-types fallback's rows
         for index, kernel in enumerate(kernels):
             if kernel.type not in FREE_TYPES:
-                by_model.setdefault(kernel.type if kernel.type in self.boosters else "", []).append(index)
-        for name, rows in by_model.items():
+                rows_by_booster.setdefault(kernel.type if kernel.type in self.boosters else "", []).append(index)
+        for name, rows in rows_by_booster.items():
             booster = self.boosters[name] if name else self.fallback
             x = feature_matrix([kernels[i] for i in rows], self.block)
             costs[rows] = np.exp(predict_booster(booster, x))
