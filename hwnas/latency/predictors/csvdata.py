@@ -69,20 +69,7 @@ def _read(path: str | Path, space: SearchSpace, columns: Sequence[str] | None,
             if not header or not any(name.strip() for name in header):
                 raise HwnasError(f"{path}: empty file, expected a header line with an {ARCH_COLUMN!r} column")
             header = [name.strip() for name in header]
-            if ARCH_COLUMN not in header:
-                raise HwnasError(f"{path}: header: no {ARCH_COLUMN!r} column (columns present: {', '.join(header)})")
-            if columns is None:
-                wanted = [name for name in header if name not in _NOT_LATENCY and name not in exclude]
-                if not wanted:
-                    raise HwnasError(f"{path}: header: no latency column besides {ARCH_COLUMN!r} "
-                                     f"(columns present: {', '.join(header)})")
-            else:
-                wanted = list(columns)
-                for name in wanted:
-                    if name not in header or name in _NOT_LATENCY:
-                        present = ", ".join(c for c in header if c not in _NOT_LATENCY)
-                        raise HwnasError(f"{path}: header: no latency column {name!r} (latency columns present: "
-                                         f"{present or 'none'})")
+            wanted = _wanted_columns(path, header, columns, exclude)
             arch_at = header.index(ARCH_COLUMN)
             at = {name: header.index(name) for name in wanted}
             archs: list[Architecture] = []
@@ -103,6 +90,25 @@ def _read(path: str | Path, space: SearchSpace, columns: Sequence[str] | None,
     if not archs:
         raise HwnasError(f"{path}: empty file, expected data rows after the header")
     return archs, {name: np.asarray(vals, dtype=np.float64) for name, vals in values.items()}
+
+
+def _wanted_columns(path: Path, header: list[str], columns: Sequence[str] | None,
+                    exclude: tuple[str, ...]) -> list[str]:
+    """The latency columns to read: ``columns`` (each must be in the header), or all but ``exclude`` (None)."""
+    if ARCH_COLUMN not in header:
+        raise HwnasError(f"{path}: header: no {ARCH_COLUMN!r} column (columns present: {', '.join(header)})")
+    if columns is None:
+        wanted = [name for name in header if name not in _NOT_LATENCY and name not in exclude]
+        if not wanted:
+            raise HwnasError(f"{path}: header: no latency column besides {ARCH_COLUMN!r} "
+                             f"(columns present: {', '.join(header)})")
+        return wanted
+    for name in columns:
+        if name not in header or name in _NOT_LATENCY:
+            present = ", ".join(c for c in header if c not in _NOT_LATENCY)
+            raise HwnasError(f"{path}: header: no latency column {name!r} (latency columns present: "
+                             f"{present or 'none'})")
+    return list(columns)
 
 
 def _arch(cell: str, space: SearchSpace, where: str) -> Architecture:

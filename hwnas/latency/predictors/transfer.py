@@ -112,14 +112,14 @@ def fit_prior_tables(space: SearchSpace, archs: Sequence[Architecture],
     if not latencies_by_device:
         raise HwnasError("transfer: no prior device to transfer from")
     devices = list(latencies_by_device)
-    targets = np.stack([_checked(latencies_by_device[d], len(archs), f"latencies of {d or 'the device'}")
+    targets = np.stack([_checked_latencies(latencies_by_device[d], len(archs), f"latencies of {d or 'the device'}")
                         for d in devices], axis=1)
     features = np.hstack([np.ones((len(archs), 1)), _onehot(space, choice_indices(space, archs))])
     solution = np.linalg.lstsq(features, targets, rcond=None)[0]
     return {d: _table_from_weights(space, solution[0, j], solution[1:, j]) for j, d in enumerate(devices)}
 
 
-def _checked(latencies: np.ndarray, n: int, name: str) -> np.ndarray:
+def _checked_latencies(latencies: np.ndarray, n: int, name: str) -> np.ndarray:
     latencies = np.asarray(latencies, dtype=np.float64)
     if latencies.shape != (n,):
         raise HwnasError(f"transfer: {name}: expected {n} latencies (one per network), got shape {latencies.shape}")
@@ -163,7 +163,7 @@ def _folds(n: int, seed: int) -> list[np.ndarray]:
     return [order[f::FOLDS] for f in range(FOLDS)]
 
 
-def _cv_mix(features: np.ndarray, target: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
+def _held_out_mix(features: np.ndarray, target: np.ndarray, folds: list[np.ndarray]) -> np.ndarray:
     """Held-out predictions of the robust mix."""
     held_out = np.empty_like(target)
     for fold in folds:
@@ -214,7 +214,7 @@ def _cv_residual(onehot: np.ndarray, residual: np.ndarray, folds: list[np.ndarra
     return best[1], best[2]
 
 
-def _figures(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+def _accuracy_figures(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     from scipy.stats import spearmanr
 
     ratio = predicted / measured - 1.0
@@ -229,40 +229,45 @@ def fit_transfer_tables(space: SearchSpace, prior: Mapping[str, LayerTable], arc
     """The target device's table from prior tables and its k networks, with the fit's record."""
     if len(archs) < 3:
         raise HwnasError(f"transfer: need at least 3 measured networks of the new device, got {len(archs)}")
-    latencies = _checked(latencies, len(archs), "latencies")
+    latencies = _checked_latencies(latencies, len(archs), "latencies")
     index = choice_indices(space, archs)
     devices = sorted(prior)
     spreads = np.array([max(prior[d].spread_ms(), 1e-12) for d in devices])
     features = np.stack([prior[d].predict(index) for d in devices], axis=1) / spreads
     folds = _folds(len(archs), seed)
-    held_out = _cv_mix(features, latencies, folds)
+    held_out = _held_out_mix(features, latencies, folds)
     weights, intercept = robust_mix(features, latencies)
-    weights_ms = weights / spreads  # per ms of each prior device's prediction
+    weights_per_ms = dict(zip(devices, weights / spreads))  # per ms of each prior device's prediction
 
     onehot = _onehot(space, index)
     residual = latencies - (intercept + features @ weights)
     residual_strength, residual_held_out = _cv_residual(onehot, latencies - held_out, folds)
-    width = max(len(layer.names) for layer in space.layers)
     delta, delta0 = np.zeros(onehot.shape[1]), 0.0
     if not math.isinf(residual_strength):
         delta, delta0 = _ridge(onehot, residual, residual_strength)
         held_out = held_out + residual_held_out
-
-    fixed = intercept + delta0 + sum(w * prior[d].fixed_ms for w, d in zip(weights_ms, devices))
-    flat = delta.copy()
-    for w, d in zip(weights_ms, devices):
-        flat += w * np.nan_to_num(prior[d].costs_ms.reshape(-1)[:onehot.shape[1]], nan=0.0)
-    for l, layer in enumerate(space.layers):  # padding of short layers stays unused
-        flat[l * width + len(layer.names):(l + 1) * width] = 0.0
-    table = _table_from_weights(space, fixed, flat)
+    table = _mixed_table(space, prior, weights_per_ms, intercept + delta0, delta)
     record = {
         "n": len(archs), "prior_devices": devices, "method": METHOD, "seed": seed,
         "cross_validation": "leave-one-out" if len(archs) <= LEAVE_ONE_OUT_MAX else f"{FOLDS}-fold",
         "residual_strength": _json_number(residual_strength),
-        "weights_per_ms": {d: float(w) for d, w in zip(devices, weights_ms)},
-        "held_out": _figures(held_out, latencies), "fitted": now_iso(),
+        "weights_per_ms": {d: float(w) for d, w in weights_per_ms.items()},
+        "held_out": _accuracy_figures(held_out, latencies), "fitted": now_iso(),
     }
     return table, record
+
+
+def _mixed_table(space: SearchSpace, prior: Mapping[str, LayerTable], weights_per_ms: Mapping[str, float],
+                 intercept: float, delta: np.ndarray) -> LayerTable:
+    """T[l, i] = sum_d w_d T_d[l, i] + delta[l, i] and fixed = intercept + sum_d w_d c_d, made canonical."""
+    width = max(len(layer.names) for layer in space.layers)
+    fixed = intercept + sum(w * prior[d].fixed_ms for d, w in weights_per_ms.items())
+    layer_weights = delta.copy()
+    for d, w in weights_per_ms.items():
+        layer_weights += w * np.nan_to_num(prior[d].costs_ms.reshape(-1)[:len(delta)], nan=0.0)
+    for l, layer in enumerate(space.layers):  # padding of short layers stays unused
+        layer_weights[l * width + len(layer.names):(l + 1) * width] = 0.0
+    return _table_from_weights(space, fixed, layer_weights)
 
 
 def _json_number(value: float) -> float | None:
