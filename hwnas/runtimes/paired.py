@@ -13,20 +13,19 @@ whole network once), so the timer's resolution and the ~20 us call cost do not d
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.runtimes.base import PreparedModel
-from hwnas.runtimes.protocol import Stats
+from hwnas.runtimes.protocol import Stats, TimingConfig, time_chunk, warm_up
 
 
 @dataclass(frozen=True)
-class PairedProtocol:
+class PairedProtocol(TimingConfig):
     """How a network is timed against the reference.
 
     Attributes:
@@ -49,33 +48,14 @@ class PairedProtocol:
     noise_threshold: float = 0.05
     max_remeasure: int = 1
 
+    _LABEL: ClassVar[str] = "paired protocol"
+
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
-                raise HwnasError(f"paired protocol: field {f.name!r} must be a non-negative number, got {value!r}")
-            if f.type == "int" and not isinstance(value, int):
-                raise HwnasError(f"paired protocol: field {f.name!r} must be an integer, got {value!r}")
+        super().__post_init__()
         if self.pairs < 4:
             raise HwnasError(f"paired protocol: field 'pairs' must be at least 4, got {self.pairs}")
         if self.max_turn_runs < 1:
             raise HwnasError("paired protocol: field 'max_turn_runs' must be at least 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "paired protocol") -> PairedProtocol:
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise HwnasError(f"{source}: unknown field {key!r} (expected one of {', '.join(known)})")
-        values = {k: float(v) if known[k].type == "float" and isinstance(v, int) and not isinstance(v, bool) else v
-                  for k, v in data.items()}
-        try:
-            return cls(**values)
-        except HwnasError as error:
-            raise HwnasError(f"{source}: {str(error).removeprefix('paired protocol: ')}") from None
 
 
 @dataclass
@@ -159,20 +139,14 @@ def measure_paired(
 
 def _turn_runs(model: PreparedModel, protocol: PairedProtocol) -> int:
     """Warm the model up and return how many runs one turn needs to last ``min_turn_s``."""
-    runs, elapsed = 0, 0.0
-    while runs < protocol.warmup_runs or elapsed < protocol.warmup_s:
-        times = model.time_runs(max(1, min(protocol.warmup_runs, 32)))
-        if not times:
-            raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
-        runs, elapsed = runs + len(times), elapsed + sum(times)
-    per_run = max(float(np.median(times)), 1e-9)
+    chunk = max(1, min(protocol.warmup_runs, 32))
+    times = warm_up(model, protocol.warmup_runs, protocol.warmup_s, lambda runs, elapsed: chunk)
+    per_run = max(float(np.median(times or time_chunk(model, 1))), 1e-9)  # no warm-up asked: one run to size turns
     return max(1, min(protocol.max_turn_runs, math.ceil(protocol.min_turn_s / per_run)))
 
 
 def _turn(model: PreparedModel, runs: int) -> float:
-    times = model.time_runs(runs)
-    if not times:
-        raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
+    times = time_chunk(model, runs)
     return sum(times) / len(times)
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 import numpy as np
 from torch import nn
@@ -27,8 +27,48 @@ STAT_FIELDS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n")
 _MAX_CHUNK = 32  # timed runs per time_runs() call: small enough to stop soon after min_time_s is reached
 
 
+_Config = TypeVar("_Config", bound="TimingConfig")
+
+
 @dataclass(frozen=True)
-class Protocol:
+class TimingConfig:
+    """Base of the timing protocols' settings: every field a finite non-negative number, an integer where it is
+    declared ``int``, read from plain JSON/TOML; errors are one line starting with ``_LABEL``."""
+
+    _LABEL: ClassVar[str] = "protocol"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise HwnasError(f"{self._LABEL}: field {f.name!r} must be a non-negative integer, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
+                raise HwnasError(f"{self._LABEL}: field {f.name!r} must be a non-negative number, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[_Config], data: Mapping[str, Any], source: str | None = None) -> _Config:
+        """Build from plain JSON/TOML; missing fields take their defaults, unknown fields are an error.
+
+        Args:
+            data: field -> value (an integer is taken for a float field).
+            source: where ``data`` comes from, named in error messages (e.g. ``"pixel7.toml: [protocol]"``).
+        """
+        source = source or cls._LABEL
+        check_known(data, [f.name for f in dataclasses.fields(cls)], source)
+        values = {key: float(value) if _is_float_field(cls, key) and _is_number(value) else value
+                  for key, value in data.items()}
+        try:
+            return cls(**values)
+        except HwnasError as error:
+            raise HwnasError(f"{source}: {str(error).removeprefix(cls._LABEL + ': ')}") from None
+
+
+@dataclass(frozen=True)
+class Protocol(TimingConfig):
     """How each model is timed. All budgets are per visit (one model, one round).
 
     Attributes:
@@ -63,40 +103,12 @@ class Protocol:
     prime_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type == "int":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise HwnasError(f"protocol: field {f.name!r} must be a non-negative integer, got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
-                raise HwnasError(f"protocol: field {f.name!r} must be a non-negative number, got {value!r}")
+        super().__post_init__()
         for name in ("min_runs", "max_runs", "rounds"):
             if getattr(self, name) < 1:
                 raise HwnasError(f"protocol: field {name!r} must be at least 1, got {getattr(self, name)!r}")
         if self.max_runs < self.min_runs:
             raise HwnasError(f"protocol: field 'max_runs' ({self.max_runs}) must be >= min_runs ({self.min_runs})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "protocol") -> Protocol:
-        """Build from plain JSON/TOML; missing fields take their defaults, unknown fields are an error.
-
-        Args:
-            data: field -> value.
-            source: where ``data`` comes from, named in error messages (e.g. ``"pixel7.toml: [protocol]"``).
-        """
-        known = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in known:
-                raise HwnasError(f"{source}: unknown field {key!r} (expected one of {', '.join(known)})")
-        values = {key: float(value) if _is_float_field(cls, key) and _is_number(value) else value
-                  for key, value in data.items()}
-        try:
-            return cls(**values)
-        except HwnasError as error:
-            raise HwnasError(f"{source}: {str(error).removeprefix('protocol: ')}") from None
 
 
 @dataclass
@@ -225,32 +237,40 @@ def measure_overhead(runtime: Runtime, protocol: Protocol = Protocol()) -> Stats
         prepared.close()
 
 
+def time_chunk(model: PreparedModel, n: int) -> list[float]:
+    """``model.time_runs(n)``; an empty answer is an error (a budget counted on it would never be reached)."""
+    times = model.time_runs(n)
+    if not times:
+        raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
+    return times
+
+
+def warm_up(model: PreparedModel, min_runs: int, min_s: float, chunk: Callable[[int, float], int]) -> list[float]:
+    """Untimed runs until at least ``min_runs`` runs and ``min_s`` seconds of run time have passed, asking for
+    ``chunk(runs so far, seconds so far)`` runs at a time; the last chunk's times (none when nothing was asked)."""
+    runs, elapsed, times = 0, 0.0, []
+    while runs < min_runs or elapsed < min_s:
+        times = time_chunk(model, chunk(runs, elapsed))
+        runs, elapsed = runs + len(times), elapsed + sum(times)
+    return times
+
+
 def _prime(prepared: Mapping[str, PreparedModel], seconds: float) -> None:
     """Run the models in turn, untimed, until ``seconds`` of run time have passed (nothing when 0)."""
     models, total, turn = list(prepared.values()), 0.0, 0
     while models and total < seconds:
-        model = models[turn % len(models)]
-        times = model.time_runs(_MAX_CHUNK)
-        if not times:
-            raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
-        total, turn = total + sum(times), turn + 1
+        total, turn = total + sum(time_chunk(models[turn % len(models)], _MAX_CHUNK)), turn + 1
 
 
 def _visit(model: PreparedModel, protocol: Protocol) -> list[float]:
     """Warm up, then return the timed runs (seconds) of one visit."""
-    warm_runs, warm_time = 0, 0.0
-    while warm_runs < protocol.warmup_runs or warm_time < protocol.warmup_s:
-        times = model.time_runs(_chunk(warm_runs, warm_time, protocol.warmup_runs, protocol.warmup_s, 10**9))
-        warm_runs, warm_time = warm_runs + len(times), warm_time + sum(times)
-        if not times:
-            raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
+    warm_up(model, protocol.warmup_runs, protocol.warmup_s,
+            lambda runs, elapsed: _chunk(runs, elapsed, protocol.warmup_runs, protocol.warmup_s, 10**9))
     samples: list[float] = []
     total = 0.0
     while (len(samples) < protocol.min_runs or total < protocol.min_time_s) and len(samples) < protocol.max_runs:
         chunk = _chunk(len(samples), total, protocol.min_runs, protocol.min_time_s, protocol.max_runs)
-        times = model.time_runs(chunk)[:chunk]
-        if not times:
-            raise HwnasError(f"{type(model).__name__}.time_runs returned no times")
+        times = time_chunk(model, chunk)[:chunk]
         samples += times
         total += sum(times)
     return samples
