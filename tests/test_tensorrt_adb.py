@@ -6,8 +6,6 @@ names the repository each one comes from. The adb runtime is tested with a fake 
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 from typing import Sequence
 
@@ -19,8 +17,11 @@ from torch import nn
 from hwnas.devices import load_device
 from hwnas.errors import HwnasError, RuntimeUnavailable
 from hwnas.runtimes import RuntimeConfig, get_runtime
-from hwnas.runtimes.adb_rt import AdbOptions, AdbRuntime, CommandResult, parse_benchmark_model_output
-from hwnas.runtimes.tensorrt_rt import NOT_INSTALLED, TensorRTRuntime, trtexec_command
+from hwnas.runtimes.adb_rt import AdbOptions, AdbRuntime, CommandResult
+from hwnas.runtimes.benchmark_model import parse_benchmark_model_output
+from hwnas.export.tensorrt_export import trtexec_command
+from hwnas.runtimes import converters
+from hwnas.runtimes.tensorrt_rt import NOT_INSTALLED, TensorRTRuntime
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmark_model"
 
@@ -298,15 +299,7 @@ def test_adb_prepare_converts_then_pushes(tmp_path: Path, monkeypatch: pytest.Mo
         Path(path).write_bytes(b"TFL3")
         return Path(path)
 
-    try:
-        from hwnas.runtimes import converters
-    except ImportError:  # the converters module is written separately; stand in for it
-        import hwnas.runtimes
-
-        converters = types.ModuleType("hwnas.runtimes.converters")
-        monkeypatch.setitem(sys.modules, "hwnas.runtimes.converters", converters)
-        monkeypatch.setattr(hwnas.runtimes, "converters", converters, raising=False)
-    monkeypatch.setattr(converters, "to_tflite", fake_to_tflite, raising=False)
+    monkeypatch.setattr(converters, "to_tflite", fake_to_tflite)
     fake = FakeAdb()
     model = AdbRuntime(RuntimeConfig(device="android"), tmp_path, runner=fake).prepare(nn.ReLU(), (1, 3, 8, 8), "relu")
     assert (tmp_path / "relu.tflite").is_file()

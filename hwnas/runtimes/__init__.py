@@ -1,5 +1,14 @@
 """Runtimes (backends), registered by name and imported lazily so that a missing optional runtime never
-breaks ``import hwnas``."""
+breaks ``import hwnas``.
+
+- ``base``: the backend interface (:class:`Runtime`, :class:`PreparedModel`), option resolution over each backend's
+  ``default_options``, and the ``perf_counter`` timing loop;
+- one module per backend: ``torch_rt``, ``onnxruntime_rt``, ``litert_rt``, ``tensorrt_rt``, ``adb_rt`` (with
+  ``benchmark_model``, the parser of what the phone prints);
+- ``converters``: module -> ``.onnx``/``.tflite``, shared with export; ``fingerprint``: machine and runtime identity;
+- ``protocol``: the timing protocol and :class:`~hwnas.runtimes.protocol.Stats`; ``paired``: timing against a
+  reference network.
+"""
 
 from __future__ import annotations
 

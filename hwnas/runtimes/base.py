@@ -12,7 +12,8 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 from torch import nn
@@ -42,12 +43,7 @@ class PreparedModel(ABC):
 
         The default brackets :meth:`run` with ``time.perf_counter``; GPU runtimes override it with device events.
         """
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            self.run()
-            times.append(time.perf_counter() - start)
-        return times
+        return time_calls(self.run, n)
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         """Run on given NCHW float32 inputs and return the first output (for numerics checks)."""
@@ -58,10 +54,16 @@ class PreparedModel(ABC):
 
 
 class Runtime(ABC):
-    """One backend. Subclasses set ``name`` and ``extra`` (the pip extra that installs it)."""
+    """One backend. Subclasses set ``name``, ``extra`` (the pip extra that installs it) and ``default_options``.
+
+    ``default_options`` are the ``[options]`` of a device profile the backend understands, with their defaults;
+    :attr:`options` holds them resolved by :meth:`_resolve_options` (a backend whose options need more than a
+    type check overrides it).
+    """
 
     name: ClassVar[str] = ""
     extra: ClassVar[str] = ""
+    default_options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(self, config: RuntimeConfig, workdir: Path) -> None:
         threads = config.threads
@@ -70,6 +72,17 @@ class Runtime(ABC):
         self.config = config
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.options = self._resolve_options(config.options)
+
+    def _resolve_options(self, options: Mapping[str, Any]) -> Any:
+        """The options this runtime runs with: :func:`resolve_options` of ``options`` over ``default_options``."""
+        return resolve_options(self.name, options, self.default_options)
+
+    def _description(self, versions: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The fingerprint fields of :meth:`describe` (``options``: the resolved ones unless given)."""
+        return {"runtime": self.name, "versions": dict(versions), "threads": self.config.threads,
+                "device": self.config.device, "precision": self.config.precision,
+                "options": dict(self.options if options is None else options)}
 
     def _model_file(self, path: Path | str, suffix: str, verb: str = "loads") -> Path:
         """``path`` as a Path, after checking it has ``suffix`` and exists (one-line errors otherwise)."""
@@ -101,3 +114,28 @@ class Runtime(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Runtime name, library versions, threads, precision and options, for the table fingerprint."""
+
+
+def time_calls(call: Callable[..., object], n: int, *args: object) -> list[float]:
+    """Seconds taken by each of ``n`` consecutive ``call(*args)``, each bracketed by ``time.perf_counter``."""
+    clock = time.perf_counter
+    times = []
+    for _ in range(n):
+        start = clock()
+        call(*args)
+        times.append(clock() - start)
+    return times
+
+
+def resolve_options(runtime: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a runtime really uses: ``defaults`` updated with ``options``, each of its default's type.
+
+    Fingerprints store the resolved options, so a profile that spells out a default matches one that omits it.
+    """
+    for key, value in options.items():
+        if key not in defaults:
+            raise HwnasError(f"{runtime} runtime: unknown option {key!r} (expected one of {', '.join(defaults)})")
+        expected = type(defaults[key])
+        if type(value) is not expected:
+            raise HwnasError(f"{runtime} runtime: option {key!r} must be a {expected.__name__}, got {value!r}")
+    return {**defaults, **options}

@@ -12,7 +12,6 @@ import os
 import platform
 from typing import Any, Mapping
 
-from hwnas.errors import HwnasError
 from hwnas.runtimes.base import Runtime
 
 # (section, field) pairs that identify where a latency was measured; the rest is informational.
@@ -97,20 +96,6 @@ def fingerprint_differences(stored: Mapping[str, Any], current: Mapping[str, Any
         elif old != new:
             differences.append(f"{section}.{name}: {old!r} -> {new!r}")
     return differences
-
-
-def resolve_options(runtime: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The options a runtime really uses: ``defaults`` updated with ``options``, each of its default's type.
-
-    Fingerprints store the resolved options, so a profile that spells out a default matches one that omits it.
-    """
-    for key, value in options.items():
-        if key not in defaults:
-            raise HwnasError(f"{runtime} runtime: unknown option {key!r} (expected one of {', '.join(defaults)})")
-        expected = type(defaults[key])
-        if type(value) is not expected:
-            raise HwnasError(f"{runtime} runtime: option {key!r} must be a {expected.__name__}, got {value!r}")
-    return {**defaults, **options}
 
 
 def _cpu_model() -> str:

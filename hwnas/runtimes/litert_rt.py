@@ -11,8 +11,8 @@ kernels only (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``). Precision: 
 from __future__ import annotations
 
 import importlib.metadata
-import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,10 +20,8 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.runtimes import converters
-from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig
-from hwnas.runtimes.fingerprint import resolve_options
+from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig, time_calls
 
-DEFAULT_OPTIONS: dict[str, Any] = {"xnnpack": True}
 NOT_INSTALLED = "LiteRT is not installed: pip install 'hwnas[tflite]' (ai-edge-litert, litert-torch)"
 
 
@@ -32,10 +30,7 @@ class LiteRTRuntime(Runtime):
 
     name = "litert"
     extra = "tflite"
-
-    def __init__(self, config: RuntimeConfig, workdir: Path) -> None:
-        super().__init__(config, workdir)
-        self.options = resolve_options(self.name, config.options, DEFAULT_OPTIONS)
+    default_options = MappingProxyType({"xnnpack": True})
 
     @classmethod
     def unavailable_reason(cls, config: RuntimeConfig) -> str | None:
@@ -82,8 +77,7 @@ class LiteRTRuntime(Runtime):
                 versions[distribution] = importlib.metadata.version(distribution)
             except importlib.metadata.PackageNotFoundError:
                 versions[distribution] = None
-        return {"runtime": self.name, "versions": versions, "threads": self.config.threads,
-                "device": self.config.device, "precision": self.config.precision, "options": dict(self.options)}
+        return self._description(versions)
 
 
 class LiteRTPreparedModel(PreparedModel):
@@ -110,13 +104,7 @@ class LiteRTPreparedModel(PreparedModel):
         self.interpreter.invoke()
 
     def time_runs(self, n: int) -> list[float]:
-        invoke, clock = self.interpreter.invoke, time.perf_counter
-        times = []
-        for _ in range(n):
-            start = clock()
-            invoke()
-            times.append(clock() - start)
-        return times
+        return time_calls(self.interpreter.invoke, n)
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         """Run on NCHW ``inputs``: transposed to NHWC for a channel-last model, (de)quantized for an int8 one."""

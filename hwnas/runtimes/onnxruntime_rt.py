@@ -12,19 +12,17 @@ Options: ``graph_optimization`` ("disable", "basic", "extended", "all"; default 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from torch import nn
 
 from hwnas.errors import HwnasError, RuntimeUnavailable
 from hwnas.runtimes import converters
-from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig
-from hwnas.runtimes.fingerprint import resolve_options
+from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig, time_calls
 
-DEFAULT_OPTIONS: dict[str, Any] = {"graph_optimization": "all", "provider": "cuda"}
 _GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                  "all": "ORT_ENABLE_ALL"}
 _CUDA_PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -38,16 +36,16 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
     extra = ""
+    default_options = MappingProxyType({"graph_optimization": "all", "provider": "cuda"})
 
-    def __init__(self, config: RuntimeConfig, workdir: Path) -> None:
-        super().__init__(config, workdir)
-        self.options = resolve_options(self.name, config.options, DEFAULT_OPTIONS)
-        if self.options["graph_optimization"] not in _GRAPH_LEVELS:
-            raise HwnasError(f"onnxruntime runtime: option 'graph_optimization' must be one of "
-                             f"{', '.join(_GRAPH_LEVELS)}, got {self.options['graph_optimization']!r}")
-        if self.options["provider"] not in _CUDA_PROVIDERS:
-            raise HwnasError(f"onnxruntime runtime: option 'provider' must be one of {', '.join(_CUDA_PROVIDERS)}, "
-                             f"got {self.options['provider']!r}")
+    def _resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The typed options of the base class, with ``graph_optimization`` and ``provider`` among their choices."""
+        resolved = super()._resolve_options(options)
+        for name, choices in (("graph_optimization", _GRAPH_LEVELS), ("provider", _CUDA_PROVIDERS)):
+            if resolved[name] not in choices:
+                raise HwnasError(f"onnxruntime runtime: option {name!r} must be one of {', '.join(choices)}, "
+                                 f"got {resolved[name]!r}")
+        return resolved
 
     @classmethod
     def unavailable_reason(cls, config: RuntimeConfig) -> str | None:
@@ -112,9 +110,7 @@ class OnnxRuntime(Runtime):
 
         versions = {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "torch": torch.__version__}
         provider = self.options["provider"] if self.config.device == "cuda" else "cpu"
-        return {"runtime": self.name, "versions": versions, "threads": self.config.threads,
-                "device": self.config.device, "precision": self.config.precision,
-                "options": {**self.options, "provider": provider}}
+        return self._description(versions, {**self.options, "provider": provider})
 
 
 class OnnxPreparedModel(PreparedModel):
@@ -147,13 +143,7 @@ class OnnxPreparedModel(PreparedModel):
         self.session.run_with_iobinding(self.binding)
 
     def time_runs(self, n: int) -> list[float]:
-        run, binding, clock = self.session.run_with_iobinding, self.binding, time.perf_counter
-        times = []
-        for _ in range(n):
-            start = clock()
-            run(binding)
-            times.append(clock() - start)
-        return times
+        return time_calls(self.session.run_with_iobinding, n, self.binding)
 
     def infer(self, inputs: np.ndarray) -> np.ndarray:
         if len(self.inputs) != 1:

@@ -7,9 +7,10 @@ only inside functions, so this module imports cleanly where TensorRT is missing.
 
 Precision: ``fp32``; ``fp16`` (``BuilderFlag.FP16``: TensorRT may pick fp16 kernels); ``int8`` (``BuilderFlag.INT8``
 plus ``FP16`` so that layers without int8 kernels fall back to fp16). TensorRT 10.1 deprecates implicit int8
-calibration in favour of explicit quantization (Q/DQ nodes in the ONNX); :func:`make_int8_calibrator` still offers
-the entropy calibrator for models without Q/DQ nodes. Without a calibrator, int8 engines get placeholder dynamic
-ranges (as ``trtexec --int8`` does): their latency is representative, their outputs are not.
+calibration in favour of explicit quantization (Q/DQ nodes in the ONNX); :func:`build_engine` still takes an
+entropy calibrator (export's :func:`hwnas.export.tensorrt_export.make_int8_calibrator`) for models without Q/DQ
+nodes. Without a calibrator, int8 engines get placeholder dynamic ranges (as ``trtexec --int8`` does): their
+latency is representative, their outputs are not.
 
 Options (``[options]`` of the device profile): ``workspace_mib`` (builder workspace pool, default 1024),
 ``optimization_level`` (builder optimization level 0..5, TensorRT's default 3).
@@ -18,7 +19,8 @@ Options (``[options]`` of the device profile): ``workspace_mib`` (builder worksp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from torch import nn
@@ -35,67 +37,29 @@ DEFAULT_WORKSPACE_MIB = 1024
 PLACEHOLDER_DYNAMIC_RANGE = 4.0  # |activation| bound used for int8 engines built without calibration data
 
 
-def trtexec_command(
-    onnx_path: Path | str,
-    engine_path: Path | str,
-    precision: str = "fp32",
-    *,
-    warmup_ms: int = 200,
-    iterations: int = 100,
-    duration_s: int = 0,
-    workspace_mib: int | None = DEFAULT_WORKSPACE_MIB,
-    use_cuda_graph: bool = False,
-    no_data_transfers: bool = True,
-    export_times: Path | str | None = None,
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """The ``trtexec`` (TensorRT 10) command line that builds ``engine_path`` from ``onnx_path`` and times it.
-
-    ``trtexec`` runs at least ``iterations`` inferences *and* at least ``duration_s`` seconds after a ``warmup_ms``
-    warm-up; ``duration_s=0`` makes ``iterations`` the count. ``no_data_transfers`` times GPU compute without
-    host<->device copies (what :class:`TensorRTPreparedModel` times too); ``use_cuda_graph`` captures the
-    inference in a CUDA graph (lower launch overhead, not what our Python runtime measures).
-    ``export_times`` writes every inference's timing to a JSON file. ``int8`` adds ``--fp16`` as the Python
-    builder does; without ``--calib`` in ``extra``, trtexec uses placeholder scales (latency only).
-    """
-    if precision not in PRECISIONS:
-        raise HwnasError(f"trtexec: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    for label, value in (("warmup_ms", warmup_ms), ("iterations", iterations), ("duration_s", duration_s)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise HwnasError(f"trtexec: {label} must be a non-negative integer, got {value!r}")
-    command = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
-    command += {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--fp16"]}[precision]
-    if workspace_mib is not None:
-        command.append(f"--memPoolSize=workspace:{workspace_mib}")
-    command += [f"--warmUp={warmup_ms}", f"--iterations={iterations}", f"--duration={duration_s}", "--useSpinWait"]
-    if no_data_transfers:
-        command.append("--noDataTransfers")
-    if use_cuda_graph:
-        command.append("--useCudaGraph")
-    if export_times is not None:
-        command.append(f"--exportTimes={export_times}")
-    return command + list(extra)
-
-
 class TensorRTRuntime(Runtime):
     """Engines built from ONNX with the TensorRT Python API, run on the first CUDA GPU."""
 
     name = "tensorrt"
     extra = "tensorrt"
+    default_options = MappingProxyType({"workspace_mib": DEFAULT_WORKSPACE_MIB, "optimization_level": None})
 
     def __init__(self, config: RuntimeConfig, workdir: Path) -> None:
         super().__init__(config, workdir)
         if config.precision not in PRECISIONS:
             raise HwnasError(f"tensorrt runtime: precision must be one of {', '.join(PRECISIONS)}")
-        unknown = set(config.options) - {"workspace_mib", "optimization_level"}
+        self.workspace_mib: int = self.options["workspace_mib"]
+        self.optimization_level: int | None = self.options["optimization_level"]
+
+    def _resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Integers in range: ``workspace_mib`` 1..2**20, ``optimization_level`` 0..5 (None: TensorRT's own)."""
+        unknown = set(options) - set(self.default_options)
         if unknown:
-            raise HwnasError(
-                f"tensorrt runtime: unknown option(s) {', '.join(sorted(unknown))} "
-                "(expected workspace_mib, optimization_level)"
-            )
-        self.workspace_mib = _option_int(config.options, "workspace_mib", DEFAULT_WORKSPACE_MIB, 1, 1 << 20)
-        level = config.options.get("optimization_level")
-        self.optimization_level = None if level is None else _option_int(config.options, "optimization_level", 3, 0, 5)
+            raise HwnasError(f"tensorrt runtime: unknown option(s) {', '.join(sorted(unknown))} "
+                             f"(expected {', '.join(self.default_options)})")
+        level = options.get("optimization_level")
+        return {"workspace_mib": _option_int(options, "workspace_mib", DEFAULT_WORKSPACE_MIB, 1, 1 << 20),
+                "optimization_level": None if level is None else _option_int(options, "optimization_level", 3, 0, 5)}
 
     @classmethod
     def unavailable_reason(cls, config: RuntimeConfig) -> str | None:
@@ -179,7 +143,7 @@ def build_engine(
     """Parse ``onnx_path``, build a serialized engine for ``precision`` and write it to ``engine_path``.
 
     Inputs with dynamic dimensions get one optimization profile fixed at ``input_shape`` (batch-1 timing).
-    ``calibrator`` (from :func:`make_int8_calibrator`) is used for ``int8`` only.
+    ``calibrator`` (an ``IInt8Calibrator``, e.g. export's ``make_int8_calibrator``) is used for ``int8`` only.
     """
     import tensorrt as trt
 
@@ -250,47 +214,6 @@ def _set_placeholder_dynamic_ranges(trt: Any, network: Any) -> None:
     for tensor in tensors:
         if tensor.dtype in (trt.float32, trt.float16) and not tensor.dynamic_range:
             tensor.dynamic_range = (-bound, bound)
-
-
-def make_int8_calibrator(batches: Sequence[np.ndarray], cache_path: Path | None = None) -> Any:
-    """An entropy calibrator (``IInt8EntropyCalibrator2``) over NCHW float32 batches of the model's one input.
-
-    Deprecated by TensorRT 10.1 (use Q/DQ nodes instead) but still honoured by the builder. The calibration
-    cache, when ``cache_path`` is given, is read before and written after calibration. Needs ``tensorrt`` and CUDA.
-    """
-    import tensorrt as trt
-    import torch
-
-    if not batches:
-        raise HwnasError("int8 calibration needs at least one batch")
-    if not hasattr(trt, "IInt8EntropyCalibrator2"):
-        raise HwnasError(f"TensorRT {trt.__version__} has no int8 calibrators: use an ONNX model with Q/DQ nodes")
-    arrays = [np.ascontiguousarray(batch, dtype=np.float32) for batch in batches]
-
-    class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self._pending = iter(arrays)
-            self._device_batch: torch.Tensor | None = None  # kept alive while TensorRT reads it
-
-        def get_batch_size(self) -> int:
-            return int(arrays[0].shape[0])
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            batch = next(self._pending, None)
-            if batch is None:
-                return None
-            self._device_batch = torch.from_numpy(batch).cuda()
-            return [int(self._device_batch.data_ptr())]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            if cache_path is not None:
-                cache_path.write_bytes(bytes(cache))
-
-    return _EntropyCalibrator()
 
 
 class TensorRTPreparedModel(PreparedModel):
@@ -377,7 +300,7 @@ class TensorRTPreparedModel(PreparedModel):
             raise HwnasError(f"{self.engine_path}: TensorRT execute_async_v3 failed")
 
 
-def _option_int(options: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+def _option_int(options: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
     value = options.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise HwnasError(f"tensorrt runtime: option {key!r}: expected an integer in {low}..{high}, got {value!r}")
@@ -407,6 +330,4 @@ __all__ = [
     "TensorRTPreparedModel",
     "TensorRTRuntime",
     "build_engine",
-    "make_int8_calibrator",
-    "trtexec_command",
 ]

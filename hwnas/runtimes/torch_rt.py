@@ -11,19 +11,15 @@ Precision: ``fp32``; ``fp16`` on CUDA only (the module and input are cast to hal
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-from time import perf_counter
+from types import MappingProxyType
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig
+from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig, time_calls
 from hwnas.runtimes.converters import example_input
-from hwnas.runtimes.fingerprint import resolve_options
-
-DEFAULT_OPTIONS: dict[str, Any] = {"channels_last": False}
 
 
 class TorchRuntime(Runtime):
@@ -31,10 +27,7 @@ class TorchRuntime(Runtime):
 
     name = "torch"
     extra = ""
-
-    def __init__(self, config: RuntimeConfig, workdir: Path) -> None:
-        super().__init__(config, workdir)
-        self.options = resolve_options(self.name, config.options, DEFAULT_OPTIONS)
+    default_options = MappingProxyType({"channels_last": False})
 
     @classmethod
     def unavailable_reason(cls, config: RuntimeConfig) -> str | None:
@@ -58,8 +51,7 @@ class TorchRuntime(Runtime):
         versions = {"torch": torch.__version__}
         if self.config.device == "cuda":
             versions |= {"cuda": torch.version.cuda, "cudnn": str(torch.backends.cudnn.version())}
-        return {"runtime": self.name, "versions": versions, "threads": self.config.threads,
-                "device": self.config.device, "precision": self.config.precision, "options": dict(self.options)}
+        return self._description(versions)
 
 
 class TorchPreparedModel(PreparedModel):
@@ -91,7 +83,7 @@ class TorchPreparedModel(PreparedModel):
         torch.set_num_threads(self.threads)
         if not self.cuda:
             with torch.inference_mode():
-                return _time_cpu(self.module, self.input, n)
+                return time_calls(self.module, n, self.input)
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
         with torch.inference_mode():
             torch.cuda.synchronize()
@@ -113,12 +105,3 @@ class TorchPreparedModel(PreparedModel):
         self.module, self.input = nn.Identity(), torch.empty(0)
         if self.cuda:
             torch.cuda.empty_cache()
-
-
-def _time_cpu(module: nn.Module, example: torch.Tensor, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        start = perf_counter()
-        module(example)
-        times.append(perf_counter() - start)
-    return times
