@@ -58,23 +58,7 @@ def parse_benchmark_model_output(text: str) -> dict[str, Any]:
     Raises:
         HwnasError: one line, when the text has no timing lines (e.g. benchmark_model failed).
     """
-    phases: list[dict[str, Any] | None] = []
-    unphased: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        if _PHASE_RE.search(line):
-            phases.append(None)
-            continue
-        match = _STATS_RE.search(line)
-        if match is None or "Timings (microseconds)" in line or "Memory (bytes)" in line:
-            continue
-        stats = _parse_stats(match.group(0))
-        if phases and phases[-1] is None:
-            phases[-1] = stats
-        elif not phases:
-            unphased.append(stats)
-    found = [stats for stats in phases if stats is not None] or unphased
-    warmup, timed = (found[-2], found[-1]) if len(found) >= 2 else (None, found[0] if found else None)
-
+    warmup, timed = _phase_stats(text)
     summary = _floats(_SUMMARY_RE.search(text))
     old = _floats(_OLD_SUMMARY_RE.search(text))
     ms = {key: _floats(pattern.search(text)) for key, pattern in _MS_RES.items()}
@@ -110,6 +94,28 @@ def parse_benchmark_model_output(text: str) -> dict[str, Any]:
         "model_size_mb": size[0] if size else None,
         "memory": memory,
     }
+
+
+def _phase_stats(text: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The ``count=`` statistics of the warm-up and the timed phase (None where absent): the last two phases'
+    (a phase's is the first such line after its "Running benchmark for at least N iterations"), else, where no
+    phase is announced, the last two such lines."""
+    phases: list[dict[str, Any] | None] = []
+    unphased: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if _PHASE_RE.search(line):
+            phases.append(None)
+            continue
+        match = _STATS_RE.search(line)
+        if match is None or "Timings (microseconds)" in line or "Memory (bytes)" in line:
+            continue
+        stats = _parse_stats(match.group(0))
+        if phases and phases[-1] is None:
+            phases[-1] = stats
+        elif not phases:
+            unphased.append(stats)
+    found = [stats for stats in phases if stats is not None] or unphased
+    return (found[-2], found[-1]) if len(found) >= 2 else (None, found[0] if found else None)
 
 
 def _parse_stats(text: str) -> dict[str, Any]:
