@@ -24,7 +24,7 @@ import numpy as np
 from hwnas.cli import main as hwnas_main
 from hwnas.devices import load_device
 from hwnas.latency.predictors import load_predictor
-from hwnas.latency.reference import generic_reference
+from hwnas.latency.reference import generic_reference, prepare_reference
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.converters import cached_onnx
 from hwnas.runtimes.paired import PairedProtocol, measure_paired
@@ -57,7 +57,7 @@ def main() -> None:
     workdir = Path(args.workdir)
     runtime = get_runtime(device.backend, device.runtime_config(), workdir / "runtime")
     module, shape, _ = generic_reference()
-    reference = runtime.prepare(module, shape, "reference")
+    reference = prepare_reference(runtime, module, shape)
     size = config.resolution
     paths = {name: cached_onnx(build_zoo(name), (1, 3, size, size), workdir, f"{name}-{size}") for name in zoo_names()}
 

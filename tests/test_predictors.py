@@ -108,6 +108,23 @@ def test_features_match_the_op_specs_and_the_built_modules():
         max(0, big.params() * 4 - caches.l2) / 1e6)
 
 
+def test_table_split_features_partition_the_table_latency_by_kernel_and_expansion():
+    space = get_space("proxyless", 64)
+    estimator = TableEstimator(_table(space), space, "once")
+    cache = FeatureCache(space, Caches(l2=1 << 20, l3=32 << 20), estimator)
+    arch = space.random_arch(random.Random(2))
+    column = dict(zip(OP_FEATURES, cache.summed(arch)))
+    specs = [s for s in space.arch_specs(arch) if not s.is_free]
+    for k in (3, 5, 7):  # independent reference: the table's op latencies summed by hand
+        by_hand = sum(estimator.op_ms(s) for s in specs if getattr(s, "k", 1) == k)
+        assert column[f"table_k{k}_ms"] == pytest.approx(by_hand)
+    mbconv = [s for s in specs if hasattr(s, "e")]
+    assert column["table_e_low_ms"] == pytest.approx(sum(estimator.op_ms(s) for s in mbconv if s.e <= 3))
+    assert column["table_e_high_ms"] == pytest.approx(sum(estimator.op_ms(s) for s in mbconv if s.e >= 4))
+    assert column["table_e_low_ms"] + column["table_e_high_ms"] <= column["table_ms"] + 1e-9
+    assert column["table_e_high_ms"] > 0 and column["table_k3_ms"] > 0
+
+
 def _table(space):
     return LatencyTable.load(f"latency_tables/cpu-onnxruntime__proxyless__{space.resolution}.json")
 

@@ -33,7 +33,7 @@ from hwnas.latency.kernels.onnx_split import nchwc_block_size, split_onnx
 from hwnas.latency.kernels.sample import KernelStore, SampleConfig, sample_and_measure
 from hwnas.latency.predictors.base import PredictorMeta, versions
 from hwnas.latency.predictors.kernel import fit_kernel_predictor
-from hwnas.latency.reference import GENERIC_REFERENCE, generic_reference
+from hwnas.latency.reference import GENERIC_REFERENCE, generic_reference, prepare_reference
 from hwnas.latency.table import now_iso
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.converters import cached_onnx
@@ -80,7 +80,7 @@ def main() -> None:
     block = nchwc_block_size()
     store = KernelStore(store_path, device.name, runtime.describe(), block)
     module, shape, reference_arch = generic_reference()
-    reference = runtime.prepare(module, shape, "reference")
+    reference = prepare_reference(runtime, module, shape)
 
     if not store.data.get("overhead"):
         relu = runtime.prepare(torch.nn.ReLU(), (1, 8, 1, 1), "overhead-relu-1x8x1x1")

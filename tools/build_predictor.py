@@ -9,6 +9,9 @@ Steps (each resumable: rerun the same command after a kill and only what is miss
 4. a held-out set of ``--n-test`` networks (seed 2, none of them used in fitting) with ``--repeat-test``
    re-measured, and the predictor's and the table sum's figures on it against the set's own noise floor.
 
+``--refit`` skips steps 1, 2 and 4's measuring: it refits the predictor on the existing sets (after a change of
+features or model) and evaluates it on the existing held-out set.
+
 Prints the build cost (measurements and wall time of steps 1-3) and the figures; writes the sets under
 ``latency_tables/sets/``, the predictor under ``latency_tables/predictors/`` and a plot under ``docs/img/``.
 """
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--repeat-test", type=int, default=20)
     parser.add_argument("--residual", default="auto", choices=["auto", "linear", "xgb"])
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--refit", action="store_true", help="measure nothing: refit on the existing sets")
     args = parser.parse_args()
 
     device = load_device(args.device)
@@ -51,15 +55,18 @@ def main() -> None:
     stem = f"{device.name}__{space.name}__{space.resolution}"
     sets_dir, predictors_dir = ROOT / "latency_tables" / "sets", ROOT / "latency_tables" / "predictors"
     table_path = default_table_path(device.name, space.name, space.resolution)
+    train_path, test_path = sets_dir / f"{stem}__train.json", sets_dir / f"{stem}__test.json"
+    out = predictors_dir / f"{stem}__calibrated.json"
+    if args.refit:
+        _refit(space, table_path, train_path, test_path, out, args.residual)
+        return
     start = time.perf_counter()
     if not table_path.is_file():
         profile_device(device, space, table_path, ProfileConfig(progress=not args.quiet))
     table = LatencyTable.load(table_path)
     proxy = TableEstimator(table, space)
-    train_path, test_path = sets_dir / f"{stem}__train.json", sets_dir / f"{stem}__test.json"
     train = measure_set(device, space, train_path, MeasureConfig(n=args.n_train, seed=1, repeat=args.repeat_train,
                                                                  progress=not args.quiet), proxy)
-    out = predictors_dir / f"{stem}__calibrated.json"
     fit = fit_predictor(space=space, out=out, table=table_path, sets=[train_path], residual=args.residual)
     build_s = time.perf_counter() - start
     test = measure_set(device, space, test_path, MeasureConfig(n=args.n_test, seed=2, repeat=args.repeat_test,
@@ -77,6 +84,19 @@ def main() -> None:
                        "predictor": {k: v for k, v in figures.items() if k not in ("table", "noise", "plot")},
                        "table": figures.get("table"), "noise": figures.get("noise")}}
     print(json.dumps(report, indent=1))
+
+
+def _refit(space, table_path: Path, train_path: Path, test_path: Path, out: Path, residual: str) -> None:
+    for path in (table_path, train_path, test_path):
+        if not path.is_file():
+            raise SystemExit(f"--refit: {path} does not exist; run without --refit to measure it")
+    fit = fit_predictor(space=space, out=out, table=table_path, sets=[train_path], residual=residual)
+    figures = evaluate_predictor(load_predictor(out), sets=[test_path],
+                                 plot=ROOT / "docs" / "img" / f"predictor_{out.name.removesuffix('__calibrated.json')}.png")
+    print(json.dumps({"out": str(out.relative_to(ROOT)), "selected": fit["training"].get("selected"),
+                      "correction": fit["training"].get("correction"), "cv": fit["training"].get("cv"),
+                      "test": {k: v for k, v in figures.items() if k in ("n", "acc5", "acc10", "kendall", "mape")},
+                      "table_scaled": figures.get("table_scaled")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -4,16 +4,63 @@ For a search space it is the architecture that takes every layer's first candida
 ProxylessNAS, ``k3_e1`` throughout FBNet): a mid-to-low-latency member of the space, measured at the same
 resolution as the networks it is paired with. Its weights are seeded, so every process builds the same model.
 Kernel measurements and arbitrary models use :data:`GENERIC_REFERENCE` (ProxylessNAS at 128x128).
+
+The reference is measured as a pool of :data:`REFERENCE_INSTANCES` separately loaded copies that take turns
+(:class:`ReferencePool`). One loaded copy has a speed of its own that lasts as long as it lives: on LiteRT at
+224x224, four interpreters of the same file kept their ratios against one network 3.0% apart over four rounds
+whose round-to-round deviation was 0.4% (``benchmarks/bench_reference_instances.py``), so a set measured against
+one copy carried that copy's offset in every row (sets measured minutes apart sat 3-4% apart). A pool averages
+the copies' offsets, so every set and table sits at the same level within the noise.
 """
 
 from __future__ import annotations
 
+import copy
+from typing import Any, Sequence
+
+import numpy as np
 import torch
 from torch import nn
 
+from hwnas.runtimes.base import PreparedModel
 from hwnas.spaces import Architecture, SearchSpace, get_space
 
 GENERIC_REFERENCE = ("proxyless", 128, 1000)
+REFERENCE_INSTANCES = 5
+
+
+class ReferencePool(PreparedModel):
+    """Several loaded copies of one model taking turns: each :meth:`time_runs` call (a turn of the paired and the
+    rounds protocols) runs the next copy, so the medians over turns average the copies' own speeds."""
+
+    def __init__(self, instances: Sequence[PreparedModel]) -> None:
+        if not instances:
+            raise ValueError("ReferencePool needs at least one instance")
+        self.instances = list(instances)
+        self._next = 0
+
+    def run(self) -> None:
+        self.instances[self._next].run()
+
+    def time_runs(self, n: int) -> list[float]:
+        times = self.instances[self._next].time_runs(n)
+        self._next = (self._next + 1) % len(self.instances)
+        return times
+
+    def infer(self, inputs: np.ndarray) -> np.ndarray:
+        return self.instances[0].infer(inputs)
+
+    def close(self) -> None:
+        for instance in self.instances:
+            instance.close()
+
+
+def prepare_reference(runtime: Any, module: nn.Module, input_shape: Sequence[int],
+                      instances: int = REFERENCE_INSTANCES) -> ReferencePool:
+    """``instances`` separately loaded copies of ``module`` (a deep copy each, so no two share memory); the
+    runtime's conversion cache makes the copies after the first cheap."""
+    return ReferencePool([runtime.prepare(copy.deepcopy(module), input_shape, "reference")
+                          for _ in range(max(1, instances))])
 
 
 def reference_arch(space: SearchSpace) -> Architecture:

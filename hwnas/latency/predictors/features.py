@@ -28,7 +28,8 @@ DEFAULT_CACHES = {"L2": 1 << 20, "L3": 32 << 20}
 _MB = 1e6
 
 OP_FEATURES = ("table_ms", "dense_mmacs", "dw_mmacs", "weight_mb", "weight_over_l2_mb", "act_mb", "ops", "strided",
-               "residual", "k3", "k5", "k7")
+               "residual", "k3", "k5", "k7", "table_k3_ms", "table_k5_ms", "table_k7_ms", "table_e_low_ms",
+               "table_e_high_ms")
 NET_FEATURES = ("linear_ms", "table_ms", "mmacs", "weight_mb", "weight_over_l2", "weight_over_l3", "act_mb",
                 "intensity", "depth", "resolution", "largest_weight_over_l2")
 
@@ -64,16 +65,23 @@ def _kernel(spec: OpSpec) -> int:
 
 
 def op_features(spec: OpSpec, caches: Caches, table: OpTable | None) -> np.ndarray:
-    """The additive features of one op (zeros for a free op), in :data:`OP_FEATURES` order."""
+    """The additive features of one op (zeros for a free op), in :data:`OP_FEATURES` order.
+
+    The last five split the op's table latency by its kernel size (3, 5, 7) and expansion (at most 3, at least 4):
+    a runtime can run one kind of kernel faster or slower inside a network than alone (LiteRT's 7x7 depthwise,
+    wide expansions that leave the cache), which one scale on the whole table cannot express.
+    """
     if spec.is_free:
         return np.zeros(len(OP_FEATURES))
+    table_ms = table.op_ms(spec) if table is not None else 0.0
+    expansion = getattr(spec, "e", None)
     weight = spec.params() * 4
     elements_in = spec.cin * spec.size * spec.size
     elements_out = int(np.prod(spec.output_shape))
     dw = _dw_macs(spec)
     k = _kernel(spec)
     return np.array([
-        table.op_ms(spec) if table is not None else 0.0,
+        table_ms,
         (spec.macs() - dw) / _MB,
         dw / _MB,
         weight / _MB,
@@ -83,6 +91,8 @@ def op_features(spec: OpSpec, caches: Caches, table: OpTable | None) -> np.ndarr
         float(spec.stride > 1),
         float(bool(getattr(spec, "residual", False))),
         float(k == 3), float(k == 5), float(k == 7),
+        table_ms * (k == 3), table_ms * (k == 5), table_ms * (k == 7),
+        table_ms * (expansion is not None and expansion <= 3), table_ms * (expansion is not None and expansion >= 4),
     ])
 
 
