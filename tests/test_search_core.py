@@ -15,7 +15,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency.estimator import TableEstimator
 from hwnas.latency.table import LatencyTable
 from hwnas.ops import MBConvSpec, ZeroSpec, build_op
-from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
+from hwnas.search.decode import decode_in_band, decode_under_target, fastest_arch, slowest_arch
 from hwnas.search.losses import get_loss, get_reward, loss_names, reward_names
 from hwnas.search.strategies import get_strategy, strategy_names
 from hwnas.search.supernet import MixedOp, SavedTensorMeter, SuperNet
@@ -286,6 +286,44 @@ def test_decode_matches_brute_force_and_meets_the_target():
             score = sum(lp[layer.names.index(c)] for lp, layer, c in zip(log_probs, space.layers, arch.choices))
             assert score == pytest.approx(expected_score, abs=1e-9), (trial, target, arch, expected)
         assert decode_under_target(space, log_probs, estimator, low * (1 - 1e-6)) is None
+
+
+def test_decode_in_band_matches_brute_force_over_the_band():
+    space = get_space("tiny")
+    rng = random.Random(1)
+    for trial in range(20):
+        estimator = _estimator(space, seed=100 + trial)
+        log_probs = [torch.log_softmax(torch.randn(len(layer.names)) * 3, 0).tolist() for layer in space.layers]
+        low = estimator.latency_ms(fastest_arch(space, estimator))
+        high = estimator.latency_ms(slowest_arch(space, estimator))
+        for _ in range(4):
+            a, b = sorted(rng.uniform(low, high) for _ in range(2))
+            archs = [space.arch(c) for c in itertools.product(*(layer.names for layer in space.layers))]
+            inside = [x for x in archs if a <= estimator.latency_ms(x) <= b]
+            arch = decode_in_band(space, log_probs, estimator, a, b)
+            if not inside:
+                assert arch is None
+                continue
+            score = {x.choices: sum(lp[layer.names.index(c)] for lp, layer, c in zip(log_probs, space.layers,
+                                                                                    x.choices)) for x in archs}
+            assert arch is not None and a <= estimator.latency_ms(arch) <= b
+            assert score[arch.choices] == pytest.approx(max(score[x.choices] for x in inside), abs=1e-9)
+    with pytest.raises(HwnasError, match="band"):
+        decode_in_band(space, log_probs, estimator, 2.0, 1.0)
+
+
+def test_decode_in_band_leaves_the_mode_when_it_is_far_under_the_band():
+    space = get_space("proxyless", 64)
+    estimator = _estimator(space, seed=7)
+    fastest = fastest_arch(space, estimator)
+    # a distribution whose mode is the fastest architecture
+    log_probs = [[0.0 if name == choice else -2.0 for name in layer.names]
+                 for layer, choice in zip(space.layers, fastest.choices)]
+    mode = decode_under_target(space, log_probs, estimator, 1e9)
+    assert mode == fastest
+    target = 0.5 * (estimator.latency_ms(fastest) + estimator.latency_ms(slowest_arch(space, estimator)))
+    aimed = decode_in_band(space, log_probs, estimator, 0.9 * target, target)
+    assert aimed is not None and 0.9 * target <= estimator.latency_ms(aimed) <= target
 
 
 def test_fastest_and_slowest_arch_are_the_latency_extremes():

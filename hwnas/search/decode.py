@@ -77,6 +77,67 @@ def decode_under_target(space: SearchSpace, log_probs: Sequence[Sequence[float]]
     return _arch(space, max(candidates, key=lambda c: _score(lp, c)))
 
 
+def decode_in_band(space: SearchSpace, log_probs: Sequence[Sequence[float]], estimator: LatencyEstimator,
+                   low_ms: float, high_ms: float, *, cells: int = 4000, refinements: int = 2) -> Architecture | None:
+    """The most probable architecture whose latency lies in ``[low_ms, high_ms]``; None when none is found.
+
+    What the closed loop decodes when it aims: the unconstrained most probable architecture can sit far under the
+    target (the latency loss steers the *expected* latency to T, and a broad distribution puts it there while its
+    mode is much faster), and a tighter upper bound never moves the decode off it. The same knapsack as
+    :func:`decode_under_target`, with each layer's extra cost rounded to the nearest grid unit and the best value
+    kept per *exact* total, so any total in the band can be chosen: ``max sum_l log p_{l,i_l}`` over totals whose
+    grid cost lies in the band. The answer is checked with the estimator's own ``latency_ms``; when rounding put it
+    outside the band the grid is refined (``cells * 8**r``), and None is returned if it still is.
+    """
+    if not low_ms <= high_ms:
+        raise HwnasError(f"decode: band [{low_ms}, {high_ms}] ms is empty")
+    costs = _costs(space, estimator)
+    lp = _log_probs(space, log_probs)
+    base = [float(c.min()) for c in costs]
+    floor_ms = estimator.fixed_ms() + sum(base)
+    extra = [c - b for c, b in zip(costs, base)]
+    top = min(high_ms, floor_ms + sum(float(e.max()) for e in extra)) - floor_ms
+    if top < 0:
+        return None
+    for level in range(refinements + 1):
+        step = max(top, 1e-12) / (cells * 8**level)
+        capacity = int(round(top / step))
+        units = [np.rint(e / step).astype(np.int64) for e in extra]
+        lowest = max(0, int(math.ceil((low_ms - floor_ms) / step)))
+        picks = _knapsack_exact(units, lp, capacity, lowest)
+        if picks is not None and low_ms <= estimator.latency_ms(_arch(space, picks)) <= high_ms:
+            return _arch(space, picks)
+    return None
+
+
+def _knapsack_exact(units: list[np.ndarray], lp: list[np.ndarray], capacity: int, lowest: int) -> list[int] | None:
+    """Exact DP over totals: ``best[u]`` = max log-prob of a prefix of total exactly ``u`` units; the answer is the
+    best total in ``[lowest, capacity]``."""
+    best = np.full(capacity + 1, -np.inf)
+    best[0] = 0.0
+    choice = np.zeros((len(units), capacity + 1), dtype=np.int16)
+    for layer, (w, v) in enumerate(zip(units, lp)):
+        new = np.full(capacity + 1, -np.inf)
+        for i in range(len(w)):
+            if w[i] > capacity:
+                continue
+            shifted = np.full(capacity + 1, -np.inf)
+            shifted[w[i]:] = best[:capacity + 1 - w[i]] + v[i]
+            better = shifted > new
+            new[better] = shifted[better]
+            choice[layer, better] = i
+        best = new
+    if lowest > capacity or not np.isfinite(best[lowest:]).any():
+        return None
+    u = lowest + int(np.argmax(best[lowest:]))
+    picks = []
+    for layer in range(len(units) - 1, -1, -1):
+        i = int(choice[layer, u])
+        picks.append(i)
+        u -= int(units[layer][i])
+    return picks[::-1]
+
+
 def _costs(space: SearchSpace, estimator: LatencyEstimator) -> list[np.ndarray]:
     costs = estimator.layer_costs_ms()
     if len(costs) != len(space.layers) or any(len(c) != len(layer.candidates) for c, layer in zip(costs, space.layers)):
