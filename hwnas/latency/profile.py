@@ -21,7 +21,7 @@ from tqdm import tqdm
 from hwnas.devices import DeviceProfile, device_protocol  # noqa: F401
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso
-from hwnas.latency.reference import reference_module
+from hwnas.latency.reference import prepare_reference, reference_module
 from hwnas.latency.table import LatencyTable, TableEntry, user_table_path
 from hwnas.locations import cache_dir
 from hwnas.ops import OpSpec, build_op
@@ -143,7 +143,7 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
             on_entry(key, stats)
 
     module, shape, reference_arch = reference_module(space)
-    reference = runtime.prepare(module, shape, "reference") if missing else None
+    reference = prepare_reference(runtime, module, shape) if missing else None
     try:
         for i in range(0, len(missing), max(1, config.chunk)):
             chunk = missing[i:i + config.chunk]

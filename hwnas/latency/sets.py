@@ -34,7 +34,7 @@ from hwnas.latency.estimator import LatencyEstimator
 from hwnas.latency.header import MeasuredFile
 from hwnas.latency.metrics import agreement
 from hwnas.latency.profile import artifacts_dir
-from hwnas.latency.reference import reference_arch, reference_module
+from hwnas.latency.reference import prepare_reference, reference_arch, reference_module
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
@@ -267,7 +267,7 @@ def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: Me
         repeats = [i for i in mset.repeat_ids if i not in mset.repeats]
         reused = len(mset.rows)
         module, shape, _ = reference_module(space)
-        reference = runtime.prepare(module, shape, "reference")
+        reference = prepare_reference(runtime, module, shape)
         bar = tqdm(total=len(mset.plan) + len(mset.repeat_ids), initial=reused + len(mset.repeats), unit="net",
                    desc=f"measure {device.name} {space.name}@{space.resolution}", disable=not config.progress,
                    dynamic_ncols=True)
