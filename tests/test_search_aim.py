@@ -18,10 +18,11 @@ from hwnas.latency.predictors.calibrated import fit_calibrated
 from hwnas.latency.sets import sample_stratified
 from hwnas.latency.table import LatencyTable
 from hwnas.search.aim import aim_on_device, choose_estimator, default_predictor_path
-from hwnas.search.run import meet_on_device
+from hwnas.search.closed_loop import meet_on_device
 from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
 from hwnas.search.run_config import SearchConfig
 from hwnas.spaces import get_space
+from tests.test_search_run import measured
 
 TABLE = "latency_tables/cpu-onnxruntime__proxyless__32.json"
 
@@ -96,18 +97,18 @@ def test_refitting_needs_fewer_measurements_than_the_table_loop(setting):
 
         def fake(device, nets, *args):
             calls.append(_device_ms(space, estimator, nets["candidate"].arch))
-            return {"candidate": {"median_ms": calls[-1]}}, {}
+            return {"candidate": measured(calls[-1])}, {}
 
-        import hwnas.search.run as run_module
+        import hwnas.search.closed_loop as loop_module
 
-        original = run_module.measure_networks
-        run_module.measure_networks = fake
+        original = loop_module.measure_networks
+        loop_module.measure_networks = fake
         try:
             decode = lambda t: decode_under_target(space, log_probs, estimator, t)  # noqa: E731
             meet_on_device(space, estimator, target, decode, fastest_arch(space, estimator),
                            estimator.latency_ms(decode(1e9)), None, config)
         finally:
-            run_module.measure_networks = original
+            loop_module.measure_networks = original
         totals["table"] += len(calls)
     assert totals["predictor"] < totals["table"]
 

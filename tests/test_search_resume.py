@@ -27,7 +27,7 @@ from hwnas.spaces import get_space
 from hwnas.search.aim import aim_on_device
 from hwnas.search.decode import fastest_arch, slowest_arch
 from tests.test_search_aim import ScriptedMeter, _device_ms, setting  # noqa: F401 - setting is a fixture
-from tests.test_search_run import QUICK, write_synthetic_table
+from tests.test_search_run import QUICK, measured, write_synthetic_table
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {"closed_loop_steps": 0, "measure": False, "search_epochs": 2, "train_epochs": 2}
@@ -92,7 +92,7 @@ def test_resumed_run_matches_the_uninterrupted_one(tables: Path, tmp_path: Path,
 def test_closed_loop_replays_its_recorded_measurements(tables: Path, factor: float) -> None:
     """A closed loop interrupted after its first measurement, rerun with the recorded ones: only architectures not
     measured before are measured, and it ends where the uninterrupted loop ends (the reference)."""
-    from hwnas.search import run as run_module
+    from hwnas.search import closed_loop as loop_module
     from hwnas.search.decode import decode_under_target
     from hwnas.search.supernet import SuperNet
 
@@ -106,23 +106,23 @@ def test_closed_loop_replays_its_recorded_measurements(tables: Path, factor: flo
     fastest, slowest = fastest_arch(space, table), slowest_arch(space, table)
     target = 0.5 * (table.latency_ms(fastest) + table.latency_ms(slowest))
     calls: list[str] = []
-    original = run_module.measure_networks
+    original = loop_module.measure_networks
 
-    def loop(stop_after: int, known: dict[str, Any], record: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    def loop(stop_after: int, known: dict[str, Any], record: dict[str, Any]) -> tuple[Any, list[Any]]:
         def scripted(device: Any, nets: dict[str, Any], *args: Any) -> tuple[dict[str, Any], None]:
             if len(calls) == stop_after:
                 raise KeyboardInterrupt
             calls.append(" ".join(nets["candidate"].arch.choices))
-            return {"candidate": {"median_ms": factor * table.latency_ms(nets["candidate"].arch)}}, None
+            return {"candidate": measured(factor * table.latency_ms(nets["candidate"].arch))}, None
 
-        run_module.measure_networks = scripted
+        loop_module.measure_networks = scripted
         try:
-            return run_module.meet_on_device(
+            return loop_module.meet_on_device(
                 space, table, target, lambda t: decode_under_target(space, log_probs, table, t), fastest,
                 table.latency_ms(decode_under_target(space, log_probs, table, table.latency_ms(slowest))), None,
                 SearchConfig(closed_loop_steps=6), known=known, on_measured=record.__setitem__)
         finally:
-            run_module.measure_networks = original
+            loop_module.measure_networks = original
 
     reference = loop(99, {}, {})
     measured_once, recorded = list(calls), {}
@@ -141,16 +141,17 @@ def test_measured_architectures_are_not_measured_again(tables: Path, tmp_path: P
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A run interrupted while training the derived network: the rerun takes the closed loop's measurements from
     the checkpoint and measures nothing before training."""
-    from hwnas.search import run as run_module
+    from hwnas.search import closed_loop as loop_module, run as run_module
+    from hwnas.search.verdict import Verdict
 
     calls: list[str] = []
 
     def scripted(device: Any, nets: dict[str, Any], *args: Any, **kwargs: Any) -> tuple[dict[str, Any], None]:
         calls.append(" ".join(nets["candidate"].arch.choices))
-        return {"candidate": {"median_ms": 0.5, "noisy": False}}, None
+        return {"candidate": measured(0.5)}, None
 
-    monkeypatch.setattr(run_module, "measure_networks", scripted)
-    monkeypatch.setattr(run_module, "_measure", lambda *args: ("off", None, None))
+    monkeypatch.setattr(loop_module, "measure_networks", scripted)
+    monkeypatch.setattr(run_module, "final_verdict", lambda *args: Verdict("off"))
     overrides = {"measure": True, "closed_loop_steps": 3}
     reference = run_search(_config(tmp_path / "reference", **overrides), progress=False)
     calls.clear()
@@ -163,6 +164,40 @@ def test_measured_architectures_are_not_measured_again(tables: Path, tmp_path: P
     calls.clear()
     resumed = run_search(_config(tmp_path / "run", **overrides), progress=False)
     assert calls == [] and resumed["closed_loop"] == reference["closed_loop"] and resumed["arch"] == reference["arch"]
+
+
+def test_final_measurement_is_not_measured_again(tables: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """A run killed after its final measurement (while it writes the run folder): the rerun takes the verdict from
+    the checkpoint, measures nothing, and reports what the first run measured."""
+    from hwnas.search import verdict as verdict_module
+
+    calls: list[list[str]] = []
+
+    def scripted(device: Any, nets: dict[str, Any], *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict]:
+        calls.append(sorted(nets))
+        return {name: measured(0.25 + 0.25 * len(calls)) for name in nets}, {"runtime": "scripted"}
+
+    monkeypatch.setattr(verdict_module, "measure_networks", scripted)
+    save = RunCheckpoint.save
+
+    def save_then_stop(self: RunCheckpoint) -> None:
+        save(self)
+        if self.state["verdict"] is not None:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint_module.RunCheckpoint, "save", save_then_stop)
+        with pytest.raises(KeyboardInterrupt, match="rerun with --out"):
+            run_search(_config(tmp_path / "run", measure=True), progress=False)
+    assert calls == [["derived", "derived_untrained"]] and not (tmp_path / "run" / "report.json").exists()
+    capsys.readouterr()
+    resumed = run_search(_config(tmp_path / "run", measure=True), progress=False)
+    assert calls == [["derived", "derived_untrained"]]  # not measured again
+    assert "final measurement done" in capsys.readouterr().err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert resumed["measured_ms"] == report["measured_ms"] == 0.5 and report["measurement"].startswith("end to end")
+    assert report["measured_untrained"]["median_ms"] == 0.5 and report["versions"]["runtime"] == {"runtime": "scripted"}
 
 
 def test_another_config_in_the_folder_is_refused_in_one_line(tables: Path, tmp_path: Path,

@@ -18,7 +18,9 @@ from hwnas.errors import HwnasError
 from hwnas.latency.estimator import TableEstimator
 from hwnas.latency.table import LatencyTable, default_table_path
 from hwnas.runtimes.protocol import Stats
+from hwnas.search import closed_loop, measure as measure_module
 from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
+from hwnas.search.records import Attempt, LoopStep, Measurement, arch_id
 from hwnas.search.run import SearchConfig, baseline_arch, baseline_candidates, default_target_ms, run_search
 from hwnas.search.strategies import strategy_names
 from hwnas.spaces import Architecture, ArchNet, get_space
@@ -30,6 +32,11 @@ QUICK = {"device": "cpu-torch", "space": "tiny", "resolution": 32, "warmup_epoch
 
 def _stats(ms: float) -> dict[str, Any]:
     return {"median_ms": ms, "p10_ms": ms, "p90_ms": ms, "mean_ms": ms, "std_ms": 0.0, "n": 10}
+
+
+def measured(ms: float, noisy: bool = False, source: str = "final") -> Measurement:
+    """A scripted measurement of one network: ``ms`` in every statistic, one attempt."""
+    return Measurement(_e2e_stats(ms, noisy), source, [Attempt(ms, noisy, source)])
 
 
 def write_synthetic_table(path: Path, space_name: str = "tiny", resolution: int = 32, num_classes: int = 10,
@@ -134,6 +141,20 @@ def test_baseline_is_trained_and_reported(tables: Path, tmp_path: Path) -> None:
     assert Architecture.from_dict(base["arch"]) in baseline_candidates(get_space("tiny", 32, 10))
 
 
+def test_progress_to_a_log_is_a_few_summary_lines(tables: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """stderr that is not a terminal (a log file, a pipe; pytest's capture here) gets one line per epoch and phase,
+    never tqdm's carriage returns."""
+    config = _config(tmp_path / "run", closed_loop_steps=0, search_epochs=2)
+    run_search(config, progress=True)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and lines and all(line.startswith("hwnas: ") for line in lines)
+    epochs = config.warmup_epochs + config.search_epochs + config.train_epochs
+    assert sum("epoch" in line for line in lines) == epochs
+    assert sum("final measurement" in line for line in lines) == 1 and len(lines) <= epochs + 2
+
+
 def test_config_files_and_overrides(tmp_path: Path) -> None:
     toml = tmp_path / "search.toml"
     toml.write_text('space = "tiny"\nsearch_epochs = 3\narch_betas = [0.0, 0.9]\n[loss_params]\nbeta = 0.6\n')
@@ -207,9 +228,11 @@ def test_cli_bad_data_path_is_one_line(tables: Path, tmp_path: Path, capsys: pyt
     assert code == 2 and "\n" not in err and "nowhere: no such data set folder" in err
 
 
-def test_closed_loop_tightens_the_table_target_when_the_device_misses(tables: Path, tmp_path: Path) -> None:
-    """A table that underestimates the device 1000x: the decoded architecture meets T in the table, the device
-    says otherwise, and the run decodes again under a tighter table target (recorded in the report)."""
+def test_closed_loop_tightens_the_table_target_when_the_device_misses(tables: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table that underestimates the device 1000x (a scripted device): the decoded architecture meets T in the
+    table, the device says otherwise, and the run decodes again under a tighter table target (recorded in the
+    report)."""
     space = get_space("tiny", 32, 10)
     path = default_table_path("cpu-torch", "tiny", 32)
     table = LatencyTable.load(path)
@@ -219,13 +242,18 @@ def test_closed_loop_tightens_the_table_target_when_the_device_misses(tables: Pa
     table.overhead = _stats(0.0)
     table.save(path)
     estimator = TableEstimator(LatencyTable.load(path), space)
-    slowest = max(estimator.latency_ms(space.arch(c)) for c in [[layer.names[-1] for layer in space.layers]])
+    slowest = estimator.latency_ms(slowest_arch(space, estimator))
+
+    def device(device: Any, nets: dict[str, Any], *args: Any) -> tuple[dict[str, Measurement], dict[str, Any]]:
+        return {"candidate": measured(1000.0 * estimator.latency_ms(nets["candidate"].arch))}, {}
+
+    monkeypatch.setattr(closed_loop, "measure_networks", device)
     result = run_search(_config(tmp_path / "loop", target_ms=slowest * 0.9, closed_loop_steps=2), progress=False)
     loop = json.loads((tmp_path / "loop" / "report.json").read_text())["closed_loop"]
-    assert loop and loop[0]["measured_ms"] > result["target_ms"]
-    if len(loop) > 1:
-        assert loop[1]["table_target_ms"] < loop[0]["table_target_ms"]
-        assert loop[1]["estimated_ms"] <= loop[1]["table_target_ms"]
+    # every architecture misses T on this device, so both steps are spent: the first decode, then a tighter one
+    assert len(loop) == 2 and loop[0]["measured_ms"] > result["target_ms"]
+    assert loop[1]["table_target_ms"] < loop[0]["table_target_ms"]
+    assert loop[1]["estimated_ms"] <= loop[1]["table_target_ms"]
 
 
 @pytest.mark.parametrize("factor", [0.5, 0.8, 1.0, 1.3, 1.7])
@@ -235,17 +263,16 @@ def test_closed_loop_lands_just_under_the_target_on_a_biased_device(tables: Path
     the table over- or underestimates, the loop ends at the slowest architecture it measured under the aim
     (1 - margin) T, and when the first decode is far under the aim (and the argmax is slower) it tries looser table
     targets."""
-    from hwnas.search import run as run_module
     from hwnas.search.supernet import SuperNet
 
     space, estimator = get_space("tiny", 32, 10), _estimator()
     calls: list[float] = []
 
-    def fake_measure(device: Any, nets: dict[str, Any], *args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def fake_measure(device: Any, nets: dict[str, Any], *args: Any) -> tuple[dict[str, Measurement], dict[str, Any]]:
         calls.append(factor * estimator.latency_ms(nets["candidate"].arch))
-        return {"candidate": {"median_ms": calls[-1]}}, {}
+        return {"candidate": measured(calls[-1])}, {}
 
-    monkeypatch.setattr(run_module, "measure_networks", fake_measure)
+    monkeypatch.setattr(closed_loop, "measure_networks", fake_measure)
     fastest, slowest = (estimator.latency_ms(f(space, estimator)) for f in (fastest_arch, slowest_arch))
     target = fastest + 0.5 * (slowest - fastest)
     config = SearchConfig(closed_loop_steps=6, closed_loop_margin=0.03)
@@ -256,25 +283,27 @@ def test_closed_loop_lands_just_under_the_target_on_a_biased_device(tables: Path
     log_probs = [torch.log_softmax(a.detach().double(), dim=0).tolist() for a in supernet.arch_parameters()]
     decode = lambda t: decode_under_target(space, log_probs, estimator, t)  # noqa: E731
     ceiling = estimator.latency_ms(decode(slowest))
-    arch, log = run_module.meet_on_device(space, estimator, target, decode, fastest_arch(space, estimator), ceiling,
-                                          None, config)
-    measured = factor * estimator.latency_ms(arch)
-    aim = 0.97 * target
+    arch, log = closed_loop.meet_on_device(space, estimator, target, decode, fastest_arch(space, estimator), ceiling,
+                                           None, config)
+    kept_ms = factor * estimator.latency_ms(arch)
+    aim = (1.0 - config.closed_loop_margin) * target
+    # "far under the aim": under the band the loop accepts, [1 - 2 margin, 1] x aim, by one more margin
+    far_under = (1.0 - 3.0 * config.closed_loop_margin) * aim
     assert 1 <= len(calls) <= 6 and len(set(calls)) == len(calls)  # each architecture measured once
-    assert all(entry["measured"]["median_ms"] == entry["measured_ms"] for entry in log)
+    assert all(step.measured.median_ms == step.measured_ms == step.to_dict()["measured"]["median_ms"] for step in log)
     if factor * fastest > aim:  # nothing can meet the aim: the fastest architecture, measured
-        assert measured == min(calls) == factor * fastest
+        assert kept_ms == min(calls) == factor * fastest
         return
-    assert measured <= aim and measured == max(c for c in calls if c <= aim)
-    assert [entry["measured_ms"] for entry in log][: len(calls)] == sorted(set(entry["measured_ms"] for entry in log),
-                                                                          key=[e["measured_ms"] for e in log].index)
+    assert kept_ms <= aim and kept_ms == max(c for c in calls if c <= aim)
+    assert [step.measured_ms for step in log][: len(calls)] == sorted(set(step.measured_ms for step in log),
+                                                                      key=[s.measured_ms for s in log].index)
     argmax_ms = factor * estimator.latency_ms(supernet.argmax_arch())
-    if calls[0] < 0.91 * aim and argmax_ms > calls[0]:  # far under the aim and the argmax is slower: looser targets
-        assert len(calls) > 1 and max(entry["table_target_ms"] for entry in log) > target
+    if calls[0] < far_under and argmax_ms > calls[0]:  # far under the aim and the argmax is slower: looser targets
+        assert len(calls) > 1 and max(step.table_target_ms for step in log) > target
     if argmax_ms <= aim:  # the most probable architecture meets the aim: nothing slower is more probable
-        assert arch == supernet.argmax_arch() or measured >= 0.91 * aim
+        assert arch == supernet.argmax_arch() or kept_ms >= far_under
     if calls[0] > aim:
-        assert log[1]["table_target_ms"] < target
+        assert log[1].table_target_ms < target
 
 
 class _FakeRuntime:
@@ -295,8 +324,6 @@ def _e2e_stats(median_ms: float, noisy: bool) -> Stats:
 def test_end_to_end_measurement_attempts_keep_each_networks_quietest(monkeypatch: pytest.MonkeyPatch) -> None:
     """Attempts are measured as asked, more while a network is noisy; each network keeps its lowest non-noisy
     median and the record of every attempt."""
-    from hwnas.search import run as run_module
-
     script = [{"a": _e2e_stats(0.9, True), "b": _e2e_stats(0.5, False)},
               {"a": _e2e_stats(1.0, False), "b": _e2e_stats(0.6, False)},
               {"a": _e2e_stats(1.1, False), "b": _e2e_stats(0.4, False)}]
@@ -306,29 +333,27 @@ def test_end_to_end_measurement_attempts_keep_each_networks_quietest(monkeypatch
         seen.append(len(seen))
         return script[len(seen) - 1]
 
-    monkeypatch.setattr(run_module, "measure", fake_measure)
-    monkeypatch.setattr(run_module, "get_runtime", lambda *args: _FakeRuntime())
+    monkeypatch.setattr(measure_module, "measure", fake_measure)
+    monkeypatch.setattr(measure_module, "get_runtime", lambda *args: _FakeRuntime())
     nets, device = {"a": nn.Identity(), "b": nn.Identity()}, load_device("cpu-onnxruntime")
     config = SearchConfig(noisy_retries=3, retry_pause_s=0.0)
-    stats, runtime = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False)
+    stats, runtime = measure_module.measure_networks(device, nets, (1, 3, 8, 8), config, False)
     assert len(seen) == 2 and runtime == {"runtime": "fake"}  # noisy first attempt: one more
-    assert stats["a"]["median_ms"] == 1.0 and stats["b"]["median_ms"] == 0.5  # 0.9 was noisy
-    assert stats["a"]["attempts"] == [{"median_ms": 0.9, "noisy": True, "source": "final"},
-                                      {"median_ms": 1.0, "noisy": False, "source": "final"}]
+    assert stats["a"].median_ms == 1.0 and stats["b"].median_ms == 0.5  # 0.9 was noisy
+    assert [a.to_dict() for a in stats["a"].attempts] == [{"median_ms": 0.9, "noisy": True, "source": "final"},
+                                                          {"median_ms": 1.0, "noisy": False, "source": "final"}]
     seen.clear()
-    stats, _ = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, attempts=3)
-    assert len(seen) == 3 and stats["a"]["median_ms"] == 1.0 and stats["b"]["median_ms"] == 0.4
+    stats, _ = measure_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, attempts=3)
+    assert len(seen) == 3 and stats["a"].median_ms == 1.0 and stats["b"].median_ms == 0.4
     seen.clear()
     script[0]["a"] = _e2e_stats(0.9, False)
-    stats, _ = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False)
-    assert len(seen) == 1 and stats["a"]["median_ms"] == 0.9  # a quiet single attempt is not repeated
+    stats, _ = measure_module.measure_networks(device, nets, (1, 3, 8, 8), config, False)
+    assert len(seen) == 1 and stats["a"].median_ms == 0.9  # a quiet single attempt is not repeated
 
 
 def test_extra_attempts_while_over_the_target_and_closed_loop_prior(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``enough`` adds attempts (at most ``extra`` beyond attempts and noisy retries) until it holds; a closed-loop
-    prior competes with the attempts and can be the one kept."""
-    from hwnas.search import run as run_module
-
+    """``stop_when`` adds attempts (at most ``extra_attempts`` beyond attempts and noisy retries) until it holds; an
+    earlier closed-loop measurement competes with the attempts and can be the one kept."""
     medians = iter([2.0, 1.9, 1.05, 0.95, 0.9])
     seen: list[float] = []
 
@@ -336,65 +361,70 @@ def test_extra_attempts_while_over_the_target_and_closed_loop_prior(monkeypatch:
         seen.append(next(medians))
         return {"derived": _e2e_stats(seen[-1], False), "derived_untrained": _e2e_stats(seen[-1], False)}
 
-    monkeypatch.setattr(run_module, "measure", fake_measure)
-    monkeypatch.setattr(run_module, "get_runtime", lambda *args: _FakeRuntime())
+    monkeypatch.setattr(measure_module, "measure", fake_measure)
+    monkeypatch.setattr(measure_module, "get_runtime", lambda *args: _FakeRuntime())
     nets, device = {"derived": nn.Identity(), "derived_untrained": nn.Identity()}, load_device("cpu-onnxruntime")
     config = SearchConfig(noisy_retries=1, retry_pause_s=0.0)
-    under_one = lambda chosen: chosen["derived"]["median_ms"] <= 1.0  # noqa: E731
-    stats, _ = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, 2, enough=under_one, extra=2)
-    assert seen == [2.0, 1.9, 1.05, 0.95] and stats["derived"]["median_ms"] == 0.95  # stopped once under 1.0
+    under_one = lambda chosen: chosen["derived"].median_ms <= 1.0  # noqa: E731
+    stats, _ = measure_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, 2, stop_when=under_one,
+                                               extra_attempts=2)
+    assert seen == [2.0, 1.9, 1.05, 0.95] and stats["derived"].median_ms == 0.95  # stopped once under 1.0
     medians, seen[:] = iter([2.0, 1.9, 1.8, 1.7, 1.6, 1.5]), []
-    stats, _ = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, 2, enough=under_one, extra=1)
-    assert len(seen) == 4 and stats["derived"]["median_ms"] == 1.7  # capped: 2 + 1 noisy retry + 1 extra
+    stats, _ = measure_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, 2, stop_when=under_one,
+                                               extra_attempts=1)
+    assert len(seen) == 4 and stats["derived"].median_ms == 1.7  # capped: 2 + 1 noisy retry + 1 extra
     medians, seen[:] = iter([2.0, 1.9]), []
-    prior = {"derived": [_e2e_stats(0.8, False).to_dict()]}
-    stats, _ = run_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, 2, enough=under_one, extra=2,
-                                           prior=prior, controls={"derived": "derived_untrained"})
-    assert len(seen) == 2 and stats["derived"]["median_ms"] == 0.8 and stats["derived"]["source"] == "closed loop"
-    assert [a["source"] for a in stats["derived"]["attempts"]] == ["closed loop", "final", "final"]
+    earlier = {"derived": [_e2e_stats(0.8, False)]}
+    stats, _ = measure_module.measure_networks(device, nets, (1, 3, 8, 8), config, False, 2, stop_when=under_one,
+                                               extra_attempts=2, earlier=earlier,
+                                               untrained_copies={"derived": "derived_untrained"})
+    assert len(seen) == 2 and stats["derived"].median_ms == 0.8 and stats["derived"].source == "closed loop"
+    assert [a.source for a in stats["derived"].attempts] == ["closed loop", "final", "final"]
 
 
 def test_closed_loop_prior_only_counts_when_the_weights_do_not_change_the_latency() -> None:
     """The trained network against its untrained copy: alike (ratio 1.02) the closed loop's quieter measurement
     is kept; 30% slower (weight-dependent latency) it is ignored, the final attempts decide."""
-    from hwnas.search.run import pick_attempt, weights_free
+    from hwnas.search.measure import latency_independent_of_weights, quietest_per_network
 
-    def attempts(ratio: float) -> list[dict[str, dict[str, Any]]]:
-        return [{"derived": _e2e_stats(m * ratio, False).to_dict(), "derived_untrained": _e2e_stats(m, False).to_dict()}
+    def attempts(ratio: float) -> list[dict[str, Stats]]:
+        return [{"derived": _e2e_stats(m * ratio, False), "derived_untrained": _e2e_stats(m, False)}
                 for m in (1.0, 1.1, 1.2)]
 
-    prior = {"derived": [_e2e_stats(0.7, False).to_dict()], "derived_untrained": []}
-    controls = {"derived": "derived_untrained"}
-    assert weights_free(attempts(1.02), controls, 0.1) and not weights_free(attempts(1.3), controls, 0.1)
-    chosen = pick_attempt(attempts(1.02), prior, controls, 0.1)
-    assert chosen["derived"]["median_ms"] == 0.7 and chosen["derived"]["source"] == "closed loop"
-    assert chosen["derived_untrained"]["median_ms"] == 1.0 and len(chosen["derived_untrained"]["attempts"]) == 3
-    chosen = pick_attempt(attempts(1.3), prior, controls, 0.1)
-    assert chosen["derived"]["median_ms"] == pytest.approx(1.3) and chosen["derived"]["source"] == "final"
-    assert all(a["source"] == "final" for a in chosen["derived"]["attempts"])
-    noisy_prior = {"derived": [_e2e_stats(0.5, True).to_dict()]}
-    assert pick_attempt(attempts(1.0), noisy_prior, controls, 0.1)["derived"]["median_ms"] == 1.0  # noisy loses
+    earlier = {"derived": [_e2e_stats(0.7, False)], "derived_untrained": []}
+    copies = {"derived": "derived_untrained"}
+    assert latency_independent_of_weights(attempts(1.02), copies, 0.1)
+    assert not latency_independent_of_weights(attempts(1.3), copies, 0.1)
+    chosen = quietest_per_network(attempts(1.02), earlier, copies, 0.1)
+    assert chosen["derived"].median_ms == 0.7 and chosen["derived"].source == "closed loop"
+    assert chosen["derived_untrained"].median_ms == 1.0 and len(chosen["derived_untrained"].attempts) == 3
+    chosen = quietest_per_network(attempts(1.3), earlier, copies, 0.1)
+    assert chosen["derived"].median_ms == pytest.approx(1.3) and chosen["derived"].source == "final"
+    assert all(a.source == "final" for a in chosen["derived"].attempts)
+    noisy_earlier = {"derived": [_e2e_stats(0.5, True)]}
+    assert quietest_per_network(attempts(1.0), noisy_earlier, copies, 0.1)["derived"].median_ms == 1.0  # noisy loses
 
 
 def test_closed_loop_drift_compares_the_loops_measurement_with_the_verdict() -> None:
-    from hwnas.search.run import closed_loop_drift
+    from hwnas.search.verdict import closed_loop_drift
 
     space = get_space("tiny", 32, 10)
     arch = space.random_arch(random.Random(0))
     other = next(a for seed in range(1, 50) if (a := space.random_arch(random.Random(seed))) != arch)
-    loop = [{"arch": " ".join(other.choices), "measured_ms": 3.0}, {"arch": " ".join(arch.choices), "measured_ms": 0.9}]
-    assert closed_loop_drift(loop, arch, {"median_ms": 0.45}) == pytest.approx(2.0)  # busy during the loop
-    assert closed_loop_drift(loop, arch, None) is None and closed_loop_drift(loop[:1], arch, {"median_ms": 1.0}) is None
+    loop = [LoopStep(1.0, 1.0, arch_id(other), measured(3.0, source="closed loop")),
+            LoopStep(1.0, 1.0, arch_id(arch), measured(0.9, source="closed loop"))]
+    assert closed_loop_drift(loop, arch, measured(0.45)) == pytest.approx(2.0)  # busy during the loop
+    assert closed_loop_drift(loop, arch, None) is None and closed_loop_drift(loop[:1], arch, measured(1.0)) is None
 
 
-def test_pick_attempt_falls_back_to_the_lowest_median_when_every_attempt_is_noisy() -> None:
-    from hwnas.search.run import pick_attempt
+def test_quietest_per_network_falls_back_to_the_lowest_median_when_every_attempt_is_noisy() -> None:
+    from hwnas.search.measure import quietest_per_network
 
-    attempts = [{"a": _e2e_stats(1.4, True).to_dict(), "b": _e2e_stats(0.5, False).to_dict()},
-                {"a": _e2e_stats(1.2, True).to_dict(), "b": _e2e_stats(0.4, True).to_dict()}]
-    chosen = pick_attempt(attempts)
-    assert chosen["a"]["median_ms"] == 1.2 and chosen["b"]["median_ms"] == 0.5
-    assert [a["noisy"] for a in chosen["b"]["attempts"]] == [False, True]
+    attempts = [{"a": _e2e_stats(1.4, True), "b": _e2e_stats(0.5, False)},
+                {"a": _e2e_stats(1.2, True), "b": _e2e_stats(0.4, True)}]
+    chosen = quietest_per_network(attempts)
+    assert chosen["a"].median_ms == 1.2 and chosen["b"].median_ms == 0.5
+    assert [a.noisy for a in chosen["b"].attempts] == [False, True]
 
 
 def test_retry_fields_are_validated() -> None:

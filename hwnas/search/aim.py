@@ -1,7 +1,7 @@
 """Aiming with a predictor: choose the latency model, measure paired, and close the loop by refitting.
 
-The table-only closed loop (:func:`hwnas.search.run.meet_on_device`) tunes a *table target* by trial: the table
-cannot tell which architecture lands near T, so the loop steps around it. With a calibrated predictor the loop
+The table-only closed loop (:func:`hwnas.search.closed_loop.meet_on_device`) tunes a *table target* by trial: the
+table cannot tell which architecture lands near T, so the loop steps around it. With a calibrated predictor the loop
 learns instead: every architecture it measures (paired with the reference, so a drifting machine does not move
 the figure) is added to the predictor's training rows with weight ``closed_loop_weight`` and the predictor is
 refitted before the next decode, so its error near the searched architectures shrinks with every step and the

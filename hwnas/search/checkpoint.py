@@ -5,8 +5,9 @@ it) and is replaced atomically (temporary file, then ``os.replace``), so a kill 
 complete checkpoint or the new one. It is written after every supernet epoch (weights and architecture
 parameters, optimizer and scheduler states, the strategy's state, the generators and the global RNG states, the
 epoch history), after every closed-loop measurement (keyed by architecture, replayed on resume), after every
-epoch of training a derived network, and when a derived network is trained. Rerunning the same command with the
-same ``--out`` continues from it; ``report.json`` marks a complete run, and the checkpoint is then removed.
+epoch of training a derived network, when a derived network is trained, and after the final measurement (its
+verdict, so that a kill while the run folder is written does not measure again). Rerunning the same command
+with the same ``--out`` continues from it; ``report.json`` marks a complete run, and the checkpoint is then removed.
 """
 
 from __future__ import annotations
@@ -56,12 +57,13 @@ class RunCheckpoint:
     """The checkpoint of one run folder. ``state`` keys: ``format``, ``config`` (plain JSON), ``search`` (the
     supernet state after its last finished epoch, None before the first), ``measured`` (loop name -> architecture
     string -> statistics), ``train`` (label -> state after its last finished training epoch) and ``trained``
-    (label -> the trained network's weights, accuracy, history, seconds)."""
+    (label -> the trained network's weights, accuracy, history, seconds), ``verdict`` (None until the final
+    measurement is done, then the architectures it measured and :class:`~hwnas.search.verdict.Verdict`'s JSON)."""
 
     def __init__(self, out: Path, config: dict[str, Any]) -> None:
         self.path = Path(out) / CHECKPOINT_NAME
         self.state: dict[str, Any] = {"format": FORMAT, "config": config, "search": None, "measured": {},
-                                      "train": {}, "trained": {}}
+                                      "train": {}, "trained": {}, "verdict": None}
         self.resumed_from: dict[str, Any] | None = None
 
     @classmethod
@@ -91,7 +93,7 @@ class RunCheckpoint:
             raise HwnasError(f"--out {out}: holds an interrupted search with another config (field {field!r}: "
                              f"{state['config'].get(field)!r} there, {config.get(field)!r} now); rerun it with the "
                              "same config or give another --out")
-        checkpoint.state = state
+        checkpoint.state = {"verdict": None, **state}  # checkpoints from before the verdict was saved lack it
         checkpoint.resumed_from = checkpoint.summary()
         return checkpoint
 
@@ -109,6 +111,7 @@ class RunCheckpoint:
         parts = [f"{n} closed-loop measurement{'s' * (n != 1)} ({name})" for name, n in s["measured"].items()]
         parts += [f"{label} trained" for label in s["trained"]]
         parts += [f"{label} at training epoch {e}" for label, e in s["train_epochs"].items()]
+        parts += ["final measurement done"] if self.state["verdict"] is not None else []
         return f"resuming from epoch {s['epoch']}" + (f" ({', '.join(parts)})" if parts else "") + f" of {self.path}"
 
     def measured(self, loop: str) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,11 @@
-"""The files of a search run: ``arch.json``, ``model.pt``, ``report.json`` and ``search.png``."""
+"""The files of a search run: ``arch.json``, ``model.pt``, ``report.json`` (:class:`RunReport`) and
+``search.png``."""
 
 from __future__ import annotations
 
+import platform
+import resource
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -9,7 +13,115 @@ import numpy as np
 import torch
 from torch import nn
 
+import hwnas
 from hwnas.latency.table import write_json_atomic
+from hwnas.search.records import AnyMeasurement, LoopStep, Measurement, TrainedNetwork
+from hwnas.spaces import Architecture
+
+SUMMARY_KEYS = ("arch", "arch_human", "device", "space", "resolution", "target_ms", "estimated_ms", "measured_ms",
+                "measured_over_target", "measured", "accuracy", "baseline", "decode", "closed_loop", "latency_model",
+                "search_seconds", "train_seconds", "total_seconds")
+
+
+def _over_target(value: float | None, target_ms: float) -> float | None:
+    return None if value is None else value / target_ms
+
+
+def versions(runtime: dict[str, Any] | None) -> dict[str, Any]:
+    """hwnas, torch, numpy and python versions, and the device runtime's description."""
+    return {"hwnas": hwnas.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "runtime": runtime}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass
+class BaselineReport:
+    """The uniform baseline trained beside the searched network: the report's ``baseline``."""
+
+    trained: TrainedNetwork
+    arch_human: str
+    estimated_ms: float
+    target_ms: float
+    closed_loop: list[LoopStep]
+
+    def to_dict(self) -> dict[str, Any]:
+        base = self.trained
+        return {"arch": base.arch.to_dict(), "arch_human": self.arch_human, "estimated_ms": self.estimated_ms,
+                "measured_ms": base.measured_ms, "measured_over_target": _over_target(base.measured_ms, self.target_ms),
+                "accuracy": base.accuracy, "train_seconds": base.seconds,
+                "closed_loop": [step.to_dict() for step in self.closed_loop],
+                "measured": base.measured.to_dict() if base.measured else None}
+
+
+@dataclass
+class RunReport:
+    """``report.json``: what was searched, for which target, what came out (estimated and measured), how long it
+    took, with which versions and config; :meth:`to_dict` gives its JSON keys in their order."""
+
+    arch: Architecture
+    arch_human: str
+    device: str
+    space: str
+    resolution: int
+    num_classes: int
+    data: dict[str, Any]
+    target_ms: float
+    target_source: str
+    fastest_ms: float
+    slowest_ms: float
+    estimated_ms: float
+    measured: AnyMeasurement | None
+    measured_untrained: Measurement | None
+    measurement: str
+    decode: str
+    closed_loop: list[LoopStep]
+    closed_loop_drift: float | None
+    accuracy: float
+    baseline: BaselineReport | None
+    search_seconds: float
+    train_seconds: float
+    measure_seconds: float
+    total_seconds: float
+    peak_rss_mb: float
+    seed: int
+    table: str
+    overhead_mode: str
+    versions: dict[str, Any]
+    latency_model: dict[str, Any]
+    probs: list[dict[str, float]]
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    train_history: list[dict[str, float]]
+    files: dict[str, str]
+    resumed_from: dict[str, Any] | None
+
+    @property
+    def measured_ms(self) -> float | None:
+        return self.measured.median_ms if self.measured is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        report: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "measured":
+                report["measured_ms"] = self.measured_ms
+                report["estimated_over_target"] = self.estimated_ms / self.target_ms
+                report["measured_over_target"] = _over_target(self.measured_ms, self.target_ms)
+            if name == "closed_loop":
+                value = [step.to_dict() for step in value]
+            elif hasattr(value, "to_dict"):
+                value = value.to_dict()
+            report[name] = value
+        return report
+
+    def summary(self, out: Path) -> dict[str, Any]:
+        """What :func:`~hwnas.search.run.run_search` returns: :data:`SUMMARY_KEYS`, ``out`` and ``files``."""
+        report = self.to_dict()
+        return {**{key: report[key] for key in SUMMARY_KEYS}, "out": str(out), "files": self.files}
 
 
 def save_model(path: Path, net: nn.Module, arch: Any, config: dict[str, Any], extra: dict[str, Any]) -> Path:
@@ -21,8 +133,8 @@ def save_model(path: Path, net: nn.Module, arch: Any, config: dict[str, Any], ex
     return path
 
 
-def write_report(path: Path, report: dict[str, Any]) -> Path:
-    write_json_atomic(path, report)
+def write_report(path: Path, report: RunReport | dict[str, Any]) -> Path:
+    write_json_atomic(path, report.to_dict() if isinstance(report, RunReport) else report)
     return path
 
 

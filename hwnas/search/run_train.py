@@ -16,7 +16,9 @@ from tqdm import tqdm
 
 from hwnas.data import DataSplits
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.search.checkpoint import rng_state, set_rng_state
+from hwnas.search.checkpoint import RunCheckpoint, rng_state, set_rng_state
+from hwnas.search.progress import Progress
+from hwnas.search.records import TrainedNetwork
 from hwnas.search.run_config import SearchConfig
 from hwnas.search.strategies import get_strategy
 from hwnas.search.supernet import SuperNet, frozen_buffers
@@ -135,13 +137,31 @@ class _Cycle:
             self._taken = state["taken"]
 
 
+def _restore(resume: dict[str, Any], stateful: dict[str, Any]) -> list[dict[str, Any]]:
+    """Load ``resume`` (a state :func:`_snapshot` took) into ``stateful``'s modules, optimizers, schedulers and
+    generators and the global RNGs; returns the epoch history it holds."""
+    for key, thing in stateful.items():
+        if isinstance(thing, torch.Generator):
+            thing.set_state(resume[key])
+        else:
+            thing.load_state_dict(resume[key])
+    set_rng_state(resume["rng"])
+    return list(resume["history"])
+
+
+def _snapshot(stateful: dict[str, Any]) -> dict[str, Any]:
+    """The states of ``stateful`` (generators' and ``state_dict()`` of the rest) and the global RNGs."""
+    return {**{key: thing.get_state() if isinstance(thing, torch.Generator) else thing.state_dict()
+               for key, thing in stateful.items()}, "rng": rng_state()}
+
+
 def _mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
     keys = logs[0].keys() if logs else ()
     return {f"arch_{k}": float(np.mean([entry[k] for entry in logs])) for k in keys}
 
 
 def search_supernet(supernet: SuperNet, data: DataSplits, estimator: LatencyEstimator, target_ms: float,
-                    config: SearchConfig, progress: bool, resume: dict[str, Any] | None = None,
+                    config: SearchConfig, progress: Progress, resume: dict[str, Any] | None = None,
                     on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Warm-up (weight steps only), then epochs alternating weight steps (``weights`` split) and architecture
     steps (``arch`` split); returns one history record per epoch.
@@ -158,19 +178,14 @@ def search_supernet(supernet: SuperNet, data: DataSplits, estimator: LatencyEsti
     arch_generator = _generator(config.seed + 4)
     arch_batches = _Cycle(data.loader("arch", config.arch_batch_size, True, arch_generator, True), arch_generator)
     steps = len(data.loader("weights", config.batch_size, drop_last=True))
+    stateful = {"supernet": supernet, "optimizer": optimizer, "scheduler": scheduler, "paths": paths,
+                "shuffle": shuffle, "arch_batches": arch_batches}
     history: list[dict[str, Any]] = []
     if resume is not None:
-        supernet.load_state_dict(resume["supernet"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
+        history = _restore(resume, stateful)
         strategy.load_state_dict(resume["strategy"], supernet)
-        paths.set_state(resume["paths"])
-        shuffle.set_state(resume["shuffle"])
-        arch_batches.load_state_dict(resume["arch_batches"])
-        set_rng_state(resume["rng"])
-        history = list(resume["history"])
     bar = tqdm(total=epochs * steps, initial=len(history) * steps, desc="search", unit="step",
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress.bars, dynamic_ncols=True)
     for epoch in range(len(history), epochs):
         phase = "warmup" if epoch < config.warmup_epochs else "search"
         start, losses, accs, arch_logs = time.perf_counter(), [], [], []
@@ -191,13 +206,13 @@ def search_supernet(supernet: SuperNet, data: DataSplits, estimator: LatencyEsti
         record = {"epoch": epoch + 1, "phase": phase, "weight_loss": float(np.mean(losses)),
                   "weight_accuracy": float(np.mean(accs)), **_supernet_state(supernet, data, estimator, config)}
         history.append({**record, **_mean_logs(arch_logs), "seconds": time.perf_counter() - start})
-        bar.set_postfix_str(f"{phase} E[lat] {record['expected_latency_ms']:.4g} ms "
-                            f"acc {record['argmax_arch_accuracy']:.3f}")
+        summary = (f"{phase} E[lat] {record['expected_latency_ms']:.4g} ms "
+                   f"acc {record['argmax_arch_accuracy']:.3f}")
+        bar.set_postfix_str(summary)
+        progress.say(f"search epoch {epoch + 1}/{epochs}: {summary}, weight loss {record['weight_loss']:.3f}")
         if on_epoch is not None:
-            on_epoch({"epoch": epoch + 1, "history": list(history), "supernet": supernet.state_dict(),
-                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "strategy": strategy.state_dict(), "paths": paths.get_state(), "shuffle": shuffle.get_state(),
-                      "arch_batches": arch_batches.state_dict(), "rng": rng_state()})
+            on_epoch({"epoch": epoch + 1, "history": list(history), "strategy": strategy.state_dict(),
+                      **_snapshot(stateful)})
     bar.close()
     return history
 
@@ -214,7 +229,7 @@ def _supernet_state(supernet: SuperNet, data: DataSplits, estimator: LatencyEsti
                                              config.channels_last, batch_statistics=True)}
 
 
-def train_derived(space: SearchSpace, arch: Architecture, data: DataSplits, config: SearchConfig, progress: bool,
+def train_derived(space: SearchSpace, arch: Architecture, data: DataSplits, config: SearchConfig, progress: Progress,
                   label: str = "train", resume: dict[str, Any] | None = None,
                   on_epoch: Callable[[dict[str, Any]], None] | None = None
                   ) -> tuple[nn.Module, float, list[dict[str, float]]]:
@@ -229,16 +244,10 @@ def train_derived(space: SearchSpace, arch: Architecture, data: DataSplits, conf
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.train_epochs, 1))
     shuffle = _generator(config.seed + 5)
     steps = len(data.loader("train", config.train_batch_size, drop_last=True))
-    history: list[dict[str, float]] = []
-    if resume is not None:
-        net.load_state_dict(resume["net"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        shuffle.set_state(resume["shuffle"])
-        set_rng_state(resume["rng"])
-        history = list(resume["history"])
+    stateful = {"net": net, "optimizer": optimizer, "scheduler": scheduler, "shuffle": shuffle}
+    history: list[dict[str, float]] = _restore(resume, stateful) if resume is not None else []
     bar = tqdm(total=config.train_epochs * steps, initial=len(history) * steps, desc=label, unit="step",
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress.bars, dynamic_ncols=True)
     for epoch in range(len(history), config.train_epochs):
         net.train()
         losses, accs = [], []
@@ -250,10 +259,34 @@ def train_derived(space: SearchSpace, arch: Architecture, data: DataSplits, conf
             bar.set_postfix_str(f"loss {loss:.3f}")
         scheduler.step()
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_accuracy": float(np.mean(accs))})
+        progress.say(f"{label} epoch {epoch + 1}/{config.train_epochs}: loss {history[-1]['loss']:.3f}, "
+                     f"train accuracy {history[-1]['train_accuracy']:.3f}")
         if on_epoch is not None:
-            on_epoch({"epoch": epoch + 1, "history": list(history), "net": net.state_dict(),
-                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "shuffle": shuffle.get_state(), "rng": rng_state()})
+            on_epoch({"epoch": epoch + 1, "history": list(history), **_snapshot(stateful)})
     bar.close()
     accuracy = evaluate(net, data.loader("test", config.eval_batch_size), config.channels_last)
     return net.to(memory_format=torch.contiguous_format), accuracy, history
+
+
+def train_checkpointed(space: SearchSpace, arch: Architecture, data: DataSplits, config: SearchConfig,
+                       progress: Progress, label: str, checkpoint: RunCheckpoint) -> TrainedNetwork:
+    """Train ``arch`` (``label``: ``train`` or ``baseline``) with :func:`train_derived`, checkpointed per epoch; a
+    network the checkpoint holds as trained is loaded instead."""
+    done = checkpoint.state["trained"].get(label)
+    if done is not None and done["arch"] == list(arch.choices):
+        net = space.build(arch)
+        net.load_state_dict(done["state_dict"])
+        return TrainedNetwork(arch, net, done["accuracy"], done["history"], done["seconds"])
+    resume = checkpoint.state["train"].get(label)
+    if resume is not None and resume["arch"] != list(arch.choices):
+        resume = None
+    start = time.perf_counter() - (resume["seconds"] if resume else 0.0)
+    net, accuracy, history = train_derived(
+        space, arch, data, config, progress, label, resume,
+        lambda state: checkpoint.update("train", {**state, "arch": list(arch.choices),
+                                                  "seconds": time.perf_counter() - start}, label))
+    seconds = time.perf_counter() - start
+    checkpoint.state["train"].pop(label, None)
+    checkpoint.update("trained", {"arch": list(arch.choices), "accuracy": accuracy, "history": history,
+                                  "seconds": seconds, "state_dict": net.state_dict()}, label)
+    return TrainedNetwork(arch, net, accuracy, history, seconds)
