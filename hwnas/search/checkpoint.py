@@ -12,9 +12,7 @@ with the same ``--out`` continues from it; ``report.json`` marks a complete run,
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 
 from hwnas.errors import HwnasError
+from hwnas.io import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 1
@@ -134,17 +133,8 @@ class RunCheckpoint:
 
     def save(self) -> None:
         """Write atomically: a kill leaves the old or the new complete file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(self.state, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.path) as tmp:
+            torch.save(self.state, tmp)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import hwnas
-from hwnas.latency.table import write_json_atomic
+from hwnas.io import atomic_path, write_json_atomic
 from hwnas.search.records import AnyMeasurement, LoopStep, Measurement, TrainedNetwork
 from hwnas.spaces import Architecture
 
@@ -129,7 +129,8 @@ def save_model(path: Path, net: nn.Module, arch: Any, config: dict[str, Any], ex
     ``torch.load(path, weights_only=True)`` reads it and ``ArchNet.from_config(ckpt["arch"])`` rebuilds the net."""
     checkpoint = {"state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
                   "arch": arch.to_dict(), "config": config, **extra}
-    torch.save(checkpoint, path)
+    with atomic_path(path) as tmp:  # a kill leaves no half-written model.pt
+        torch.save(checkpoint, tmp)
     return path
 
 
