@@ -1,7 +1,8 @@
 """End-to-end measurement of whole networks during a search: repeated attempts, and each network's quietest one.
 
 On a shared CPU interference only adds time, and its bursts last seconds to minutes, so the quietest of attempts
-spread in time is the best estimate of a network's own latency (see docs/search.md, "Measured on one machine").
+spread in time is the best estimate of a network's own latency (docs/search.md: "A verdict from the quietest
+measurement", "Why the search defaults are what they are").
 """
 
 from __future__ import annotations
