@@ -194,8 +194,8 @@ def _add_export_command(sub: Any, commands: ModuleType) -> None:
     _add_protocol_arg(p)
 
 
-def _add_space_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--space", required=required, help="search space name (see `hwnas spaces`)")
+def _add_space_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", required=True, help="search space name (see `hwnas spaces`)")
     parser.add_argument("--resolution", type=int, default=None, help="input resolution (default: the space's)")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the space's)")
 
