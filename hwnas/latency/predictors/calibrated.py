@@ -36,6 +36,7 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso
 from hwnas.latency.estimator import TableEstimator
+from hwnas.latency.metrics import agreement
 from hwnas.latency.predictors.base import PredictorMeta, SpacePredictor, register_predictor
 from hwnas.latency.predictors.features import NET_FEATURES, OP_FEATURES, Caches, FeatureCache
 from hwnas.latency.table import LatencyTable
@@ -327,8 +328,6 @@ def _cross_validate(features: FeatureCache, archs: Sequence[Architecture], y: np
                     table: _EmbeddedTable | None, seed: int, folds: int = 5) -> dict[str, dict[str, float]]:
     """K-fold figures of the additive model and of the additive model with trees (held-out folds only)."""
     import xgboost
-
-    from hwnas.latency.sets import agreement
 
     rng = np.random.default_rng(seed)
     fold = rng.permutation(len(y)) % folds

@@ -22,7 +22,8 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.latency.predictors.base import Predictor, PredictorMeta, SpacePredictor, rescale, versions
 from hwnas.latency.predictors.features import Caches, FeatureCache
-from hwnas.latency.sets import MeasurementSet, agreement
+from hwnas.latency.metrics import agreement, plot_against_measured
+from hwnas.latency.sets import MeasurementSet
 from hwnas.latency.table import LatencyTable, default_table_path
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -220,26 +221,12 @@ def _table_scale(predictor: Predictor) -> float | None:
 
 
 def plot_predictions(measured: np.ndarray, series: dict[str, np.ndarray], path: Path, title: str) -> Path:
-    """Predicted vs measured, one series each, with y = x and the +-10% band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    for (name, values), marker in zip(series.items(), "o^sv"):
+    """Predicted vs measured, one series each (labelled with its agreement), with y = x and the +-10% band."""
+    labelled = {}
+    for name, values in series.items():
         a = agreement(values, measured)
-        ax.scatter(measured, values, s=14, marker=marker, alpha=0.75,
-                   label=f"{name}: ±10% {100 * a['acc10']:.0f}%, ±5% {100 * a['acc5']:.0f}%, τ {a['kendall']:.2f}")
+        labelled[f"{name}: ±10% {100 * a['acc10']:.0f}%, ±5% {100 * a['acc5']:.0f}%, τ {a['kendall']:.2f}"] = values
     lo = float(min(measured.min(), *(v.min() for v in series.values()))) * 0.9
     hi = float(max(measured.max(), *(v.max() for v in series.values()))) * 1.1
-    line = np.linspace(lo, hi, 10)
-    ax.plot(line, line, "k-", lw=1)
-    ax.fill_between(line, line * 0.9, line * 1.1, color="gray", alpha=0.15, label="±10%")
-    ax.set(xlabel="measured, paired with the reference (ms)", ylabel="predicted (ms)", title=title)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plot_against_measured(measured, labelled, path, title=title, alpha=0.75, limits=(lo, hi),
+                                 xlabel="measured, paired with the reference (ms)", ylabel="predicted (ms)")
