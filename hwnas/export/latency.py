@@ -67,7 +67,7 @@ def table_estimate(space: SearchSpace, arch: Architecture, device: DeviceProfile
     from hwnas.latency.table import LatencyTable, default_table_path
     from hwnas.runtimes.fingerprint import fingerprint_differences, machine_fingerprint
 
-    path = default_table_path(device.name, space.name, space.resolution)
+    path = default_table_path(device, space.name, space.resolution)
     if not path.is_file():
         return Estimate(None, None, f"no latency table {path.name} (make it with `hwnas profile --device "
                                     f"{device.name} --space {space.name} --resolution {space.resolution}`)")
