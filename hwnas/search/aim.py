@@ -24,12 +24,12 @@ from hwnas.errors import HwnasError, RuntimeUnavailable
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
 from hwnas.latency.predictors import check_device, load_predictor
 from hwnas.latency.predictors.calibrated import CalibratedPredictor
-from hwnas.latency.reference import reference_module
+from hwnas.latency.reference import prepare_reference, reference_module
 from hwnas.latency.table import tables_dir
 from hwnas.runtimes import get_runtime, runtime_class
 from hwnas.runtimes.fingerprint import full_fingerprint
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
-from hwnas.search.decode import decode_under_target, fastest_arch
+from hwnas.search.decode import decode_in_band, decode_under_target, fastest_arch
 from hwnas.search.run_config import SearchConfig
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -131,7 +131,7 @@ class PairedMeter:
         self._tmp = tempfile.TemporaryDirectory(prefix="hwnas-paired-")
         self.runtime = get_runtime(self.device.backend, self.device.runtime_config(), Path(self._tmp.name))
         module, shape, _ = reference_module(self.space)
-        self.reference = self.runtime.prepare(module, shape, "reference")
+        self.reference = prepare_reference(self.runtime, module, shape)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -185,7 +185,7 @@ def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms:
         if len(measured) >= config.closed_loop_steps:
             break
         predictor.set_anchor(_argmax(space, log_probs))
-        arch = decode_under_target(space, log_probs, predictor, predictor_target) or fastest_arch(space, predictor)
+        arch = _decode_aimed(space, log_probs, predictor, predictor_target, config.closed_loop_margin)
         if arch.choices in measured:
             ms = measured[arch.choices]
             if good_enough <= ms <= aim or arch == fastest_arch(space, predictor) and ms > aim:
@@ -217,6 +217,20 @@ def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms:
     if measured:
         return space.arch(list(min(measured, key=measured.__getitem__))), log, predictor
     return decode_under_target(space, log_probs, predictor, aim) or fastest_arch(space, predictor), log, predictor
+
+
+def _decode_aimed(space: SearchSpace, log_probs: Sequence[Sequence[float]], predictor: CalibratedPredictor,
+                  target_ms: float, margin: float) -> Architecture:
+    """The most probable architecture predicted under ``target``, when it is predicted within the band the loop
+    accepts (``(1 - 2 margin) target`` and up); else the most probable one predicted in the upper half of that band
+    (an aim, so a small prediction error still lands in it); else the fastest. Under ``target`` alone the decode
+    keeps the search's mode wherever it lies under T (a broad distribution has E[LAT] = T with its mode far faster:
+    LiteRT searches ended at 0.49 and 0.69 T that way), and the loop could never leave it."""
+    under = decode_under_target(space, log_probs, predictor, target_ms)
+    if under is not None and predictor.latency_ms(under) >= (1.0 - 2.0 * margin) * target_ms:
+        return under
+    return (decode_in_band(space, log_probs, predictor, (1.0 - margin) * target_ms, target_ms)
+            or under or fastest_arch(space, predictor))
 
 
 def _argmax(space: SearchSpace, log_probs: Sequence[Sequence[float]]) -> Architecture:
