@@ -102,7 +102,9 @@ def test_threads_override_the_profile_and_enter_the_fingerprint(tmp_path, capsys
 @pytest.mark.slow
 def test_wheel_install_works_from_another_folder(tmp_path):
     """Build the wheel, install it (no deps; this venv's packages stand in for them) into a fresh venv and use it
-    from a folder outside the checkout: shipped devices and tables come from the package."""
+    from a folder outside the checkout: shipped devices and tables come from the package, and the default
+    ``hwnas search`` runs there on the shipped table (issue 11's acceptance; the search is most of this test's few
+    minutes)."""
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(dist), str(ROOT)], check=True, capture_output=True, timeout=600)
@@ -119,9 +121,9 @@ def test_wheel_install_works_from_another_folder(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("HWNAS_TABLES", "HWNAS_DEVICES", "PYTHONPATH")}
     env["HWNAS_DATA"] = str(tmp_path / "data")
 
-    def hwnas(*argv: str) -> dict:
+    def hwnas(*argv: str, timeout: int = 300) -> dict:
         done = subprocess.run([str(env_dir / "bin" / "hwnas"), *argv, "--json"], cwd=elsewhere, env=env,
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=timeout)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -136,4 +138,17 @@ def test_wheel_install_works_from_another_folder(tmp_path):
     shipped = [p.relative_to(ROOT) for p in (ROOT / "latency_tables").rglob("*.json")]
     installed = site / "hwnas" / "_data"
     assert all((installed / p).is_file() for p in shipped) and (installed / "latency_tables" / "predictors").is_dir()
+
+    summary = hwnas("search", timeout=1200)  # exactly the README's `hwnas search`, from a folder of its own
+    assert summary["measured_ms"] > 0 and summary["accuracy"] > 0.5  # digits: 10 classes, chance is 0.1
+    run = (elsewhere / summary["out"]).resolve()
+    assert run.parent == (elsewhere / "runs").resolve()
+    assert all((run / name).is_file() for name in ("arch.json", "model.pt", "report.json"))
+    report = json.loads((run / "report.json").read_text())
+    shipped_tables = (installed / "latency_tables").resolve()
+    assert (elsewhere / report["table"]).resolve() == shipped_tables / "cpu-onnxruntime__proxyless__32.json"
+    assert report["latency_model"]["kind"] == "calibrated"  # the shipped predictor where it fits this machine, else
+    predictor = (elsewhere / report["latency_model"]["path"]).resolve()  # one built in the run folder (as on CI)
+    assert predictor.parent in (shipped_tables / "predictors", run)
+    assert not (tmp_path / "data" / "latency_tables").exists()  # nothing profiled: the shipped table was used
     assert not list(elsewhere.glob("latency_tables*")) and not list(site.glob("latency_tables"))
