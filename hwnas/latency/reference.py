@@ -5,12 +5,17 @@ ProxylessNAS, ``k3_e1`` throughout FBNet): a mid-to-low-latency member of the sp
 resolution as the networks it is paired with. Its weights are seeded, so every process builds the same model.
 Kernel measurements and arbitrary models use :data:`GENERIC_REFERENCE` (ProxylessNAS at 128x128).
 
-The reference is measured as a pool of :data:`REFERENCE_INSTANCES` separately loaded copies that take turns
-(:class:`ReferencePool`). One loaded copy has a speed of its own that lasts as long as it lives: on LiteRT at
-224x224, four interpreters of the same file kept their ratios against one network 3.0% apart over four rounds
-whose round-to-round deviation was 0.4% (``benchmarks/bench_reference_instances.py``), so a set measured against
-one copy carried that copy's offset in every row (sets measured minutes apart sat 3-4% apart). A pool averages
-the copies' offsets, so every set and table sits at the same level within the noise.
+The reference can be measured as a pool of separately loaded copies that take turns (:class:`ReferencePool`,
+``instances`` of :func:`prepare_reference`). One loaded copy has a speed of its own that lasts as long as it
+lives: on LiteRT at 224x224, four interpreters of the same file kept their ratios against one network 3.0% apart
+over four rounds whose round-to-round deviation was 0.4% (``benchmarks/bench_reference_instances.py``), so a set
+measured against one copy carries that copy's offset in every row. But switching copies costs cache: at 32x32
+(runs of 0.1-0.4 ms) a pool of five slowed the reference's turns by up to 40% in a search's closed loop (each
+copy's buffers fall out of the cache between its turns), and with two untimed runs after each switch its ratios
+still sat 12% above single copies', with twice their round-to-round noise. So the default is one copy
+(:data:`REFERENCE_INSTANCES`), which every shipped measurement set and the search's meter use, except the LiteRT
+and PyTorch 224 sets and the tables re-profiled on 2026-12-05, which were measured with a pool of five
+(docs/predictors.md).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from hwnas.runtimes.base import PreparedModel
 from hwnas.spaces import Architecture, SearchSpace, get_space
 
 GENERIC_REFERENCE = ("proxyless", 128, 1000)
-REFERENCE_INSTANCES = 5
+REFERENCE_INSTANCES = 1
 
 
 class ReferencePool(PreparedModel):
