@@ -83,6 +83,7 @@ def main() -> None:
                     verdict = meter.measure({"table": space.build(table_arch), "predictor": space.build(aimed_arch)},
                                             "verdict")
                     cells = []
+                    table_log = [step.to_dict() for step in table_log]  # LoopStep records, as aim_on_device's log
                     for loop, log in (("table", table_log), ("predictor", aimed_log)):
                         ratio = verdict[loop]["median_ms"] / target
                         summary[loop].append((len({e["arch"] for e in log}), ratio))

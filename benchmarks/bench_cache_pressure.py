@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from hwnas.devices import load_device
-from hwnas.latency.profile import artifacts_dir, build_measured_op, device_protocol
+from hwnas.devices import device_protocol
+from hwnas.latency.profile import artifacts_dir, build_measured_op
 from hwnas.latency.validate import accuracy_metrics
 from hwnas.ops import build_op
 from hwnas.runtimes import get_runtime

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from hwnas.devices import load_device
-from hwnas.latency.profile import device_protocol
+from hwnas.devices import device_protocol
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.protocol import measure
 from hwnas.spaces import get_space

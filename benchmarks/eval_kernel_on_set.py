@@ -17,7 +17,8 @@ import json
 import numpy as np
 
 from hwnas.latency.predictors import load_predictor
-from hwnas.latency.sets import MeasurementSet, agreement
+from hwnas.latency.metrics import agreement
+from hwnas.latency.sets import MeasurementSet
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ from hwnas.devices import load_device
 from hwnas.errors import HwnasError
 from hwnas.export.source import load_source
 from hwnas.latency.profile import ProfileConfig, profile_device
-from hwnas.latency.table import LatencyTable, write_json_atomic
+from hwnas.io import write_json_atomic
+from hwnas.latency.table import LatencyTable
 from hwnas.search.run import load_estimator
 from hwnas.search.run_config import SearchConfig
 from hwnas.spaces import Architecture, get_space

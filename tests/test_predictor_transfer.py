@@ -187,7 +187,7 @@ def test_expected_latency_one_hot_and_gradient(synthetic_fit) -> None:
 def test_transfer_on_real_rows_ranks_additive_device() -> None:
     """pixel3 in this data is exactly additive per layer: 10 of its networks and the other devices' tables rank the
     90 remaining networks well (0.83 here; the tables fitted on only 200 rows for 177 free parameters are noisy,
-    with 4,000 rows the same fit reaches 0.99: tools/bench_fewshot.py)."""
+    with 4,000 rows the same fit reaches 0.99: benchmarks/bench_fewshot.py)."""
     archs, prior = read_prior(REAL, SPACE, exclude=["pixel3"])
     _, pixel3 = read_measurements(REAL, SPACE, "pixel3")
     tables = fit_prior_tables(SPACE, archs[:200], {d: v[:200] for d, v in prior.items()})

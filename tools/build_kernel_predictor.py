@@ -34,7 +34,7 @@ from hwnas.latency.kernels.sample import KernelStore, SampleConfig, sample_and_m
 from hwnas.latency.predictors.base import PredictorMeta, versions
 from hwnas.latency.predictors.kernel import fit_kernel_predictor
 from hwnas.latency.reference import GENERIC_REFERENCE, generic_reference, prepare_reference
-from hwnas.latency.table import now_iso
+from hwnas.io import now_iso
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.converters import cached_onnx
 from hwnas.runtimes.fingerprint import machine_fingerprint

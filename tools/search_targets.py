@@ -41,7 +41,8 @@ def measured_range(device: str, space_name: str, resolution: int, num_classes: i
         with PairedMeter(load_device(device), space, reference_ms) as meter:
             stats = meter.measure(nets, "range")
     else:
-        stats, _ = measure_networks(load_device(device), nets, space.input_shape, SearchConfig(), False)
+        measured, _ = measure_networks(load_device(device), nets, space.input_shape, SearchConfig(), False)
+        stats = {name: {"median_ms": m.median_ms} for name, m in measured.items()}
     return stats["fastest"]["median_ms"], stats["slowest"]["median_ms"]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from hwnas.cli.parser import UsageError, build_parser
 from hwnas.errors import HwnasError
-from hwnas.latency.table import dumps_strict
+from hwnas.io import dumps_strict
 
 
 def _print_human(result: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
 
     device = load_device(args.device)
     space = get_space(args.space, args.resolution, args.num_classes)
-    table_path = Path(args.table) if args.table else default_table_path(device.name, space.name, space.resolution)
+    table_path = Path(args.table) if args.table else default_table_path(device, space.name, space.resolution)
     proxy = None
     if table_path.is_file():
         table = LatencyTable.load(table_path)

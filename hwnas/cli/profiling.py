@@ -59,7 +59,7 @@ def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
     if table is None:  # the device's table for the architecture's space and resolution: the user's, else shipped
         from hwnas.devices import load_device
 
-        name = table_name(load_device(args.device).name, arch.space, arch.resolution)
+        name = table_name(with_threads(load_device(args.device), args), arch.space, arch.resolution)
         path = find_table_file(name)
         if path is None:
             raise HwnasError(f"no latency table {name} in {' or '.join(map(str, table_folders()))}; run `hwnas "

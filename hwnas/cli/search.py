@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hwnas.cli.common import json_or_text, progress
+from hwnas.cli.common import json_or_text
 from hwnas.errors import HwnasError
 
 
@@ -21,7 +21,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     config = config.with_overrides(_parse_sets(args.set), "command line --set")
     if args.baseline:
         config = config.with_overrides({"baseline": True}, "command line")
-    result = run_search(config, progress=progress(args))
+    result = run_search(config, progress=not args.quiet)
     attempts = (result.get("measured") or {}).get("attempts", [])
     result["measured_spread"] = attempt_spread(attempts) if attempts else None
     measured = result["measured_ms"]

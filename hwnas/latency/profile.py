@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-# device_protocol re-exported until callers move to hwnas.devices
-from hwnas.devices import DeviceProfile, device_protocol  # noqa: F401
+from hwnas.devices import DeviceProfile, device_protocol
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso
 from hwnas.latency.reference import prepare_reference, reference_module

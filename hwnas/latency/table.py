@@ -21,8 +21,7 @@ from filelock import FileLock
 
 from hwnas.checks import check_finite, check_type, field_error
 from hwnas.errors import HwnasError
-# re-exported until callers move to hwnas.io
-from hwnas.io import dumps_strict, finite_json, now_iso, read_json_file, write_json_atomic  # noqa: F401
+from hwnas.io import now_iso, write_json_atomic
 from hwnas.latency.header import MeasuredFile
 from hwnas.locations import lock_file, shipped_dir, user_dir
 from hwnas.ops import spec_from_key

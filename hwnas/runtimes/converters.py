@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError, RuntimeUnavailable
-from hwnas.io import atomic_path, first_line  # first_line re-exported until callers move
+from hwnas.io import atomic_path, first_line
 
 _LITERT_MISSING = "LiteRT converter not installed: pip install 'hwnas[tflite]' (litert-torch, ai-edge-litert)"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._=+-]")

@@ -19,6 +19,7 @@ import numpy as np
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.io import first_line
 from hwnas.runtimes import converters
 from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig, time_calls
 
@@ -67,7 +68,7 @@ class LiteRTRuntime(Runtime):
                                           experimental_op_resolver_type=resolver)
                 interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
-            raise HwnasError(f"{path}: LiteRT cannot load it: {converters.first_line(error)}") from error
+            raise HwnasError(f"{path}: LiteRT cannot load it: {first_line(error)}") from error
         return interpreter
 
     def describe(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import numpy as np
 from torch import nn
 
 from hwnas.errors import HwnasError, RuntimeUnavailable
+from hwnas.io import first_line
 from hwnas.runtimes import converters
 from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig, time_calls
 
@@ -97,7 +98,7 @@ class OnnxRuntime(Runtime):
         try:
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as error:  # onnxruntime raises its own exception types for bad files
-            raise HwnasError(f"{path}: onnxruntime cannot load it: {converters.first_line(error)}") from error
+            raise HwnasError(f"{path}: onnxruntime cannot load it: {first_line(error)}") from error
         if provider not in session.get_providers():
             raise RuntimeUnavailable(f"onnxruntime could not start {provider} (CUDA/cuDNN/TensorRT libraries missing "
                                      f"or mismatched?); the session fell back to {', '.join(session.get_providers())}")

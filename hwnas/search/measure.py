@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hwnas.devices import DeviceProfile
-from hwnas.latency.profile import device_protocol
+from hwnas.devices import device_protocol
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.protocol import Stats, measure
 from hwnas.search.records import Attempt, Measurement

@@ -63,7 +63,7 @@ def default_target_ms(space: SearchSpace, estimator: LatencyEstimator, fraction:
 def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConfig, progress: bool) -> TableEstimator:
     """The table estimator for ``space`` on ``device``; profiles the table first when it is missing or lacks ops
     (and the runtime is available here), else raises a one-line error saying how to make it."""
-    path = Path(config.table) if config.table else default_table_path(device.name, space.name, space.resolution)
+    path = Path(config.table) if config.table else default_table_path(device, space.name, space.resolution)
     needed = {spec.key() for spec in space.all_specs() if not spec.is_free}
     table = LatencyTable.load(path) if path.is_file() else None
     missing = len(needed - set(table.entries)) if table is not None else len(needed)
@@ -76,7 +76,7 @@ def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConf
             why = f"the {device.backend} runtime is unavailable here ({reason})" if reason else "profiling is off"
             raise HwnasError(f"{path}: latency table {what} and {why}; run {how} where the device is reachable")
         if not config.table:  # new tables go to the user's folder, never over a shipped one
-            path = user_table_path(device.name, space.name, space.resolution)
+            path = user_table_path(device, space.name, space.resolution)
         print(f"hwnas: latency table {path} {what}; profiling it now ({how})", file=sys.stderr)
         profile_device(device, space, path, ProfileConfig(progress=progress))
         table = LatencyTable.load(path)
