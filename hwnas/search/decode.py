@@ -110,34 +110,6 @@ def decode_in_band(space: SearchSpace, log_probs: Sequence[Sequence[float]], est
     return None
 
 
-def _knapsack_exact(units: list[np.ndarray], lp: list[np.ndarray], capacity: int, lowest: int) -> list[int] | None:
-    """Exact DP over totals: ``best[u]`` = max log-prob of a prefix of total exactly ``u`` units; the answer is the
-    best total in ``[lowest, capacity]``."""
-    best = np.full(capacity + 1, -np.inf)
-    best[0] = 0.0
-    choice = np.zeros((len(units), capacity + 1), dtype=np.int16)
-    for layer, (w, v) in enumerate(zip(units, lp)):
-        new = np.full(capacity + 1, -np.inf)
-        for i in range(len(w)):
-            if w[i] > capacity:
-                continue
-            shifted = np.full(capacity + 1, -np.inf)
-            shifted[w[i]:] = best[:capacity + 1 - w[i]] + v[i]
-            better = shifted > new
-            new[better] = shifted[better]
-            choice[layer, better] = i
-        best = new
-    if lowest > capacity or not np.isfinite(best[lowest:]).any():
-        return None
-    u = lowest + int(np.argmax(best[lowest:]))
-    picks = []
-    for layer in range(len(units) - 1, -1, -1):
-        i = int(choice[layer, u])
-        picks.append(i)
-        u -= int(units[layer][i])
-    return picks[::-1]
-
-
 def _costs(space: SearchSpace, estimator: LatencyEstimator) -> list[np.ndarray]:
     costs = estimator.layer_costs_ms()
     if len(costs) != len(space.layers) or any(len(c) != len(layer.candidates) for c, layer in zip(costs, space.layers)):
@@ -166,7 +138,27 @@ def _units(extra: np.ndarray, step: float, rounding: np.ufunc, capacity: int) ->
 
 def _knapsack(units: list[np.ndarray], lp: list[np.ndarray], capacity: int) -> tuple[list[int], float] | None:
     """Exact DP: ``best[u]`` = max log-prob of a prefix of total units ``<= u``; returns (choices, value)."""
+    best, choice = _dp(units, lp, capacity, exact=False)
+    if not math.isfinite(best[capacity]):
+        return None
+    return _backtrack(units, choice, capacity), float(best[capacity])
+
+
+def _knapsack_exact(units: list[np.ndarray], lp: list[np.ndarray], capacity: int, lowest: int) -> list[int] | None:
+    """Exact DP over totals: ``best[u]`` = max log-prob of a prefix of total exactly ``u`` units; the answer is the
+    best total in ``[lowest, capacity]``."""
+    best, choice = _dp(units, lp, capacity, exact=True)
+    if lowest > capacity or not np.isfinite(best[lowest:]).any():
+        return None
+    return _backtrack(units, choice, lowest + int(np.argmax(best[lowest:])))
+
+
+def _dp(units: list[np.ndarray], lp: list[np.ndarray], capacity: int, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Best log-prob per total over the layers, and each layer's choice per total. ``exact``: totals of exactly
+    ``u`` units (an empty prefix has total 0 only); else at most ``u`` (it fits every capacity)."""
     best = np.zeros(capacity + 1)
+    if exact:
+        best[1:] = -np.inf
     choice = np.zeros((len(units), capacity + 1), dtype=np.int16)
     for layer, (w, v) in enumerate(zip(units, lp)):
         new = np.full(capacity + 1, -np.inf)
@@ -179,14 +171,16 @@ def _knapsack(units: list[np.ndarray], lp: list[np.ndarray], capacity: int) -> t
             new[better] = shifted[better]
             choice[layer, better] = i
         best = new
-    if not math.isfinite(best[capacity]):
-        return None
-    picks, u = [], capacity
+    return best, choice
+
+
+def _backtrack(units: list[np.ndarray], choice: np.ndarray, total: int) -> list[int]:
+    picks = []
     for layer in range(len(units) - 1, -1, -1):
-        i = int(choice[layer, u])
+        i = int(choice[layer, total])
         picks.append(i)
-        u -= int(units[layer][i])
-    return picks[::-1], float(best[capacity])
+        total -= int(units[layer][i])
+    return picks[::-1]
 
 
 def _score(lp: list[np.ndarray], indices: list[int]) -> float:
