@@ -27,18 +27,10 @@ from hwnas.spaces import get_space
 from hwnas.search.aim import aim_on_device
 from hwnas.search.decode import fastest_arch, slowest_arch
 from tests.test_search_aim import ScriptedMeter, _device_ms, setting  # noqa: F401 - setting is a fixture
-from tests.test_search_run import QUICK, measured, write_synthetic_table
+from tests.test_search_run import QUICK, measured, tables  # noqa: F401 (tables: the fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {"closed_loop_steps": 0, "measure": False, "search_epochs": 2, "train_epochs": 2}
-
-
-@pytest.fixture
-def tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "tables"
-    monkeypatch.setenv("HWNAS_TABLES", str(folder))
-    write_synthetic_table(default_table_path("cpu-torch", "tiny", 32))
-    return folder
 
 
 def _config(out: Path, **overrides: Any) -> SearchConfig:
