@@ -271,3 +271,35 @@ def test_cli_errors_are_one_line(argv, message, capsys):
     captured = capsys.readouterr()
     assert message in json.loads(captured.out)["error"]
     assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_reference_pool_takes_turns_and_a_single_reference_is_not_wrapped():
+    from hwnas.latency.reference import ReferencePool, prepare_reference
+    from hwnas.runtimes.base import PreparedModel
+
+    class Copy(PreparedModel):
+        def __init__(self, ms: float) -> None:
+            self.ms, self.closed = ms, False
+
+        def run(self) -> None:
+            pass
+
+        def time_runs(self, n: int) -> list[float]:
+            return [self.ms] * n
+
+        def close(self) -> None:
+            self.closed = True
+
+    copies = [Copy(1.0), Copy(2.0), Copy(3.0)]
+    pool = ReferencePool(copies)
+    assert [pool.time_runs(2) for _ in range(4)] == [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [1.0, 1.0]]
+    pool.close()
+    assert all(c.closed for c in copies)
+
+    class Runtime:
+        def prepare(self, module, shape, name):
+            return Copy(float(len(name)))
+
+    single = prepare_reference(Runtime(), torch.nn.Identity(), (1, 1))
+    assert isinstance(single, Copy)
+    assert isinstance(prepare_reference(Runtime(), torch.nn.Identity(), (1, 1), instances=3), ReferencePool)

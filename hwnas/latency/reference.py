@@ -61,11 +61,13 @@ class ReferencePool(PreparedModel):
 
 
 def prepare_reference(runtime: Any, module: nn.Module, input_shape: Sequence[int],
-                      instances: int = REFERENCE_INSTANCES) -> ReferencePool:
-    """``instances`` separately loaded copies of ``module`` (a deep copy each, so no two share memory); the
-    runtime's conversion cache makes the copies after the first cheap."""
+                      instances: int = REFERENCE_INSTANCES) -> PreparedModel:
+    """The reference loaded once (the default), or a :class:`ReferencePool` of ``instances`` separately loaded
+    copies (a deep copy each, so no two share memory; the runtime's conversion cache makes the later ones cheap)."""
+    if instances <= 1:
+        return runtime.prepare(module, input_shape, "reference")
     return ReferencePool([runtime.prepare(copy.deepcopy(module), input_shape, "reference")
-                          for _ in range(max(1, instances))])
+                          for _ in range(instances)])
 
 
 def reference_arch(space: SearchSpace) -> Architecture:
