@@ -2,7 +2,9 @@
 
 * ``digits``: scikit-learn's embedded 8x8 handwritten digits (1797 gray images, 10 classes; no download).
 * CIFAR-10 / CIFAR-100 in torchvision's python format (``cifar-10-batches-py`` with ``data_batch_*`` and
-  ``test_batch``; ``cifar-100-python`` with ``train`` and ``test``), read with ``pickle`` and ``numpy``.
+  ``test_batch``; ``cifar-100-python`` with ``train`` and ``test``), read with a restricted unpickler that builds
+  only numpy arrays, lists, dicts, strings and numbers: a pickle naming anything else (``os.system``, ``open``) is
+  refused before it is called, so a data folder never runs code.
 * An ImageFolder tree: one subfolder of images per class, optionally below ``train/`` and ``test/`` (or
   ``val/``) folders that fix the test split. Images are decoded with PIL and resized on reading.
 """
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.io import first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 EXPECTED = ("'digits', a CIFAR folder in torchvision's python format (cifar-10-batches-py with data_batch_* and "
@@ -60,12 +63,44 @@ def find_cifar_dir(root: Path) -> Path | None:
     return None
 
 
+# What CIFAR pickles refer to: numpy's array and scalar reconstruction (``_reconstruct`` up to protocol 4, as in the
+# Python 2 originals; ``_frombuffer`` at protocol 5), and ``_codecs.encode``, which Python 3 writes for ``bytes`` at
+# protocol 2. Each builds data only; nothing else is looked up.
+_CIFAR_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle referred to something a CIFAR pickle never holds; raised before it is looked up, let alone called."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that admits only :data:`_CIFAR_GLOBALS` (plain dicts, lists, bytes, strings and numbers need no
+    global): a ``__reduce__`` payload refers to its callable by name, and that name is refused here."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise _Refused(f"{module}.{name}")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):  # numpy 2 renamed it; the old name warns
+            module = "numpy._core." + module.removeprefix("numpy.core.")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[str, Any]:
+    """The dict a CIFAR pickle holds, read without executing anything (see :class:`_CifarUnpickler`)."""
     try:
         with path.open("rb") as handle:
-            data = pickle.load(handle, encoding="bytes")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise HwnasError(f"{path}: not a CIFAR pickle ({exc.__class__.__name__}: {exc})") from None
+            data = _CifarUnpickler(handle, encoding="bytes").load()
+    except _Refused as exc:
+        raise HwnasError(f"{path}: not a CIFAR pickle (it refers to {exc}; only numpy arrays, lists, dicts, strings "
+                         "and numbers are read)") from None
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, MemoryError, RecursionError) as exc:
+        raise HwnasError(f"{path}: not a CIFAR pickle ({exc.__class__.__name__}: {first_line(exc)})") from None
     if not isinstance(data, dict):
         raise HwnasError(f"{path}: not a CIFAR pickle (expected a dict with 'data' and labels)")
     return {k.decode() if isinstance(k, bytes) else str(k): v for k, v in data.items()}
