@@ -224,6 +224,18 @@ def _command(out: Path, config: Path) -> list[str]:
     return [sys.executable, "-m", "hwnas.cli", "search", "--config", str(config), "--out", str(out), "--quiet"]
 
 
+def _interrupt_at_first_checkpoint(command: list[str], out: Path, cwd: Path, env: dict[str, str],
+                                   sig: signal.Signals) -> tuple[subprocess.Popen, str]:
+    """Start ``command`` in its own process and send it ``sig`` once its first checkpoint exists; its stderr."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / CHECKPOINT_NAME).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(sig)
+    return process, process.communicate(timeout=60)[1]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_real_process_interrupted_then_rerun_continues(tables: Path, tmp_path: Path, sig: signal.Signals) -> None:
     """``hwnas search`` in its own process, stopped by a signal once its first checkpoint exists; the same command
@@ -233,14 +245,7 @@ def test_real_process_interrupted_then_rerun_continues(tables: Path, tmp_path: P
                                   "max_per_split": 256, "closed_loop_steps": 2}))
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(_command(out, config), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out / CHECKPOINT_NAME).exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert process.poll() is None, process.communicate()
-    process.send_signal(sig)
-    _, err = process.communicate(timeout=60)
+    process, err = _interrupt_at_first_checkpoint(_command(out, config), out, tmp_path, env, sig)
     saved = torch.load(out / CHECKPOINT_NAME, weights_only=True)
     assert 1 <= saved["search"]["epoch"] < 32 and not (out / "report.json").exists()
     if sig == signal.SIGINT:
@@ -310,3 +315,66 @@ def test_interrupt_message_of_other_commands_is_unchanged(monkeypatch: pytest.Mo
     monkeypatch.setattr(cli, "cmd_spaces", interrupted)
     assert main(["spaces"]) == 130
     assert capsys.readouterr().err.strip() == "hwnas: interrupted (completed measurements are saved; rerun to resume)"
+
+
+PREDICTOR_SEARCH = {**QUICK, "warmup_epochs": 0, "search_epochs": 3, "max_per_split": 128, "predictor_networks": 6,
+                    "closed_loop_steps": 2, "paired": {"pairs": 6}}  # the default path: a predictor built and used
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_predictor_search_interrupted_after_its_first_epoch_resumes(tables: Path, tmp_path: Path,
+                                                                    sig: signal.Signals) -> None:
+    """Issue #16: a search with the calibrated predictor (built from measured networks, as the default search does
+    where no predictor is shipped) stopped by a real signal after its first search epoch; the same command resumes
+    it to the end. Its history held a numpy.float64 (the predictor's latency), which a weights-only load refuses."""
+    config = tmp_path / "search.json"
+    config.write_text(json.dumps(PREDICTOR_SEARCH))
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process, err = _interrupt_at_first_checkpoint(_command(out, config), out, tmp_path, env, sig)
+    saved = torch.load(out / CHECKPOINT_NAME, weights_only=True)  # what the rerun reads
+    epoch = saved["search"]["epoch"]
+    assert 1 <= epoch < 3 and saved["search"]["history"][0]["phase"] == "search"
+    assert type(saved["search"]["history"][0]["argmax_latency_ms"]) is float  # noqa: E721 - the exact type
+    assert process.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    if sig == signal.SIGINT:
+        assert f"interrupted (finished epochs and measurements are saved in {out / CHECKPOINT_NAME}" in err
+    rerun = subprocess.run(_command(out, config) + ["--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming from epoch {epoch}" in rerun.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["latency_model"]["kind"] == "calibrated" and report["resumed_from"]["epoch"] == epoch
+    assert [h["epoch"] for h in report["history"]] == [1, 2, 3] and not (out / CHECKPOINT_NAME).exists()
+
+
+def test_checkpoint_state_is_made_loadable_or_refused_naming_the_key(tmp_path: Path) -> None:
+    """The guard at the write: numpy scalars and str subclasses (torch.__version__) become plain values, anything
+    else a weights-only load would refuse is an internal error naming its key path; what is saved loads."""
+    import numpy as np
+
+    checkpoint = RunCheckpoint(tmp_path, {"seed": 1})
+    checkpoint.state["search"] = {"history": [{"argmax_latency_ms": np.float64(0.5), "n": np.int64(3)}],
+                                  "runtime": {"torch": torch.__version__}, "weights": torch.ones(2)}
+    checkpoint.save()
+    saved = torch.load(checkpoint.path, weights_only=True)
+    assert saved["search"]["history"] == [{"argmax_latency_ms": 0.5, "n": 3}]
+    assert type(saved["search"]["runtime"]["torch"]) is str and saved["search"]["weights"].tolist() == [1.0, 1.0]
+    checkpoint.state["search"]["history"].append({"probs": np.zeros(2)})
+    with pytest.raises(TypeError, match=r"state\['search'\]\['history'\]\[1\]\['probs'\]: a numpy.ndarray"):
+        checkpoint.save()
+    assert torch.load(checkpoint.path, weights_only=True)["search"]["history"][0]["n"] == 3  # the old file stays
+
+
+def test_unreadable_checkpoint_is_one_clean_line(tmp_path: Path) -> None:
+    """A checkpoint a weights-only load refuses (as written before issue #16, with a numpy.float64 in it): one line,
+    no terminal escape codes, naming what it holds."""
+    import numpy as np
+
+    torch.save({"format": 1, "search": {"history": [{"argmax_latency_ms": np.float64(0.5)}]}},
+               tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(HwnasError) as info:
+        RunCheckpoint.open(tmp_path, {"seed": 1})
+    message = str(info.value)
+    assert "\n" not in message and "\x1b" not in message and "cannot read the checkpoint (it holds a numpy" in message
+    assert message.endswith("remove it or give another --out")

@@ -71,16 +71,29 @@ class Runtime(ABC):
             raise HwnasError(f"{self.name} runtime: threads must be a positive integer, got {threads!r}")
         self.config = config
         self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # under HWNAS_CACHE, which may be a file or read-only
+            raise HwnasError(f"{self.workdir}: cannot create the folder for converted models ({exc.strerror or exc}); "
+                             "set HWNAS_CACHE to a folder you can write") from None
         self.options = self._resolve_options(config.options)
 
     def _resolve_options(self, options: Mapping[str, Any]) -> Any:
         """The options this runtime runs with: :func:`resolve_options` of ``options`` over ``default_options``."""
         return resolve_options(self.name, options, self.default_options)
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> Any:
+        """The options resolved as :meth:`_resolve_options` does, without a runtime: a device file's ``[options]``
+        are checked when it is read, on a machine where the runtime library may be missing (backends import it
+        only inside their methods). Every backend's ``_resolve_options`` reads only class attributes, so it runs
+        on a bare instance, and its one-line :class:`HwnasError` is the answer."""
+        return object.__new__(cls)._resolve_options(options)
+
     def _description(self, versions: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The fingerprint fields of :meth:`describe` (``options``: the resolved ones unless given)."""
-        return {"runtime": self.name, "versions": dict(versions), "threads": self.config.threads,
+        versions = {name: None if v is None else str(v) for name, v in versions.items()}  # torch's: a TorchVersion
+        return {"runtime": self.name, "versions": versions, "threads": self.config.threads,
                 "device": self.config.device, "precision": self.config.precision,
                 "options": dict(self.options if options is None else options)}
 

@@ -1,18 +1,21 @@
 """The resumable state of a search run: ``OUT/checkpoint.pt``, so that an interrupted search loses no work.
 
-The file holds only tensors and plain lists, dicts, numbers and strings (``torch.load(weights_only=True)`` reads
-it) and is replaced atomically (temporary file, then ``os.replace``), so a kill at any moment leaves the previous
-complete checkpoint or the new one. It is written after every supernet epoch (weights and architecture
+The file holds only tensors and plain lists, dicts, numbers and strings (``torch.load(weights_only=True)`` reads it;
+:func:`loadable_state` checks each save, so a numpy scalar or another object can never make a checkpoint that the
+rerun cannot read) and is replaced atomically (temporary file, then ``os.replace``), so a kill at any moment leaves
+the previous complete checkpoint or the new one. It is written after every supernet epoch (weights and architecture
 parameters, optimizer and scheduler states, the strategy's state, the generators and the global RNG states, the
-epoch history), after every closed-loop measurement (keyed by architecture, replayed on resume), after every
-epoch of training a derived network, when a derived network is trained, and after the final measurement (its
-verdict, so that a kill while the run folder is written does not measure again). Rerunning the same command
-with the same ``--out`` continues from it; ``report.json`` marks a complete run, and the checkpoint is then removed.
+epoch history), after every closed-loop measurement (keyed by architecture, replayed on resume), after every epoch
+of training a derived network, when a derived network is trained, and after the final measurement (its verdict, so
+that a kill while the run folder is written does not measure again). Rerunning the same command with the same
+``--out`` continues from it; ``report.json`` marks a complete run, and the checkpoint is then removed.
 """
 
 from __future__ import annotations
 
 import random
+import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +23,50 @@ import numpy as np
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.io import atomic_path
+from hwnas.io import atomic_path, first_line
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 1
 IGNORED_FIELDS = ("out",)  # the same folder may be given as another path
+_PLAIN = (str, bytes, bool, int, float, type(None))  # exact types: a str enum or an int subclass pickles its class
+_TORCH_LEAVES = (torch.Tensor, torch.dtype, torch.device)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def loadable_state(value: Any, where: str = "state") -> Any:
+    """``value`` as ``torch.load(weights_only=True)`` reads it back: numpy scalars and subclasses of str, int and
+    float become their plain value, tensors, plain containers and plain values stay; anything else is a bug of the
+    code that put it there.
+
+    Raises:
+        TypeError: naming the key path (``state['search']['history'][0]['x']``) and the type of the first value
+            that a weights-only load would refuse (a numpy array, a dataclass, ...).
+    """
+    if isinstance(value, np.generic):  # before the leaves: numpy.float64 is a float subclass, pickled as numpy's
+        return value.item()
+    if type(value) in _PLAIN or isinstance(value, _TORCH_LEAVES):
+        return value
+    for plain in (str, int, float):  # a subclass (torch.__version__ is a TorchVersion) pickles its class: its value
+        if isinstance(value, plain):
+            return getattr(plain, f"__{plain.__name__}__")(value)
+    if type(value) in (dict, OrderedDict):
+        return type(value)((loadable_state(key, f"{where} key {key!r}"), loadable_state(item, f"{where}[{key!r}]"))
+                           for key, item in value.items())
+    if type(value) in (list, tuple, torch.Size):
+        return type(value)(loadable_state(item, f"{where}[{i}]") for i, item in enumerate(value))
+    raise TypeError(f"checkpoint {where}: a {type(value).__module__}.{type(value).__qualname__} cannot be saved for "
+                    "torch.load(weights_only=True); convert it to tensors or plain values where it is made")
+
+
+def _load_error(exc: Exception) -> str:
+    """One clean line for an unreadable checkpoint: torch's weights-only refusal is several lines with terminal
+    escape codes; its gist is the global it refused."""
+    text = _ANSI.sub("", str(exc))
+    refused = _UNSUPPORTED.search(text)
+    if refused:
+        return f"it holds a {refused.group(1)}, not only tensors and plain values"
+    return f"{exc.__class__.__name__}: {first_line(text)}" if text.strip() else exc.__class__.__name__
 
 
 def rng_state() -> dict[str, Any]:
@@ -83,8 +125,8 @@ class RunCheckpoint:
         try:
             state = torch.load(checkpoint.path, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-            raise HwnasError(f"{checkpoint.path}: cannot read the checkpoint ({str(exc).splitlines()[0]}); remove it "
-                             "or give another --out") from None
+            raise HwnasError(f"{checkpoint.path}: cannot read the checkpoint ({_load_error(exc)}); remove it or give "
+                             "another --out") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise HwnasError(f"{checkpoint.path}: not a search checkpoint of this hwnas version; give another --out")
         field = first_difference(state["config"], config)
@@ -132,9 +174,11 @@ class RunCheckpoint:
         self.save()
 
     def save(self) -> None:
-        """Write atomically: a kill leaves the old or the new complete file."""
+        """Write atomically: a kill leaves the old or the new complete file; only what a weights-only load reads
+        back (:func:`loadable_state`)."""
+        state = loadable_state(self.state)
         with atomic_path(self.path) as tmp:
-            torch.save(self.state, tmp)
+            torch.save(state, tmp)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

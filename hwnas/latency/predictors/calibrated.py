@@ -138,7 +138,7 @@ class CalibratedPredictor(SpacePredictor):
         return float(math.exp(self.booster.predict(xgboost.DMatrix(x, feature_names=list(NET_FEATURES)))[0]))
 
     def latency_ms(self, arch: Architecture) -> float:
-        return self.linear_ms(arch) * self.factor(arch)
+        return float(self.linear_ms(arch) * self.factor(arch))  # a python float: it reaches JSON and checkpoints
 
     def set_anchor(self, arch: Architecture | None) -> None:
         """Evaluate the non-additive factor at ``arch`` for :meth:`layer_costs_ms`, :meth:`fixed_ms` and
