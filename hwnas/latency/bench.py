@@ -47,12 +47,16 @@ def prepare_target(runtime: Runtime, target: str, name: str = "target") -> Prepa
 
 
 def bench(device: DeviceProfile, target: str, protocol_overrides: dict[str, Any] | None = None) -> Stats:
-    """Measure ``target`` end to end on ``device`` with the device's measurement protocol."""
+    """Measure ``target`` end to end on ``device`` with the device's measurement protocol. An interruption (Ctrl-C,
+    SIGTERM) removes the temporary folder and says that nothing was kept: bench writes no partial result."""
     protocol = device_protocol(device, protocol_overrides)
-    with tempfile.TemporaryDirectory(prefix="hwnas-bench-") as tmp:
-        runtime = get_runtime(device.backend, device.runtime_config(), Path(tmp))
-        prepared = prepare_target(runtime, target)
-        try:
-            return measure({"target": prepared}, protocol)["target"]
-        finally:
-            prepared.close()
+    try:
+        with tempfile.TemporaryDirectory(prefix="hwnas-bench-") as tmp:
+            runtime = get_runtime(device.backend, device.runtime_config(), Path(tmp))
+            prepared = prepare_target(runtime, target)
+            try:
+                return measure({"target": prepared}, protocol)["target"]
+            finally:
+                prepared.close()
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("bench keeps no partial measurement; rerun it to measure") from None
