@@ -16,7 +16,9 @@ A profile names the backend (runtime) and how it is set up on the target, e.g. `
     rounds = 5
 
 Every validation error is one line that names the file and the field, e.g.
-``devices/foo.toml: field 'threads': expected a positive integer, got 'two'``.
+``devices/foo.toml: field 'threads': expected a positive integer, got 'two'``. ``[options]`` are checked
+against the backend's own declaration (:meth:`~hwnas.runtimes.base.Runtime.check_options`, which imports no runtime
+library) and ``[protocol]`` by :class:`~hwnas.runtimes.protocol.Protocol`, so a file that is listed works.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from typing import Any, Mapping
 
 from hwnas.checks import Rule, check_known, check_rules, field_error, matches, missing_field_error
 from hwnas.errors import HwnasError
+from hwnas.io import write_bytes_atomic
 from hwnas.locations import shipped_dir, user_dir
-from hwnas.runtimes import RuntimeConfig, runtime_names
+from hwnas.runtimes import RuntimeConfig, runtime_class, runtime_names
 from hwnas.runtimes.protocol import Protocol
 
 DEVICES_ENV_VAR = "HWNAS_DEVICES"
@@ -41,6 +44,8 @@ DEVICE_KINDS = ("cpu", "cuda", "android")
 PRECISIONS = ("fp32", "fp16", "int8")
 FIELDS = ("name", "description", "backend", "device", "threads", "precision", "options", "protocol")
 REQUIRED_FIELDS = ("name", "backend")
+MAX_THREADS = 1024
+"""The most threads a profile may ask for: more is a typo (a runtime allocates per thread, and fails late)."""
 # Where each built-in backend can run; a backend registered later and missing here is not cross-checked.
 BACKEND_DEVICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -165,27 +170,43 @@ def load_device(name_or_path: str) -> DeviceProfile:
     )
 
 
-def add_device(path: str | Path) -> DeviceProfile:
-    """Validate the device file at ``path`` and copy it into :func:`user_devices_dir` as ``NAME.toml``, so later
-    commands accept its name; returns the profile as loaded from the copy."""
+@dataclass(frozen=True)
+class DeviceAdded:
+    """What :func:`add_device` did: ``action`` is ``added``, ``replaced`` or ``unchanged`` (the same file was
+    already there)."""
+
+    profile: DeviceProfile
+    action: str
+
+
+def add_device(path: str | Path, replace: bool = False) -> DeviceAdded:
+    """Validate the device file at ``path`` (named by its ``name``, as every device file is) and copy it into
+    :func:`user_devices_dir`, so later commands accept its name.
+
+    A user device of that name with other content is replaced only when ``replace`` (it may be another backend
+    that tables were measured on); the same file again changes nothing.
+    """
     source = Path(path).expanduser()
     if not source.is_file():
         raise HwnasError(f"device file not found: {path}")
     try:
-        text = source.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
+        raw = source.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise HwnasError(f"{_display(source)}: invalid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise HwnasError(f"{_display(source)}: cannot read the file: {exc}") from None
     profile = _parse_profile(data, _display(source), source)
+    _check_file_name(profile, source, _display(source))
     target = user_devices_dir() / f"{profile.name}.toml"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise HwnasError(f"{target}: cannot write the device file ({exc.strerror or exc})") from None
-    return _load_file(target)
+    action = "replaced" if target.exists() else "added"
+    if target.is_file() and target.read_bytes() == raw:
+        return DeviceAdded(_load_file(target), "unchanged")
+    if target.exists() and not replace:
+        raise HwnasError(f"{_display(source)}: your device {profile.name!r} ({_display(target)}) is already there with "
+                         "other content; pass --replace to replace it")
+    write_bytes_atomic(target, raw)
+    return DeviceAdded(_load_file(target), action)
 
 
 def _device_files(directory: Path) -> list[Path]:
@@ -204,9 +225,13 @@ def _load_file(path: Path) -> DeviceProfile:
     except (OSError, UnicodeDecodeError) as exc:
         raise HwnasError(f"{source}: cannot read the file: {exc}") from None
     profile = _parse_profile(data, source, path)
+    _check_file_name(profile, path, source)
+    return profile
+
+
+def _check_file_name(profile: DeviceProfile, path: Path, source: str) -> None:
     if profile.name != path.stem:
         raise field_error(source, "name", f"{path.stem!r} (a device file is named by its name)", profile.name)
-    return profile
 
 
 def _parse_profile(data: Mapping[str, Any], source: str, path: Path | None) -> DeviceProfile:
@@ -230,11 +255,13 @@ def _parse_profile(data: Mapping[str, Any], source: str, path: Path | None) -> D
                                                          f"{values['backend']!r}"))
     rules += [
         ("threads", lambda v: matches(v, int) and v >= 1, "a positive integer"),
+        ("threads", lambda v: v <= MAX_THREADS, f"a positive integer of at most {MAX_THREADS}"),
         ("precision", lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
         ("options", lambda v: isinstance(v, dict), "a table ([options])"),
         ("protocol", lambda v: isinstance(v, dict), "a table ([protocol])"),
     ]
     check_rules(values, rules, source)
+    _check_tables(values, source)
     return DeviceProfile(
         name=values["name"],
         backend=values["backend"],
@@ -248,6 +275,15 @@ def _parse_profile(data: Mapping[str, Any], source: str, path: Path | None) -> D
     )
 
 
+def _check_tables(values: Mapping[str, Any], source: str) -> None:
+    """``[options]`` as the backend declares them, ``[protocol]`` as the protocol checks itself."""
+    try:
+        runtime_class(values["backend"]).check_options(values["options"])
+    except HwnasError as exc:
+        raise HwnasError(f"{source}: [options]: {exc}") from None
+    Protocol.from_dict(values["protocol"], source=f"{source}: [protocol]")
+
+
 def _display(path: Path) -> str:
     """The path relative to the working directory when it is below it (shorter messages), else as is."""
     try:
@@ -256,5 +292,5 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-__all__ = ["DeviceProfile", "add_device", "device_files", "device_protocol", "devices_dir", "list_devices",
-           "load_device", "user_devices_dir"]
+__all__ = ["DeviceAdded", "DeviceProfile", "add_device", "device_files", "device_protocol", "devices_dir",
+           "list_devices", "load_device", "user_devices_dir"]

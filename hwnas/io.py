@@ -2,7 +2,8 @@
 
 Every file hwnas writes is written atomically: into a temporary file beside the target, flushed to disk
 (``fsync``), then renamed over the target (``os.replace``), so readers and a ``kill -9`` only ever see the old or
-the new complete file. JSON is strict: a non-finite number becomes ``null`` rather than the invalid token ``NaN``.
+the new complete file; a write that fails (a full disk) says so in one line, and the old file stays. JSON is
+strict: a non-finite number becomes ``null`` rather than the invalid token ``NaN``.
 """
 
 from __future__ import annotations
@@ -51,21 +52,43 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for a writer (e.g. a converter) to fill; when the block succeeds the
     file is flushed to disk and replaces ``path``, otherwise it is removed and ``path`` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise write_error(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class WriteFailed(HwnasError, OSError):
+    """A failed write (a full disk, a read-only folder): a one-line user error, and still the ``OSError`` it was
+    for code that catches that."""
+
+
+def write_error(path: Path, exc: OSError) -> WriteFailed:
+    """One line for a failed atomic write of ``path`` that says what was kept, with the cause's ``errno``."""
+    kept = "the previous file is kept as it was" if path.is_file() else "nothing was written"
+    error = WriteFailed(f"{path}: cannot write the file ({exc.strerror or exc}); {kept}")
+    error.errno = exc.errno
+    return error
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            raise write_error(Path(path), exc) from None
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

@@ -17,6 +17,8 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from hwnas.errors import HwnasError
+
 CACHE_ENV_VAR = "HWNAS_CACHE"
 DATA_ENV_VAR = "HWNAS_DATA"
 SHIPPED_FOLDERS = ("devices", "latency_tables")
@@ -53,7 +55,11 @@ def lock_file(path: str | Path) -> Path:
     resolved = Path(path).expanduser().resolve()
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:16]
     folder = cache_dir() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # HWNAS_CACHE is a file, or read-only
+        raise HwnasError(f"{CACHE_ENV_VAR} folder {folder}: cannot create it ({exc.strerror or exc}); set "
+                         f"{CACHE_ENV_VAR} to a folder you can write") from None
     return folder / f"{resolved.name}.{digest}.lock"
 
 
