@@ -76,10 +76,42 @@ def check_rules(values: Mapping[str, Any], rules: Iterable[Rule], source: str) -
             raise field_error(source, name, expected, values[name])
 
 
+def is_finite_number(value: Any) -> bool:
+    """An int or a finite float; booleans are not numbers."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def number_rule(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                high_open: bool = False, integer: bool = False,
+                optional: bool = False) -> tuple[Callable[[Any], bool], str]:
+    """The test and wording of a :data:`Rule` for a finite number (an integer when ``integer``) between ``low`` and
+    ``high`` (excluded when ``*_open``; None: unbounded), or None when ``optional``; e.g.
+    ``("momentum", *number_rule(0, 1, high_open=True))`` expects "a finite number in [0, 1)"."""
+
+    def test(value: Any) -> bool:
+        if value is None:
+            return optional
+        if not is_finite_number(value) or integer and not isinstance(value, int):
+            return False
+        above = low is None or (value > low if low_open else value >= low)
+        below = high is None or (value < high if high_open else value <= high)
+        return above and below
+
+    noun = "an integer" if integer else "a finite number"
+    if low is not None and high is not None:
+        expected = f"{noun} in {'(' if low_open else '['}{_number(low)}, {_number(high)}{')' if high_open else ']'}"
+    elif low is not None:
+        expected = f"{noun} {'>' if low_open else '>='} {_number(low)}"
+    elif high is not None:
+        expected = f"{noun} {'<' if high_open else '<='} {_number(high)}"
+    else:
+        expected = noun
+    return test, expected + (" or null" if optional else "")
+
+
 def check_finite(value: Any, source: str, name: str, minimum: float = 0.0, strict: bool = False) -> None:
     """``value`` is a finite number ``>= minimum`` (``> minimum`` when ``strict``); booleans are not numbers."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not number or value < minimum or (strict and value == minimum):
+    if not is_finite_number(value) or value < minimum or (strict and value == minimum):
         if minimum == 0.0:
             expected = "a finite positive number" if strict else "a finite non-negative number"
         else:
@@ -119,6 +151,10 @@ def matches(value: Any, hint: Any) -> bool:
 def type_name(hint: Any) -> str:
     """A type hint as the error says it: ``int``, ``int | None``, ``tuple[float, float]``."""
     return str(hint).replace("typing.", "") if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:

@@ -108,12 +108,13 @@ def test_decoded_architecture_meets_the_target(tables: Path, tmp_path: Path, str
     assert result["measured_ms"] is None and result["decode"].startswith("most probable")
 
 
-def test_infeasible_target_falls_back_to_the_fastest(tables: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture) -> None:
-    result = run_search(_config(tmp_path / "run", target_ms=0.001, measure=False), progress=False)
-    assert result["decode"].startswith("fastest architecture: none meets the target")
-    assert Architecture.from_dict(result["arch"]) == fastest_arch(get_space("tiny", 32, 10), _estimator())
-    assert "warning" in capsys.readouterr().err
+def test_infeasible_target_is_refused_before_the_search(tables: Path, tmp_path: Path) -> None:
+    # issue 16: a target under the fastest architecture is refused before any search (it was searched, then
+    # answered with the fastest architecture and a warning)
+    fastest = _estimator().latency_ms(fastest_arch(get_space("tiny", 32, 10), _estimator()))
+    with pytest.raises(HwnasError, match=f"below the fastest architecture of tiny@32 \\(est. {fastest:.4g} ms"):
+        run_search(_config(tmp_path / "run", target_ms=0.001, measure=False), progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_baseline_arch_is_uniform_and_within_budget(tables: Path) -> None:
@@ -157,7 +158,8 @@ def test_progress_to_a_log_is_a_few_summary_lines(tables: Path, tmp_path: Path,
 
 def test_config_files_and_overrides(tmp_path: Path) -> None:
     toml = tmp_path / "search.toml"
-    toml.write_text('space = "tiny"\nsearch_epochs = 3\narch_betas = [0.0, 0.9]\n[loss_params]\nbeta = 0.6\n')
+    toml.write_text('space = "tiny"\nsearch_epochs = 3\narch_betas = [0.0, 0.9]\nloss = "mul#log"\n'
+                    '[loss_params]\nbeta = 0.6\n')
     config = SearchConfig.from_file(toml)
     assert (config.space, config.search_epochs, config.arch_betas, config.loss_params) == \
         ("tiny", 3, [0.0, 0.9], {"beta": 0.6})

@@ -34,6 +34,8 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     verdict = _verdict_text(result)
     if verdict is not None:
         lines.insert(4, verdict)
+    if result.get("target_note"):
+        lines.insert(2, f"           {result['target_note']}")
     base = result["baseline"]
     if base is not None:
         lines.append(f"baseline   accuracy {base['accuracy']:.4f}, estimated {base['estimated_ms']:.4f} ms"

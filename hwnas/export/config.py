@@ -8,11 +8,12 @@ trained networks of every space (tiny, fbnet-cifar100, proxyless, fbnet at 32x32
   at most 4.3e-5 absolute (1.5e-6 of the scale) for ONNX Runtime and LiteRT.
 * ``fp16`` (TFLite fp16 weights, fp32 compute): ``max <= 0.01 * scale`` and top-1 agreement >= 0.98.
   Measured: 0.0009-0.0017 of the scale, agreement 1.0.
-* ``int8`` (full-integer PTQ): ``max <= 0.5 * scale``, ``mean <= 0.03 * scale`` and agreement >= 0.93.
-  Measured: max 0.035-0.23, mean 0.006-0.010 of the scale, agreement 0.969-0.997. The max is a tail statistic
-  (one image's worst logit), so its bound is loose; the mean and the agreement are the tight checks (0.93 is
-  ~3.5 binomial standard deviations below the worst agreement measured, at 256 images). On random-weight
-  networks (nearly tied logits) agreement can be lower: int8 checks of an architecture JSON are indicative only.
+* ``int8`` (full-integer PTQ): ``max <= 0.35 * scale``, ``mean <= 0.02 * scale`` and agreement >= 0.93.
+  Measured: max 0.035-0.23, mean 0.006-0.010 of the scale, agreement 0.969-0.997. Each bound is about 1.5-2x the
+  worst figure measured: the max is a tail statistic (one image's worst logit) and gets 1.5x (it was 0.5x the
+  scale, which passed a file off by half the logit range on some image); the mean 2x; 0.93 agreement is ~3.5
+  binomial standard deviations below the worst measured, at 256 images. On random-weight networks (nearly tied
+  logits) agreement can be lower: int8 checks of an architecture JSON are indicative only.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Bounds:
 DEFAULT_BOUNDS: Mapping[str, Bounds] = MappingProxyType({
     "fp32": Bounds(1e-4, relative_to_unit=True),
     "fp16": Bounds(0.01, min_top1=0.98),
-    "int8": Bounds(0.5, mean_abs=0.03, min_top1=0.93),
+    "int8": Bounds(0.35, mean_abs=0.02, min_top1=0.93),
 })
 
 

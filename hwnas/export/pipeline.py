@@ -16,7 +16,7 @@ from hwnas.devices import DeviceProfile
 from hwnas.errors import HwnasError
 from hwnas.export.config import FORMATS, PRECISIONS, ExportConfig, out_path
 from hwnas.export.inputs import ExportData, export_data
-from hwnas.export.latency import Estimate, measure_artifact, resolve_devices, table_estimate
+from hwnas.export.latency import Estimate, device_notes, measure_artifact, resolve_devices, table_estimate
 from hwnas.export.metadata import embed_tflite_metadata, export_metadata
 from hwnas.export.onnx_export import export_onnx
 from hwnas.export.source import Source, load_source
@@ -66,7 +66,7 @@ def export_model(source: str | Path, out_dir: str | Path, config: ExportConfig |
     started = time.perf_counter()
     with _torch_threads(config.torch_threads):
         src = load_source(source, config.seed, config.random_weights)
-        devices = resolve_devices(config.formats, config.device)
+        devices = resolve_devices(config.formats, config.device, src.meta.get("device"))
         data = export_data(src, config)
         shape = (config.batch, *src.space.input_shape[1:])
         out_dir = Path(out_dir)
@@ -158,6 +158,7 @@ def _result(src: Source, data: ExportData, shape: tuple[int, ...], devices: dict
         "measured_ms": {fmt: stats.median_ms if stats else None for fmt, (stats, _) in latency.items()},
         "estimated_ms": {fmt: e.ms for fmt, e in estimates.items()},
         "target_ms": src.meta.get("target_ms"),
+        "target_device": src.meta.get("device") if src.meta.get("target_ms") is not None else None,
         "devices": {fmt: d.name for fmt, d in devices.items()},
         "precision": artifacts.precisions,
         "input_shape": list(shape),
@@ -172,7 +173,8 @@ def _result(src: Source, data: ExportData, shape: tuple[int, ...], devices: dict
         "opset": config.opset,
         "hwnas_version": hwnas.__version__,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "notes": _notes(src, artifacts, checks, latency, estimates, config),
+        "notes": _notes(src, artifacts, checks, latency, estimates, config)
+        + device_notes(devices, src.meta.get("device"), src.meta.get("target_ms")),
     }
 
 
@@ -233,9 +235,13 @@ def summary_text(result: dict[str, Any]) -> str:
         numerics = (f"max|d| {check['max_abs_diff']:.2e}  mean|d| {check['mean_abs_diff']:.2e}  "
                     f"top1 {check['top1_agreement']:.3f}  {'ok' if check['within_bounds'] else 'OUT OF BOUNDS'}"
                     if check else "not verified (no artifact)")
-        latency = f"measured {_ms(result['measured_ms'].get(fmt))}  estimated {_ms(result['estimated_ms'].get(fmt))}"
+        device = result["devices"].get(fmt)  # None for an artifact that was not measured (an engine not built)
+        latency = (f"measured {_ms(result['measured_ms'].get(fmt))}" + (f" on {device}" if device else "") + "  "
+                   f"estimated {_ms(result['estimated_ms'].get(fmt))}")
+        target_text = f"  target {_ms(target)}" + (f" on {result['target_device']}" if result.get("target_device")
+                                                    else "")
         lines.append(f"{fmt:<8} {result['precision'][fmt]:<5} {numerics}  {latency}"
-                     + (f"  target {_ms(target)}" if target is not None else "") + f"  {result['files'][fmt] or ''}")
+                     + (target_text if target is not None else "") + f"  {result['files'][fmt] or ''}")
     lines += [f"note: {note}" for note in result["notes"]]
     lines.append(f"report: {result['files']['report']}")
     return "\n".join(lines)

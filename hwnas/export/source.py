@@ -107,6 +107,7 @@ def _from_checkpoint(path: Path, checkpoint: dict[str, Any], kind: str, meta: di
         module.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError) as error:
         raise HwnasError(f"{path}: weights do not fit the architecture: {first_line(error)}") from None
+    _check_finite_weights(path / "model.pt" if path.is_dir() else path, checkpoint["state_dict"])
     meta = dict(meta)
     config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
     meta.setdefault("data", {k: config[k] for k in _DATA_KEYS if k in config} if "data" in config else None)
@@ -114,6 +115,17 @@ def _from_checkpoint(path: Path, checkpoint: dict[str, Any], kind: str, meta: di
         if key in checkpoint:
             meta.setdefault(key, checkpoint[key])
     return Source(path, module.eval(), arch, space, kind, trained=True, meta=meta)
+
+
+def _check_finite_weights(path: Path, state: dict[str, Any]) -> None:
+    """Refuse NaN or inf in the weights: a diverged training exports to files that output NaN, and a comparison of
+    NaN with NaN verifies nothing."""
+    for name, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise HwnasError(f"{path}: weight {name!r} holds {bad} NaN or inf value(s) of {tensor.numel()} (a "
+                                 "diverged training?); expected finite weights")
 
 
 def _read_report(path: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ is the same) and ``within_bounds`` against :class:`~hwnas.export.config.Bounds` 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -66,11 +67,13 @@ def compare(reference: np.ndarray, outputs: np.ndarray, bounds: Bounds) -> Verif
         raise ValueError(f"output shapes differ: PyTorch {reference.shape}, artifact {outputs.shape}")
     diff = np.abs(outputs - reference)
     scale = float(np.abs(reference).max())
-    top1 = float(np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1)))
+    # an image with a NaN/inf output on either side agrees with nothing (argmax of all-NaN rows is 0 on both sides)
+    finite_rows = np.isfinite(outputs).all(axis=1) & np.isfinite(reference).all(axis=1)
+    top1 = float(np.mean((outputs.argmax(axis=1) == reference.argmax(axis=1)) & finite_rows))
     unit = bounds.unit(scale)
     max_abs, mean_abs = float(diff.max()), float(diff.mean())
-    within = bool(np.isfinite(diff).all() and max_abs <= bounds.max_abs * unit and top1 >= bounds.min_top1
-                  and (bounds.mean_abs is None or mean_abs <= bounds.mean_abs * unit))
+    within = bool(finite_rows.all() and math.isfinite(scale) and max_abs <= bounds.max_abs * unit
+                  and top1 >= bounds.min_top1 and (bounds.mean_abs is None or mean_abs <= bounds.mean_abs * unit))
     return Verification(max_abs, mean_abs, top1, scale, unit, within, len(reference), bounds)
 
 

@@ -11,6 +11,7 @@ next decode under ``(1 - margin) T`` lands nearer. The final verdict is one pair
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from hwnas.latency.table import tables_dir
 from hwnas.runtimes import get_runtime, runtime_class
 from hwnas.runtimes.fingerprint import full_fingerprint
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
-from hwnas.search.decode import decode_in_band, decode_under_target, fastest_arch
+from hwnas.search.decode import decode_in_band, decode_under_target, fastest_arch, latency_range
 from hwnas.search.run_config import SearchConfig
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -78,6 +79,42 @@ def choose_estimator(device: DeviceProfile, space: SearchSpace, table: TableEsti
         return Choice(table, "table", str(table.table.path), f"no fitting predictor and {why}")
     built = _build(device, space, table, config, out, progress)
     return Choice(built, "calibrated", str(built.path), f"built from {config.predictor_networks} networks measured now")
+
+
+def aim_target(space: SearchSpace, choice: Choice, table: TableEstimator, config: SearchConfig
+               ) -> tuple[float, float, float]:
+    """``(T, fastest, slowest)`` by the latency model the search aims with, before the search: T is
+    ``config.target_ms``, else ``target_fraction`` of the way from the fastest to the slowest architecture.
+
+    A T under the fastest architecture is refused (no architecture meets it: the search could only return the
+    fastest one, whatever it learned). A T over the slowest is searched, with one warning line (and the report's
+    ``target_note``): every architecture meets it, so latency constrains nothing. Refusing it would turn away a
+    legitimate question ("the most accurate network, it is fast enough anyway") and scripts sweeping targets; the
+    closed loop still measures the result against T, since the estimate is a model.
+    """
+    span = latency_range(space, choice.estimator, table if choice.estimator is not table else None)
+    if span.note:
+        choice.note += f"; {span.note}"
+        print(f"hwnas: warning: {span.note}", file=sys.stderr)
+    if config.target_ms is None:
+        return span.fastest_ms + config.target_fraction * (span.slowest_ms - span.fastest_ms), \
+            span.fastest_ms, span.slowest_ms
+    target = config.target_ms
+    model = "latency table" if choice.kind == "table" else "calibrated predictor"
+    if target < span.fastest_ms:
+        raise HwnasError(f"target {target:.4g} ms is below the fastest architecture of {space.name}@"
+                         f"{space.resolution} (est. {span.fastest_ms:.4g} ms by the {model}): no architecture meets "
+                         f"it; give --target-ms {_round_up(span.fastest_ms)} or more")
+    note = span.target_note(target)
+    if note:
+        print(f"hwnas: warning: {note}", file=sys.stderr)
+    return target, span.fastest_ms, span.slowest_ms
+
+
+def _round_up(ms: float, digits: int = 4) -> float:
+    """``ms`` rounded up to ``digits`` significant digits: a figure the user can pass back that is not refused."""
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(ms)))
+    return math.ceil(ms * scale) / scale
 
 
 def _checked(predictor: Any, device: DeviceProfile, space: SearchSpace, fingerprint: dict[str, Any] | None,

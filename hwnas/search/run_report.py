@@ -15,12 +15,13 @@ from torch import nn
 
 import hwnas
 from hwnas.io import atomic_path, write_json_atomic
+from hwnas.search.decode import LatencyRange
 from hwnas.search.records import AnyMeasurement, LoopStep, Measurement, TrainedNetwork
 from hwnas.spaces import Architecture
 
-SUMMARY_KEYS = ("arch", "arch_human", "device", "space", "resolution", "target_ms", "estimated_ms", "measured_ms",
-                "measured_over_target", "measured", "accuracy", "baseline", "decode", "closed_loop", "latency_model",
-                "search_seconds", "train_seconds", "total_seconds")
+SUMMARY_KEYS = ("arch", "arch_human", "device", "space", "resolution", "target_ms", "target_note", "estimated_ms",
+                "measured_ms", "measured_over_target", "measured", "accuracy", "baseline", "decode", "closed_loop",
+                "latency_model", "search_seconds", "train_seconds", "total_seconds")
 
 
 def _over_target(value: float | None, target_ms: float) -> float | None:
@@ -100,6 +101,11 @@ class RunReport:
     resumed_from: dict[str, Any] | None
 
     @property
+    def target_note(self) -> str | None:
+        """Set when T is above the slowest architecture's estimate (see :func:`hwnas.search.aim.aim_target`)."""
+        return LatencyRange(self.fastest_ms, self.slowest_ms).target_note(self.target_ms)
+
+    @property
     def measured_ms(self) -> float | None:
         return self.measured.median_ms if self.measured is not None else None
 
@@ -116,6 +122,8 @@ class RunReport:
             elif hasattr(value, "to_dict"):
                 value = value.to_dict()
             report[name] = value
+            if name == "target_source":
+                report["target_note"] = self.target_note
         return report
 
     def summary(self, out: Path) -> dict[str, Any]:
