@@ -13,6 +13,11 @@ Steps (resumable: the measurements file is written every few kernels; rerun the 
    ``latency_tables/predictors/DEVICE__kernel.json``; the measurements stay beside it.
 
 Prints the number of measurements and the wall time.
+
+    python tools/build_kernel_predictor.py --device cpu-onnxruntime --refit
+
+refits only the network-level correction of the existing predictor from the calibration networks' stored paired
+ratios (exported and split again here; nothing is measured, the file's fingerprint and boosters are kept).
 """
 
 from __future__ import annotations
@@ -65,7 +70,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="adaptive rounds")
     parser.add_argument("--batch", type=int, help="kernels per adaptive round")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--refit", action="store_true", help="refit the correction from the stored measurements")
     args = parser.parse_args()
+    if args.refit:
+        refit_correction(args.device, args.out, Path(args.workdir))
+        return
 
     started = time.perf_counter()
     device = load_device(args.device)
@@ -131,6 +140,27 @@ def main() -> None:
           f"{store.data['overhead']['ratio']:.5f}; correction {predictor.correction}")
     print(f"wall time: {total_s:.0f} s (sampling+measuring {sampled['wall_s']:.0f} s)")
     print(f"wrote {out}")
+
+
+def refit_correction(device_name: str, out: str | None, workdir: Path) -> None:
+    """Refit the existing predictor's network-level correction on the stored calibration ratios; measure nothing."""
+    from hwnas.io import read_json_file
+    from hwnas.latency.predictors import load_predictor
+    from hwnas.latency.predictors.kernel import KernelPredictor, _fit_correction
+
+    path = Path(out or ROOT / "latency_tables" / "predictors" / f"{device_name}__kernel.json")
+    predictor = load_predictor(path)
+    if not isinstance(predictor, KernelPredictor):
+        raise HwnasError(f"{path}: not a kernel predictor")
+    stored = read_json_file(path.with_name(path.stem + ".measurements.json"), "kernel measurements")["networks"]
+    networks = {name: p for name, p in _calibration_networks(workdir, BuildConfig()).items() if name in stored}
+    calibration = [(split_onnx(p, predictor.block), stored[name]["ratio"]) for name, p in networks.items()]
+    previous = predictor.correction
+    predictor.correction = _fit_correction(predictor, calibration, BuildConfig().ridge)
+    predictor.meta.training["correction"] = predictor.correction
+    predictor.meta.training["correction_refitted"] = now_iso()
+    predictor.save(path)
+    print(f"correction {previous} -> {predictor.correction}\nwrote {path}")
 
 
 def _calibration_networks(workdir: Path, config: BuildConfig) -> dict[str, Path]:

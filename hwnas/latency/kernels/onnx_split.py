@@ -28,6 +28,11 @@ from hwnas.latency.kernels.record import Kernel, nchwc_block_size
 
 def split_onnx(path: str | Path, block: int | None = None) -> list[Kernel]:
     """The kernels ORT (CPU EP, all optimizations) runs for the ``.onnx`` file at ``path``, in execution order."""
+    return split_model(read_onnx(path), block, str(path))
+
+
+def read_onnx(path: str | Path) -> Any:
+    """The ``onnx.ModelProto`` of ``path``; a missing, unreadable, empty or non-ONNX file raises one line."""
     import onnx
 
     path = Path(path)
@@ -35,7 +40,12 @@ def split_onnx(path: str | Path, block: int | None = None) -> list[Kernel]:
         model = onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError, OSError, ...
         raise HwnasError(f"{path}: not a readable ONNX model ({exc.__class__.__name__})") from None
-    return split_model(model, block, str(path))
+    if not model.ir_version or not model.graph.output:
+        # protobuf parses an empty file (and some other bytes) as an empty message: a "model" of no graph,
+        # which would be predicted as the runtime's overhead alone
+        what = "an empty file" if path.stat().st_size == 0 else "no ONNX IR version or no graph output"
+        raise HwnasError(f"{path}: not an ONNX model ({what})")
+    return model
 
 
 def split_model(model: Any, block: int | None = None, source: str = "model") -> list[Kernel]:

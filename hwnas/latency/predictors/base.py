@@ -159,6 +159,7 @@ def predictor_from_dict(data: Any, source: str) -> Predictor:
     for name in ("meta", "model"):
         if not isinstance(data.get(name), dict):
             raise HwnasError(f"{source}: field {name!r}: expected an object")
+        _check_all_finite(data[name], source, name)
     cls = _KINDS[kind]
     meta = PredictorMeta.from_dict(data["meta"], source)
     expected = cls.expected_features(meta)
@@ -171,6 +172,20 @@ def predictor_from_dict(data: Any, source: str) -> Predictor:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise HwnasError(f"{source}: corrupt predictor model ({exc.__class__.__name__}: {exc})") from None
+
+
+def _check_all_finite(value: Any, source: str, where: str) -> None:
+    """Every number inside ``value`` is finite: a NaN or infinite parameter (JSON readers accept the tokens; hwnas
+    never writes them) would turn every prediction, and so every figure and decision, into NaN or infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise HwnasError(f"{source}: field {where!r}: {value!r}, expected a finite number (the file is corrupt; "
+                         "refit the predictor)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_all_finite(item, source, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_all_finite(item, source, f"{where}[{index}]")
 
 
 def check_device(predictor: Predictor, device_name: str, fingerprint: Mapping[str, Any] | None = None) -> list[str]:
