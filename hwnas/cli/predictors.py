@@ -16,20 +16,21 @@ def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.devices import load_device
     from hwnas.latency.estimator import TableEstimator
     from hwnas.latency.sets import MeasureConfig, measure_set
-    from hwnas.latency.table import LatencyTable, default_table_path
+    from hwnas.latency.lookup import find_tables
+    from hwnas.latency.table import LatencyTable
     from hwnas.spaces import get_space
 
     device = load_device(args.device)
     space = get_space(args.space, args.resolution, args.num_classes)
-    table_path = Path(args.table) if args.table else default_table_path(device, space.name, space.resolution)
-    proxy = None
-    if table_path.is_file():
-        table = LatencyTable.load(table_path)
-        warn_foreign_table(table)
-        if table.num_classes == space.num_classes:
-            proxy = TableEstimator(table, space)
-    elif args.table:
+    if args.table and not Path(args.table).is_file():
         raise HwnasError(f"{args.table}: no such latency table")
+    # the proxy: a table that covers the space, its head included (the user's, else the shipped one), else MACs
+    table = LatencyTable.load(args.table) if args.table else find_tables(device, space).covering
+    proxy = None
+    if table is not None:
+        warn_foreign_table(table)
+        if not table.missing_keys(space):
+            proxy = TableEstimator(table, space)
     check_out_file(args.out)
     config = MeasureConfig(n=args.n, seed=args.seed, repeat=args.repeat, chunk=args.chunk,
                            protocol=protocol_overrides(args, paired=True), progress=progress(args))
@@ -48,10 +49,14 @@ def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_predictor_fit(args: argparse.Namespace) -> dict[str, Any]:
-    from hwnas.latency.predictors.fit import fit_predictor
+    from hwnas.latency.predictors.fit import check_fit_inputs, fit_predictor
     from hwnas.latency.sets import MeasurementSet
     from hwnas.spaces import get_space
 
+    check_out_file(args.out)
+    # --prior is a transfer predictor's own input: with it, the kind need not be named
+    kind = args.kind or ("transfer" if args.prior is not None else "calibrated")
+    check_fit_inputs(kind, args.set or (), args.measurements, args.column, args.prior)
     resolution, num_classes = args.resolution, args.num_classes
     if args.set and resolution is None:
         first = MeasurementSet.load(args.set[0])
@@ -62,8 +67,7 @@ def cmd_predictor_fit(args: argparse.Namespace) -> dict[str, Any]:
         table = LatencyTable.load(args.table)
         resolution, num_classes = table.resolution, num_classes or table.num_classes
     space = get_space(args.space, resolution, num_classes)
-    check_out_file(args.out)
-    result = fit_predictor(space=space, out=Path(args.out), kind=args.kind, table=args.table, sets=args.set or (),
+    result = fit_predictor(space=space, out=Path(args.out), kind=kind, table=args.table, sets=args.set or (),
                            csv=args.measurements, column=args.column, prior=args.prior, residual=args.residual,
                            seed=args.seed)
     cv = result["training"].get("cv") or {}
@@ -77,11 +81,12 @@ def cmd_predictor_fit(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_predictor_eval(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.latency.predictors import load_predictor
-    from hwnas.latency.predictors.fit import evaluate_predictor
+    from hwnas.latency.predictors.fit import check_eval_inputs, evaluate_predictor
 
+    plot = Path(args.plot) if args.plot else None
+    check_eval_inputs(args.set or (), args.measurements, args.column, plot)
     predictor = load_predictor(args.predictor)
-    result = evaluate_predictor(predictor, sets=args.set or (), csv=args.measurements, column=args.column,
-                                plot=Path(args.plot) if args.plot else None)
+    result = evaluate_predictor(predictor, sets=args.set or (), csv=args.measurements, column=args.column, plot=plot)
 
     def line(name: str, f: dict[str, Any]) -> str:
         return (f"{name:<10} n {f['n']}  ±5% {100 * f['acc5']:5.1f}%  ±10% {100 * f['acc10']:5.1f}%  "
@@ -116,6 +121,10 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         raise HwnasError(f"{target}: expected an architecture .json or an .onnx file")
     if not target.is_file():
         raise HwnasError(f"{target}: no such {'model' if target.suffix == '.onnx' else 'architecture'} file")
+    if target.suffix == ".onnx":
+        from hwnas.latency.kernels.onnx_split import read_onnx
+
+        read_onnx(target)  # an empty or foreign file is refused before the predictor loads
     arch = Architecture.load(target) if target.suffix == ".json" else None
     folder = tables_dir() / "predictors"
     if args.predictor is not None:
@@ -141,8 +150,13 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
                          "use a kernel predictor for .onnx models")
     text = "\n".join(f"{k['type']:<12} {k['ms']:8.4f} ms  {k['key']}" for k in kernels)
     text += f"\n{'overhead':<12} {overhead:8.4f} ms\n{'total':<12} {latency:8.4f} ms"
-    return {"latency_ms": latency, "device": device.name, "predictor": str(path), "kind": predictor.kind,
-            "overhead_ms": overhead, "kernels": kernels, "_text": text}
+    result = {"latency_ms": latency, "device": device.name, "predictor": str(path), "kind": predictor.kind,
+              "overhead_ms": overhead, "kernels": kernels}
+    if latency > 0 and overhead > 0.5 * latency:
+        result["note"] = (f"the per-run overhead is {100 * overhead / latency:.0f}% of the total: the prediction "
+                          "says more about the runtime's fixed cost than about this model")
+        text += f"\nnote: {result['note']}"
+    return {**result, "_text": text}
 
 
 def _layer_terms(predictor: Any, arch: Any) -> list[dict[str, Any]]:

@@ -15,19 +15,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.latency.predictors.base import Predictor, PredictorMeta, SpacePredictor, rescale, versions
+from hwnas.latency.predictors.calibrated import CalibratedPredictor, fit_calibrated
 from hwnas.latency.predictors.features import Caches, FeatureCache
 from hwnas.latency.metrics import agreement, plot_against_measured
 from hwnas.latency.sets import MeasurementSet
 from hwnas.latency.table import LatencyTable, default_table_path
+from hwnas.outputs import check_out_file
 from hwnas.spaces import Architecture, SearchSpace
 
 KINDS = ("calibrated", "transfer", "kernel")
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")  # formats matplotlib's Agg backend writes
 
 
 @dataclass
@@ -69,33 +72,47 @@ def load_csv(path: str | Path, space: SearchSpace, column: str) -> Measurements:
     from hwnas.latency.predictors.csvdata import read_measurements
 
     archs, latencies = read_measurements(path, space, column)
-    return Measurements(space, archs, np.asarray(latencies, dtype=float), None, column, {}, [f"{path}:{column}"])
+    return Measurements(space, archs, np.asarray(latencies, dtype=float), None, column, {},
+                        [f"{path}:{column}"] * len(archs))
 
 
-def fit_predictor(*, space: SearchSpace, out: Path, kind: str = "calibrated", table: str | Path | None = None,
-                  sets: Sequence[str | Path] = (), csv: str | Path | None = None, column: str | None = None,
-                  prior: str | Path | None = None, residual: str = "auto", seed: int = 0) -> dict[str, Any]:
-    """Fit a predictor of ``space`` and save it to ``out``; returns ``{"out", "n", "kind", ...}``."""
+def check_fit_inputs(kind: str, sets: Sequence[str | Path], csv: str | Path | None, column: str | None,
+                     prior: str | Path | None) -> None:
+    """Refuse, in one line and before any file is read, a fit that could only fail or mean nothing: a predictor
+    learns from measured networks, so one of ``sets`` or ``csv`` (with its ``column``) is required."""
     if kind not in KINDS:
         raise HwnasError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "kernel":
         raise HwnasError("--kind kernel: kernel predictors are built by measuring kernels on the device: "
                          "run `python tools/build_kernel_predictor.py --device DEVICE`")
-    if sets and csv:
+    if sets and csv is not None:
         raise HwnasError("predictor fit: give --set or --measurements, not both")
+    if not sets and csv is None:
+        raise HwnasError("predictor fit: no measurements: give --set SET.json (from `hwnas measure`) or "
+                         "--measurements CSV --column COL; a predictor of 0 networks would only repeat the table")
     if csv is not None and not column:
         raise HwnasError("predictor fit: --measurements needs --column (the CSV's latency column)")
-    data = load_sets(sets) if sets else load_csv(csv, space, column or "") if csv is not None else None
-    if data is not None:
-        if (data.space.name, data.space.resolution) != (space.name, space.resolution):
-            raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, "
-                             f"not --space {space.name}@{space.resolution}")
-        space = data.space
-    meta = PredictorMeta(device=data.device if data else "", fingerprint=data.fingerprint if data else {},
-                         reference_ms=data.reference_ms if data else None,
-                         training={"sources": sorted(set(data.sources)) if data else []}, versions=versions())
+    if kind == "transfer" and prior is None:
+        raise HwnasError("--kind transfer needs --prior CSV (other devices' measurements of the same space)")
+    if kind != "transfer" and prior is not None:
+        raise HwnasError(f"--prior: other devices' measurements are a prior of --kind transfer, not --kind {kind}")
+
+
+def fit_predictor(*, space: SearchSpace, out: Path, kind: str = "calibrated", table: str | Path | None = None,
+                  sets: Sequence[str | Path] = (), csv: str | Path | None = None, column: str | None = None,
+                  prior: str | Path | None = None, residual: str = "auto", seed: int = 0) -> dict[str, Any]:
+    """Fit a predictor of ``space`` on measured networks (sets or a CSV) and save it to ``out``; returns
+    ``{"out", "n", "kind", ...}``."""
+    check_fit_inputs(kind, sets, csv, column, prior)
+    data = load_sets(sets) if sets else load_csv(csv or "", space, column or "")
+    if (data.space.name, data.space.resolution) != (space.name, space.resolution):
+        raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, "
+                         f"not --space {space.name}@{space.resolution}")
+    space = data.space
+    meta = PredictorMeta(device=data.device, fingerprint=data.fingerprint, reference_ms=data.reference_ms,
+                         training={"sources": sorted(set(data.sources))}, versions=versions())
     if kind == "transfer":
-        predictor = _fit_transfer(space, data, prior, meta, seed)
+        predictor = _fit_transfer(space, data, prior or "", seed)
     else:
         table_obj = _table_for(space, table, data)
         if table_obj is not None:
@@ -103,11 +120,8 @@ def fit_predictor(*, space: SearchSpace, out: Path, kind: str = "calibrated", ta
             meta.fingerprint = meta.fingerprint or table_obj.fingerprint
             meta.training["table"] = str(table_obj.path)
             meta.versions["runtime"] = table_obj.fingerprint.get("runtime", {})
-        from hwnas.latency.predictors.calibrated import fit_calibrated
-
-        predictor = fit_calibrated(space, data.archs if data else [], data.latencies_ms if data else [],
-                                   table=table_obj, meta=meta, residual=residual, seed=seed,
-                                   sources=data.sources if data else None)
+        predictor = fit_calibrated(space, data.archs, data.latencies_ms, table=table_obj, meta=meta,
+                                   residual=residual, seed=seed, sources=data.sources)
     predictor.save(out)
     training = predictor.meta.training
     return {"out": str(out), "n": int(training.get("n", 0)), "kind": predictor.kind, "space": space.name,
@@ -119,27 +133,26 @@ def _table_for(space: SearchSpace, table: str | Path | None, data: Measurements 
     if table is not None:
         loaded = LatencyTable.load(table)
     elif data is not None and data.device:
-        path = default_table_path(data.device, space.name, space.resolution)
-        if not path.is_file():
+        from hwnas.latency.lookup import find_tables
+
+        lookup = find_tables(data.device, space)  # the user's, else the shipped one, that has the set's head
+        if lookup.first is None:
             return None
-        loaded = LatencyTable.load(path)
+        loaded = lookup.covering or lookup.first
     else:
         return None
     if (loaded.space, loaded.resolution) != (space.name, space.resolution):
         raise HwnasError(f"{loaded.path}: table is for {loaded.space}@{loaded.resolution}, not "
                          f"{space.name}@{space.resolution}")
-    if loaded.num_classes != space.num_classes:
-        raise HwnasError(f"{loaded.path}: table's head has {loaded.num_classes} classes, the measurements' "
-                         f"{space.num_classes}")
+    missing = loaded.missing_keys(space)  # the head is an op: the measurements' head must be in the table
+    if missing:
+        raise HwnasError(f"{loaded.path}: table lacks {len(missing)} of the ops of the measurements' networks "
+                         f"({space.num_classes} classes; first: {missing[0]}); run "
+                         f"`{loaded.profile_command(space.num_classes)}` to measure them")
     return loaded
 
 
-def _fit_transfer(space: SearchSpace, data: Measurements | None, prior: str | Path | None, meta: PredictorMeta,
-                  seed: int) -> Predictor:
-    if prior is None:
-        raise HwnasError("--kind transfer needs --prior CSV (other devices' measurements of the same space)")
-    if data is None:
-        raise HwnasError("--kind transfer needs the new device's measurements (--set or --measurements)")
+def _fit_transfer(space: SearchSpace, data: Measurements, prior: str | Path, seed: int) -> Predictor:
     from hwnas.latency.predictors.csvdata import read_prior
     from hwnas.latency.predictors.transfer import fit_transfer
 
@@ -153,46 +166,78 @@ def _fit_transfer(space: SearchSpace, data: Measurements | None, prior: str | Pa
     return predictor
 
 
-def evaluate_predictor(predictor: Predictor, *, sets: Sequence[str | Path] = (), csv: str | Path | None = None,
-                       column: str | None = None, plot: Path | None = None) -> dict[str, Any]:
-    """Figures of ``predictor`` on held-out measurements (and of the table it embeds, when it has one)."""
-    if not isinstance(predictor, SpacePredictor):
-        raise HwnasError(f"{predictor.path}: a {predictor.kind} predictor is evaluated with `hwnas predict`, "
-                         "not on a space's measurement set")
+def check_eval_inputs(sets: Sequence[str | Path], csv: str | Path | None, column: str | None,
+                      plot: Path | None) -> None:
+    """Refuse, before the predictor is loaded or anything evaluated, held-out data that is missing or ambiguous and
+    a plot file that matplotlib would not write."""
     if bool(sets) == (csv is not None):
         raise HwnasError("predictor eval: give --set or --measurements")
     if csv is not None and not column:
         raise HwnasError("predictor eval: --measurements needs --column")
-    data = load_sets(sets) if sets else load_csv(csv, predictor.space, column or "")
-    if (data.space.name, data.space.resolution) != (predictor.space.name, predictor.space.resolution):
-        raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, the "
-                         f"predictor of {predictor.space.name}@{predictor.space.resolution}")
+    if plot is not None:
+        if plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise HwnasError(f"--plot {plot}: expected a {', '.join(PLOT_SUFFIXES)} file, got "
+                             f"{plot.suffix or 'no suffix'!r}")
+        check_out_file(plot, "--plot")
+
+
+def evaluate_predictor(predictor: Predictor, *, sets: Sequence[str | Path] = (), csv: str | Path | None = None,
+                       column: str | None = None, plot: Path | None = None) -> dict[str, Any]:
+    """Figures of ``predictor`` on held-out measurements (and of the table it embeds, when it has one).
+
+    A predictor of a space (calibrated, transfer) reads sets or a CSV of that space; a kernel predictor, which
+    knows no space, reads measurement sets (each network exported to ONNX and split into its kernels)."""
+    check_eval_inputs(sets, csv, column, plot)
+    if not isinstance(predictor, SpacePredictor):
+        if csv is not None:
+            raise HwnasError(f"{predictor.path}: a {predictor.kind} predictor is evaluated on measurement sets "
+                             "(--set, from `hwnas measure`), not on a CSV of a space's op names")
+        data = load_sets(sets)
+        latency = _kernel_latency(predictor)
+    else:
+        data = load_sets(sets) if sets else load_csv(csv or "", predictor.space, column or "")
+        if (data.space.name, data.space.resolution) != (predictor.space.name, predictor.space.resolution):
+            raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, "
+                             f"the predictor of {predictor.space.name}@{predictor.space.resolution}")
+        latency = predictor.latency_ms
     measured = data.latencies_ms
-    predicted = np.array([rescale(predictor.latency_ms(a), predictor, data.reference_ms) for a in data.archs])
+    predicted = np.array([rescale(latency(a), predictor, data.reference_ms) for a in data.archs])
     result = _figures(predicted, measured)
     result["noise"] = data.noise
-    table_pred = _table_predictions(predictor, data)
-    scaled = None
-    if table_pred is not None:
-        result["table"] = _figures(table_pred, measured)
-        scale = _table_scale(predictor)
-        if scale is not None:
-            # the scale was learned at the training set's reference level: a table without a reference of its own
-            # is moved to this set's level as the predictor's predictions are (a paired table already is there)
-            scaled = table_pred * scale
-            if predictor.table.reference_ms is None:
-                scaled = np.array([rescale(v, predictor, data.reference_ms) for v in scaled])
-            result["table_scaled"] = {**_figures(scaled, measured), "scale": scale}
+    series = {"predictor": predicted}
+    if isinstance(predictor, CalibratedPredictor) and predictor.table is not None:
+        series.update(_table_figures(predictor, data, result))
     if plot is not None:
-        series = {"predictor": predicted}
-        if scaled is not None:
-            series["table sum x one scale"] = scaled
-        elif table_pred is not None:
-            series["table sum"] = table_pred
-        plot_predictions(measured, series, plot,
-                         f"{predictor.meta.device} {predictor.space.name}@{predictor.space.resolution}")
+        plot_predictions(measured, series, plot, f"{predictor.meta.device} {data.space.name}@{data.space.resolution}")
         result["plot"] = str(plot)
     return result
+
+
+def _kernel_latency(predictor: Predictor) -> Callable[[Architecture], float]:
+    from hwnas.latency.predictors.kernel import KernelPredictor
+
+    if not isinstance(predictor, KernelPredictor):
+        raise HwnasError(f"{predictor.path}: a {predictor.kind!r} predictor cannot be evaluated on a space's networks")
+    return lambda arch: predictor.predict_arch(arch)[0]
+
+
+def _table_figures(predictor: CalibratedPredictor, data: Measurements,
+                   result: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Add the embedded table's figures (its sum, and its sum times the fitted scale) to ``result``; returns the
+    series to plot beside the predictor's."""
+    measured = data.latencies_ms
+    table_pred = _table_predictions(predictor, data)
+    result["table"] = _figures(table_pred, measured)
+    if not predictor.rows:
+        return {"table sum": table_pred}
+    scale = float(predictor.table_scale)
+    # the scale was learned at the training set's reference level: a table without a reference of its own
+    # is moved to this set's level as the predictor's predictions are (a paired table already is there)
+    scaled = table_pred * scale
+    if predictor.table is not None and predictor.table.reference_ms is None:
+        scaled = np.array([rescale(v, predictor, data.reference_ms) for v in scaled])
+    result["table_scaled"] = {**_figures(scaled, measured), "scale": scale}
+    return {"table sum x one scale": scaled}
 
 
 def _figures(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:
@@ -201,23 +246,13 @@ def _figures(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:
             "rmse_ms": a["rmse"], "mape": a["mape"], "bias_pct": a["bias_pct"]}
 
 
-def _table_predictions(predictor: Predictor, data: Measurements) -> np.ndarray | None:
+def _table_predictions(predictor: CalibratedPredictor, data: Measurements) -> np.ndarray:
     """The embedded table's once-overhead sums: at the measurements' reference level when the table was profiled
     paired with the reference, else in the table's own absolute ms."""
-    table = getattr(predictor, "table", None)
-    if table is None:
-        return None
-    leveled = table.at_level(data.reference_ms)
+    assert predictor.table is not None
+    leveled = predictor.table.at_level(data.reference_ms)
     features = FeatureCache(predictor.space, Caches.from_fingerprint(predictor.meta.fingerprint), leveled)
     return features.matrix(data.archs)[:, 0] + leveled.scaled_overhead_ms
-
-
-def _table_scale(predictor: Predictor) -> float | None:
-    """The one scale factor the calibrated predictor fitted for its table (the median of measured / table sum over
-    its training rows: the level corrected, the table's shape kept); None without training rows."""
-    if getattr(predictor, "table", None) is None or not getattr(predictor, "rows", []):
-        return None
-    return float(predictor.table_scale)
 
 
 def plot_predictions(measured: np.ndarray, series: dict[str, np.ndarray], path: Path, title: str) -> Path:
