@@ -16,9 +16,14 @@ def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
     if args.action is not None and not args.target:
         raise HwnasError(f"devices {args.action}: expected {'a device file' if args.action == 'add' else 'a name'}")
     if args.action == "add":
-        added = add_device(args.target)
-        return {"added": added.name, "path": str(added.path), "profile": added.to_dict(),
-                "_text": f"added device {added.name} ({added.path})"}
+        result = add_device(args.target, replace=getattr(args, "replace", False))
+        added = result.profile
+        said = {"added": "added device", "replaced": "replaced your device",
+                "unchanged": "already added, the same file: nothing changed for device"}[result.action]
+        return {"added": added.name, "action": result.action, "path": str(added.path), "profile": added.to_dict(),
+                "_text": f"{said} {added.name} ({added.path})"}
+    if getattr(args, "replace", False):
+        raise HwnasError("--replace: only with `devices add FILE`")
     if args.action == "show":
         profile = load_device(args.target)
         text = "\n".join([f"# {profile.path}"] + [f"{k} = {json.dumps(v)}" for k, v in profile.to_dict().items()])
@@ -65,13 +70,14 @@ def cmd_tables(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             note = foreign_table_note(table)
             rows.append({"device": table.device_name, "space": table.space, "resolution": table.resolution,
-                         "num_classes": table.num_classes, "entries": len(table.entries),
+                         "num_classes": table.num_classes, "heads": table.heads, "entries": len(table.entries),
                          "noisy": len(table.noisy_keys()), "where": kind, "path": str(path),
                          "overridden": path.name in seen, "matches_this_machine": note is None,
                          "difference": note})
             seen.add(path.name)
     text = "\n".join(f"{r['path']}: unreadable ({r['error']})" if "error" in r else
                      f"{r['device']:<18} {r['space']:<15} {r['resolution']:>4} {r['entries']:>4} entries "
+                     f"heads {','.join(map(str, r['heads'])) or '-':<8} "
                      f"{r['noisy']:>3} noisy  {r['where']:<7} "
                      f"{'this machine' if r['matches_this_machine'] else 'other'}"
                      f"{' (overridden)' if r['overridden'] else ''}  {r['path']}" for r in rows)

@@ -9,6 +9,9 @@ from typing import Any, Callable
 from hwnas import __version__
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
+MAX_SAMPLED = 100_000  # `sample --n`: one file per architecture; more is a typo, not a plan
+MAX_THREADS = 1024  # device files allow the same (hwnas/devices.py)
+MAX_MEASURED = 10_000  # `measure`/`validate --n`: each network takes a second or more on the device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +45,7 @@ def _add_listing_commands(sub: Any, commands: ModuleType) -> None:
                  "profile")
     p.add_argument("action", nargs="?", choices=["add", "show"], help="add a device file, or show one profile")
     p.add_argument("target", nargs="?", help="the device file to add, or the name (or path) to show")
+    p.add_argument("--replace", action="store_true", help="with add: replace your device of the same name")
     _command(sub, "tables", commands.cmd_tables,
              "list the latency tables hwnas can see (yours first, then the shipped ones)")
     _command(sub, "spaces", commands.cmd_spaces, "list registered search spaces")
@@ -61,7 +65,7 @@ def _add_table_commands(sub: Any, commands: ModuleType) -> None:
 
     p = _command(sub, "sample", commands.cmd_sample, "write K random architectures of a space as JSON files")
     _add_space_args(p)
-    p.add_argument("--n", type=_count(1), required=True)
+    p.add_argument("--n", type=_count(1, MAX_SAMPLED, " (one JSON file each)"), required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
 
@@ -72,7 +76,7 @@ def _add_table_commands(sub: Any, commands: ModuleType) -> None:
     _add_protocol_arg(p)
 
     p = _command(sub, "estimate", commands.cmd_estimate, "a latency table's estimate for an architecture")
-    p.add_argument("--table", help="latency table file")
+    p.add_argument("--table", help="latency table file, or a table's name as `hwnas tables` lists it")
     p.add_argument("--device", help="instead of --table: the device's table for the architecture's space and "
                    "resolution (yours, else the shipped one)")
     p.add_argument("--overhead", choices=["once", "per-op", "none"], default="once",
@@ -81,9 +85,10 @@ def _add_table_commands(sub: Any, commands: ModuleType) -> None:
 
     p = _command(sub, "validate", commands.cmd_validate,
                  "compare a table's estimates with end-to-end measurements")
-    p.add_argument("--table", required=True)
+    p.add_argument("--table", required=True,
+                   help="latency table file, or a table's name as `hwnas tables` lists it (DEVICE__SPACE__RES.json)")
     p.add_argument("--device", help="device (default: the table's)")
-    p.add_argument("--n", type=_count(1), default=50)
+    p.add_argument("--n", type=_count(1, MAX_MEASURED, " (each one measured on the device)"), default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for validation.json and validation.png")
     p.add_argument("--quiet", action="store_true")
@@ -97,7 +102,8 @@ def _add_predictor_commands(sub: Any, commands: ModuleType) -> None:
                  "paired with the reference network, into a resumable measurement set")
     p.add_argument("--device", required=True, help="device profile name or path")
     _add_space_args(p)
-    p.add_argument("--n", type=int, default=50, help="networks (stratified over the table's latency range)")
+    p.add_argument("--n", type=_count(1, MAX_MEASURED, " (each one measured on the device)"), default=50,
+                   help="networks (stratified over the table's latency range)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=_count(0), default=10, help="networks measured twice for the set's noise floor")
     p.add_argument("--chunk", type=_count(1), default=8, help="networks converted together")
@@ -118,7 +124,8 @@ def _add_predictor_commands(sub: Any, commands: ModuleType) -> None:
     p.add_argument("--measurements", help="CSV: column 'arch' (op names in layer order), latency columns in ms")
     p.add_argument("--column", help="the CSV's latency column")
     p.add_argument("--prior", help="CSV of other devices' measurements (all its latency columns), for --kind transfer")
-    p.add_argument("--kind", default="calibrated", choices=["calibrated", "kernel", "transfer"])
+    p.add_argument("--kind", choices=["calibrated", "kernel", "transfer"],
+                   help="default: transfer with --prior, else calibrated")
     p.add_argument("--residual", default="auto", choices=["auto", "linear", "xgb"],
                    help="calibrated: additive only, with XGBoost trees, or whichever cross-validates better")
     p.add_argument("--seed", type=int, default=0)
@@ -128,7 +135,7 @@ def _add_predictor_commands(sub: Any, commands: ModuleType) -> None:
     p.add_argument("--set", action="append", help="measurement set (repeatable)")
     p.add_argument("--measurements", help="CSV of measurements")
     p.add_argument("--column", help="the CSV's latency column")
-    p.add_argument("--plot", help="PNG: predicted vs measured with the ±10%% band")
+    p.add_argument("--plot", help="predicted vs measured with the ±10%% band (.png, .pdf or .svg)")
 
 
 def _add_search_command(sub: Any, commands: ModuleType) -> None:
@@ -197,11 +204,13 @@ def _add_export_command(sub: Any, commands: ModuleType) -> None:
 def _add_space_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", required=True, help="search space name (see `hwnas spaces`)")
     parser.add_argument("--resolution", type=int, default=None, help="input resolution (default: the space's)")
-    parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the space's)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the space's); a "
+                        "table holds every head profiled into it: profiling another one measures just that op")
 
 
 def _add_threads_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=_count(1), help="runtime threads (default: the device profile's)")
+    parser.add_argument("--threads", type=_count(1, MAX_THREADS, " (as in device files)"),
+                        help="runtime threads (default: the device profile's)")
 
 
 def _add_protocol_arg(parser: argparse.ArgumentParser) -> None:
@@ -225,8 +234,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", self.format_usage())
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``minimum``."""
+def _count(minimum: int, maximum: int | None = None, why: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (and at most ``maximum``, for the reason ``why``)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -234,6 +243,8 @@ def _count(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected an integer of at most {maximum}{why}, got {value}")
         return value
     parse.__name__ = "integer"
     return parse

@@ -10,7 +10,7 @@ from typing import Any
 
 from hwnas.cli.common import progress, protocol_overrides, warn_foreign_table, with_threads
 from hwnas.errors import HwnasError
-from hwnas.outputs import check_out_file, check_out_folder
+from hwnas.outputs import check_no_clobber, check_out_file, check_out_folder, numbered_names
 
 
 def cmd_profile(args: argparse.Namespace) -> dict[str, Any]:
@@ -30,9 +30,14 @@ def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.spaces import get_space
 
     space = get_space(args.space, args.resolution, args.num_classes)
+    if args.n > space.size:  # distinct architectures only: refused before a file is written
+        raise HwnasError(f"--n {args.n}: the {space.name} space at {space.resolution} has only {space.size} distinct "
+                         f"architectures; pass --n {space.size} or less")
     rng = random.Random(args.seed)
     out = check_out_folder(args.out)
-    files = [str(space.random_arch(rng).save(out / f"arch_{i:04d}.json")) for i in range(args.n)]
+    check_no_clobber(out, numbered_names("arch_", ".json", args.n))  # an earlier sample's files are kept
+    archs = space.sample_archs(args.n, rng)  # without replacement
+    files = [str(arch.save(out / f"arch_{i:04d}.json")) for i, arch in enumerate(archs)]
     return {"files": files, "space": space.name, "resolution": space.resolution}
 
 
@@ -49,24 +54,20 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.latency.estimator import TableEstimator
-    from hwnas.latency.table import LatencyTable, find_table_file, table_folders, table_name
+    from hwnas.latency.lookup import covering_table, table_file
+    from hwnas.latency.table import LatencyTable
     from hwnas.spaces import Architecture, get_space
 
     if not (args.table or args.device):
         raise HwnasError("estimate: give --table FILE or --device NAME (its table for the architecture's space)")
-    table = LatencyTable.load(args.table) if args.table else None
+    table = LatencyTable.load(table_file(args.table)) if args.table else None
     arch = Architecture.load(args.arch)
-    if table is None:  # the device's table for the architecture's space and resolution: the user's, else shipped
+    space = get_space(arch.space, arch.resolution, arch.num_classes)
+    if table is None:  # the device's table that covers the space and its head: the user's, else the shipped one
         from hwnas.devices import load_device
 
-        name = table_name(with_threads(load_device(args.device), args), arch.space, arch.resolution)
-        path = find_table_file(name)
-        if path is None:
-            raise HwnasError(f"no latency table {name} in {' or '.join(map(str, table_folders()))}; run `hwnas "
-                             f"profile --device {args.device} --space {arch.space} --resolution {arch.resolution}`")
-        table = LatencyTable.load(path)
+        table = covering_table(with_threads(load_device(args.device), args), space)
     warn_foreign_table(table)
-    space = get_space(arch.space, arch.resolution, arch.num_classes)
     estimator = TableEstimator(table, space, args.overhead)
     terms = estimator.terms(arch)
     total = estimator.latency_ms(arch)
@@ -77,16 +78,18 @@ def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.devices import load_device
+    from hwnas.latency.lookup import table_file
     from hwnas.latency.table import LatencyTable
     from hwnas.latency.validate import ValidateConfig, validate_table
 
-    table = LatencyTable.load(args.table)
+    table_path = table_file(args.table)  # a path, or a name `hwnas tables` lists
+    table = LatencyTable.load(table_path)
     warn_foreign_table(table)
     device = with_threads(load_device(args.device or table.device_name), args)
     config = ValidateConfig(n=args.n, seed=args.seed, progress=progress(args),
                             protocol_overrides=protocol_overrides(args))
     check_out_folder(args.out)
-    report = validate_table(Path(args.table), device, Path(args.out), config)
+    report = validate_table(table_path, device, Path(args.out), config)
     text = "\n".join(f"{mode:<7} ±5% {100 * m['within_5pct']:5.1f}%  ±10% {100 * m['within_10pct']:5.1f}%  "
                      f"RMSE {m['rmse_ms']:.3f} ms  tau {m['kendall_tau']:.3f}  bias {m['mean_bias_pct']:+.1f}%"
                      for mode, m in report["metrics"].items())

@@ -32,16 +32,39 @@ class Estimate:
         return {"estimated_ms": self.ms, "table": self.table, "note": self.note}
 
 
-def resolve_devices(formats: Sequence[str], device: str | None) -> dict[str, DeviceProfile]:
-    """The device profile each format is measured on (see the module docstring)."""
+def resolve_devices(formats: Sequence[str], device: str | None,
+                    run_device: str | None = None) -> dict[str, DeviceProfile]:
+    """The device profile each format is measured on: ``device`` (``--device``) for the format its backend loads,
+    else the run's device (``run_device``, from its report) for the format its backend loads, else
+    :data:`~hwnas.export.config.DEFAULT_DEVICES`. A run device that cannot be loaded here, or whose backend loads no
+    exported format, is passed over (:func:`device_notes` says which device each figure is from)."""
     chosen = load_device(device) if device else None
     if chosen is not None and BACKEND_FORMATS.get(chosen.backend) not in formats:
         loads = BACKEND_FORMATS.get(chosen.backend)
         raise HwnasError(f"--device {device}: its {chosen.backend} backend "
                          + (f"loads {loads} files, which are not among --format {','.join(formats)}" if loads
                             else "loads no exported file (use onnxruntime, litert, adb or tensorrt devices)"))
-    return {fmt: chosen if chosen is not None and BACKEND_FORMATS[chosen.backend] == fmt
+    if chosen is None and run_device:
+        try:
+            chosen = load_device(run_device)
+        except HwnasError:
+            chosen = None
+    return {fmt: chosen if chosen is not None and BACKEND_FORMATS.get(chosen.backend) == fmt
             else load_device(DEFAULT_DEVICES[fmt]) for fmt in formats}
+
+
+def device_notes(devices: dict[str, DeviceProfile], run_device: str | None, target_ms: float | None) -> list[str]:
+    """One note per format measured on another device than the run was searched for: that figure and the target
+    do not compare."""
+    if not run_device or target_ms is None:
+        return []
+    try:
+        why = f"its {load_device(run_device).backend} backend does not load"
+    except HwnasError:
+        why = "it is not a device profile known here, so it cannot measure"
+    return [f"{fmt}: measured on {d.name}, but the target {target_ms:.3f} ms is for {run_device}, the run's device "
+            f"({why} {fmt} files): the figure and the target do not compare"
+            for fmt, d in devices.items() if d.name != run_device]
 
 
 def measure_artifact(path: Path, device: DeviceProfile, overrides: dict[str, Any],
@@ -67,10 +90,18 @@ def table_estimate(space: SearchSpace, arch: Architecture, device: DeviceProfile
     from hwnas.latency.table import LatencyTable, default_table_path
     from hwnas.runtimes.fingerprint import fingerprint_differences, machine_fingerprint
 
+    from hwnas.latency.lookup import find_tables
+
     path = default_table_path(device, space.name, space.resolution)
+    try:  # the user's table when it has the network's head, else the shipped one that has it
+        covering = find_tables(device, space).covering
+        path = covering.path if covering is not None and covering.path is not None else path
+    except HwnasError:
+        pass  # an unreadable table: its load below says so in the estimate's note
     if not path.is_file():
         return Estimate(None, None, f"no latency table {path.name} (make it with `hwnas profile --device "
-                                    f"{device.name} --space {space.name} --resolution {space.resolution}`)")
+                                    f"{device.name} --space {space.name} --resolution {space.resolution} "
+                                    f"--num-classes {space.num_classes}`)")
     if batch != 1:
         return Estimate(None, str(path), f"the table holds batch-1 op latencies; this export has batch {batch}")
     try:

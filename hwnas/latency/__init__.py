@@ -2,6 +2,8 @@
 
 - ``table`` (a space's per-op lookup table, with ``TableEntry``) and ``profile`` (measuring one into it, paired
   with the reference); ``header``: the device/space/fingerprint header that tables and measurement sets share;
+  ``lookup``: which table answers for a device and space (the user's, else the shipped one, each only when it has
+  every op, the head included; the search completes the user's by profiling);
 - ``estimator``: the one interface the search uses (``latency_ms`` of an architecture, the differentiable
   ``expected_latency_ms``, per-candidate costs for the exact decoder), backed by a table or a predictor;
 - ``reference``: the reference network every measurement is paired with, loaded as a pool of copies;

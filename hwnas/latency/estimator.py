@@ -80,6 +80,11 @@ class TableEstimator(LatencyEstimator):
             raise HwnasError(f"{table.path}: table is for {table.space}@{table.resolution}, "
                              f"not {space.name}@{space.resolution}")
         table.check_keys()
+        missing = table.missing_keys(space)
+        if missing:  # the hint names the head too: the classifier is an op, measured per number of classes
+            raise HwnasError(f"{table.path or 'latency table'}: lacks {len(missing)} of the ops of {space.name}@"
+                             f"{space.resolution} with {space.num_classes} classes (first: {missing[0]}); run "
+                             f"`{table.profile_command(space.num_classes)}` to measure them")
         self.table, self.space, self.overhead = table, space, overhead
         self._layer_costs = [[self.op_ms(spec) for _, spec in layer.candidates] for layer in space.layers]
         self._fixed = sum(self.op_ms(spec) for spec in [*space.prefix, *space.suffix])

@@ -1,8 +1,10 @@
 """Profile a device: measure every op of a search space on the device's runtime into a latency table.
 
 Resumable: the table is saved atomically after every measured op, and a rerun measures only the keys the
-table lacks. A table measured on another machine or runtime, or for another head (number of classes), is refused
-rather than mixed. Saves lock the table and merge by op key, so two profiles of the same table lose no entry.
+table lacks. The classifier head is an op like the others: profiling a table for another number of classes measures
+just that head into it. A table measured on another machine or runtime, or with another protocol, is refused rather
+than mixed. The folders a profile writes (the table's, the cache) are checked first. Saves lock the table and
+merge by op key, so two profiles of the same table lose no entry.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from hwnas.devices import DeviceProfile, device_protocol
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso
 from hwnas.latency.reference import prepare_reference, reference_module
-from hwnas.latency.table import LatencyTable, TableEntry, user_table_path
-from hwnas.locations import cache_dir
+from hwnas.latency.table import LatencyTable, TableEntry, user_table_path, user_tables_dir
+from hwnas.locations import CACHE_ENV_VAR, DATA_ENV_VAR, cache_dir
 from hwnas.ops import OpSpec, build_op
+from hwnas.outputs import check_env_folder
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
 from hwnas.runtimes.protocol import Protocol, Stats, measure, measure_overhead
@@ -78,7 +81,8 @@ def build_measured_op(spec: OpSpec) -> torch.nn.Module:
 
 def open_table(path: Path, device: DeviceProfile, space: SearchSpace, fingerprint: dict[str, Any],
                protocol: Protocol) -> LatencyTable:
-    """Load the table at ``path`` to measure into (checking it matches), or start a new one."""
+    """Load the table at ``path`` to measure into (checking it matches), or start a new one (its informational
+    ``num_classes`` is the head it is started for; any other head is measured into it as one more op)."""
     if not path.exists():
         return LatencyTable(device=device.to_dict(), space=space.name, resolution=space.resolution,
                             num_classes=space.num_classes, fingerprint=fingerprint, protocol=protocol.to_dict(),
@@ -88,14 +92,33 @@ def open_table(path: Path, device: DeviceProfile, space: SearchSpace, fingerprin
         raise HwnasError(f"{path}: table is for {table.space}@{table.resolution}, not {space.name}@{space.resolution}")
     if table.device_name != device.name:
         raise HwnasError(f"{path}: table is for device {table.device_name!r}, not {device.name!r}")
-    if table.num_classes != space.num_classes:
-        raise HwnasError(f"{path}: table is for a head of {table.num_classes} classes, not {space.num_classes}; "
-                         "pass --out to start a new table")
     differences = fingerprint_differences(table.fingerprint, fingerprint)
     if differences:
         raise HwnasError(f"{path}: refusing to measure into a table from another machine or runtime "
                          f"({'; '.join(differences)}); pass --out to start a new table")
+    _check_protocol(path, table.protocol, protocol)
     return table
+
+
+def _check_protocol(path: Path, recorded: dict[str, Any], protocol: Protocol) -> None:
+    """Refuse to add entries measured with another protocol than the table's (its header names one protocol for
+    all of them). A field the table does not record is taken at its default (tables from before it existed)."""
+    stored = {**Protocol().to_dict(), **recorded}
+    for name, value in protocol.to_dict().items():
+        if stored.get(name) != value:
+            raise HwnasError(f"{path}: table was measured with protocol {name}={stored.get(name)!r}, not {value!r} "
+                             f"(from --protocol or the device's [protocol]); give --protocol {name}="
+                             f"{stored.get(name)} to complete it, or pass --out to start a new table")
+
+
+def check_folders(device: DeviceProfile, out: Path | None, config: ProfileConfig) -> None:
+    """The folders a profile writes can be written (the user's tables folder when ``out`` is None, the cache's lock
+    and artifact folders), checked before any work; a message names the environment variable that sets each."""
+    if out is None:
+        check_env_folder(user_tables_dir(), DATA_ENV_VAR)
+    check_env_folder(cache_dir() / "locks", CACHE_ENV_VAR)
+    if config.artifacts_dir is None:
+        check_env_folder(artifacts_dir(device), CACHE_ENV_VAR)
 
 
 REFERENCE_KEY = "reference-network"
@@ -117,6 +140,7 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
                    on_entry: Callable[[str, Stats], None] | None = None) -> ProfileResult:
     """Measure every op of ``space`` that the table at ``out`` lacks; return what was done."""
     start = time.perf_counter()
+    check_folders(device, out, config)
     path = Path(out) if out is not None else user_table_path(device, space.name, space.resolution)
     protocol = device_protocol(device, config.protocol_overrides)
     workdir = config.artifacts_dir or artifacts_dir(device)

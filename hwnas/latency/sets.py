@@ -14,7 +14,9 @@ bin of the proxy's range, so a set covers the fastest and slowest networks rathe
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import sys
 import tempfile
 import time
 import zlib
@@ -175,6 +177,8 @@ def sample_stratified(space: SearchSpace, n: int, seed: int,
     """
     if n < 1:
         raise HwnasError(f"measurement set: --n must be at least 1, got {n}")
+    if n >= space.size:  # the whole space (a small one): every architecture once, in random order
+        return space.sample_archs(space.size, random.Random(seed))
     cost = proxy.latency_ms if isinstance(proxy, LatencyEstimator) else (proxy or macs_proxy(space))
     rng = random.Random(seed)
     ranks = []
@@ -192,6 +196,9 @@ def sample_stratified(space: SearchSpace, n: int, seed: int,
         key = tuple(choices)
         if key not in pool:
             pool[key] = cost(space.arch(key))
+    while len(pool) < n:  # a pool with fewer distinct networks than asked for: topped up uniformly
+        arch = space.random_arch(rng)
+        pool.setdefault(arch.choices, cost(arch))
     keys = sorted(pool, key=pool.__getitem__)
     values = np.array([pool[k] for k in keys])
     lo, hi = float(values[0]), float(values[-1])
@@ -259,26 +266,40 @@ def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: Me
     if config.repeat < 0 or config.chunk < 1:
         raise HwnasError(f"measure: --repeat must be >= 0 and --chunk >= 1, got {config.repeat}, {config.chunk}")
     protocol = PairedProtocol.from_dict({**PairedProtocol().to_dict(), **config.protocol}, "--protocol")
-    with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
+    config = _capped(config, space)
+    # the bar shows from the start: planning (a table estimate per pooled network) and converting the reference
+    # take a while before the first network is measured
+    bar = tqdm(total=config.n + min(config.repeat, config.n), unit="net", disable=not config.progress,
+               desc=f"measure {device.name} {space.name}@{space.resolution}", dynamic_ncols=True)
+    bar.set_postfix_str("planning")
+    with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp, bar:
         runtime = get_runtime(device.backend, device.runtime_config(), artifacts_dir(device) if cache else Path(tmp))
         fingerprint = full_fingerprint(runtime)
         mset = _open_set(Path(out), device, space, fingerprint, protocol, config, proxy)
         todo = [i for i in range(len(mset.plan)) if i not in mset.rows]
         repeats = [i for i in mset.repeat_ids if i not in mset.repeats]
         reused = len(mset.rows)
+        bar.reset(total=len(mset.plan) + len(mset.repeat_ids))
+        bar.update(reused + len(mset.repeats))
+        bar.set_postfix_str("converting the reference network")
         module, shape, _ = reference_module(space)
         reference = prepare_reference(runtime, module, shape)
-        bar = tqdm(total=len(mset.plan) + len(mset.repeat_ids), initial=reused + len(mset.repeats), unit="net",
-                   desc=f"measure {device.name} {space.name}@{space.resolution}", disable=not config.progress,
-                   dynamic_ncols=True)
         try:
             for ids, store in ((todo, mset.rows), (repeats, mset.repeats)):
                 _measure_rows(runtime, reference, mset, ids, store, protocol, config.chunk, bar)
         finally:
-            bar.close()
             reference.close()
     return MeasureResult(mset.path or Path(out), len(mset.rows), len(todo), reused, mset.reference_ms, mset.noise(),
                          time.perf_counter() - start)
+
+
+def _capped(config: MeasureConfig, space: SearchSpace) -> MeasureConfig:
+    """``config`` with ``n`` at most the space's distinct architectures, saying so in one line up front."""
+    if config.n <= space.size:
+        return config
+    print(f"hwnas: note: --n {config.n}: the {space.name} space at {space.resolution} has only {space.size} distinct "
+          f"architectures; measuring all {space.size}", file=sys.stderr)
+    return dataclasses.replace(config, n=space.size)
 
 
 def network_items(space: SearchSpace, plan: Sequence[tuple[str, ...]],

@@ -24,13 +24,16 @@ from hwnas.errors import HwnasError
 from hwnas.io import now_iso, write_json_atomic
 from hwnas.latency.header import MeasuredFile
 from hwnas.locations import lock_file, shipped_dir, user_dir
-from hwnas.ops import spec_from_key
+from hwnas.ops import LinearSpec, spec_from_key
 from hwnas.runtimes.protocol import Stats
 
 if TYPE_CHECKING:
     from hwnas.devices import DeviceProfile
+    from hwnas.spaces import SearchSpace
 
 SCHEMA = "hwnas.latency_table/1"
+MAX_PLAUSIBLE_MS = 1e6  # 1000 s for one op or one empty run: anything above is a corrupt value, not a latency
+_LATENCY_FIELDS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms")
 
 
 @dataclass
@@ -65,14 +68,31 @@ class TableEntry:
             check_type(measured_at, str, source, "measured_at")
         if "reference_ms" in data:
             check_finite(data["reference_ms"], source, "reference_ms", strict=True)
+        check_plausible(data, source)
+        check_plausible(data, source, ("reference_ms",), low=1e-6)
         return cls(stats, measured_at, data.get("reference_ms"))
+
+
+def check_plausible(stats: dict[str, Any], source: str, names: tuple[str, ...] = _LATENCY_FIELDS,
+                    low: float = 0.0) -> None:
+    """Latencies are in ``[low, MAX_PLAUSIBLE_MS]`` (a reference that divides: ``low`` a nanosecond): a finite but
+    absurd value (1.7e308) would overflow every sum it enters to ``inf``."""
+    for name in names:
+        value = stats.get(name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue  # absent or already refused by the type checks
+        if not low <= value <= MAX_PLAUSIBLE_MS:
+            raise HwnasError(f"{source}: field {name!r}: {value!r}, expected a latency in [{low:g}, "
+                             f"{MAX_PLAUSIBLE_MS:g}] ms")
 
 
 @dataclass
 class LatencyTable(MeasuredFile):
     """Per-op latency statistics of one device for one search space at one resolution.
 
-    ``entries`` maps op keys to their :class:`TableEntry` JSON.
+    ``entries`` maps op keys to their :class:`TableEntry` JSON. The classifier is an op like the others, so a
+    table holds every head profiled into it (:attr:`heads`); the header's ``num_classes`` is informational: the
+    head the table was started for.
     """
 
     SCHEMA: ClassVar[str] = SCHEMA
@@ -84,11 +104,10 @@ class LatencyTable(MeasuredFile):
 
     def median_ms(self, key: str) -> float:
         if key not in self.entries:
-            where = self.path or "latency table"
-            raise HwnasError(
-                f"{where}: no entry for op {key}; run `hwnas profile --device {self.device_name} --space {self.space} "
-                f"--resolution {self.resolution}` to measure the missing ops"
-            )
+            spec = spec_from_key(key)
+            heads = spec.cout if isinstance(spec, LinearSpec) else None
+            raise HwnasError(f"{self.path or 'latency table'}: no entry for op {key}; run "
+                             f"`{self.profile_command(heads)}` to measure the missing ops")
         entry = self.entries[key]
         if self.reference and entry.get("reference_ms"):
             # paired while profiled: brought to the table's quiet reference level (a chunk measured while the
@@ -111,6 +130,36 @@ class LatencyTable(MeasuredFile):
                 raise HwnasError(f"{self.path or 'latency table'}: entry {key!r}: not a canonical op key "
                                  f"({reason})") from None
 
+    @property
+    def heads(self) -> list[int]:
+        """The classifier heads profiled (out-features of the table's linear ops): a head is an op like the others,
+        so one table serves searches of any number of classes once its head is measured."""
+        heads = set()
+        for key in self.entries:
+            if key.startswith(f"{LinearSpec.kind}-"):
+                try:
+                    heads.add(spec_from_key(key).cout)
+                except HwnasError:
+                    continue  # not canonical: check_keys names it where the table is used
+        return sorted(heads)
+
+    def missing_keys(self, space: SearchSpace) -> list[str]:
+        """The keys of ``space``'s measured ops (its head included) this table lacks, in the space's order."""
+        return [spec.key() for spec in space.all_specs() if not spec.is_free and spec.key() not in self.entries]
+
+    def profile_command(self, num_classes: int | None = None) -> str:
+        """The ``hwnas profile`` command that measures this table's missing ops (those of a space with
+        ``num_classes`` outputs; None: the space's default head) into this very file."""
+        command = f"hwnas profile --device {self.device_name} --space {self.space} --resolution {self.resolution}"
+        if num_classes is not None:
+            command += f" --num-classes {num_classes}"
+        threads = self.device.get("threads")
+        if self.path is not None and self.path.name.endswith(f"__t{threads}.json"):
+            command += f" --threads {threads}"
+        if self.path is not None and self.path.parent.resolve() not in {f.resolve() for f in table_folders()}:
+            command += f" --out {self.path}"  # a table of the user's or a shipped one: profile writes the user's
+        return command
+
     def noisy_keys(self) -> list[str]:
         return [key for key, entry in self.entries.items() if entry.get("noisy")]
 
@@ -118,9 +167,9 @@ class LatencyTable(MeasuredFile):
         return {**self.header_dict(), "created": self.created, "updated": self.updated, "overhead": self.overhead,
                 "reference": self.reference, "entries": self.entries}
 
-    def identity(self) -> tuple[str, str, int, int]:
-        """What makes two tables the same table: device name, space, resolution and the head's classes."""
-        return self.device_name, self.space, self.resolution, self.num_classes
+    def identity(self) -> tuple[str, str, int]:
+        """What makes two tables the same table: device name, space and resolution (the heads are entries)."""
+        return self.device_name, self.space, self.resolution
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the table atomically while holding its lock file; entries that another process saved into the
@@ -162,9 +211,12 @@ class LatencyTable(MeasuredFile):
         overhead = data.get("overhead")
         if overhead is not None:
             Stats.from_dict(overhead, f"{source}: field 'overhead'")
+            check_plausible(overhead, f"{source}: field 'overhead'")
         reference = data.get("reference")
         if reference is not None and not (isinstance(reference, dict) and _positive(reference.get("median_ms"))):
             raise field_error(source, "reference", '{"arch", "median_ms" > 0} or null', reference)
+        if reference is not None:
+            check_plausible(reference, f"{source}: field 'reference'", ("median_ms",), low=1e-6)
         return cls(**header, entries=data["entries"], overhead=overhead, reference=reference)
 
 

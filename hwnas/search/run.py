@@ -28,11 +28,10 @@ from hwnas.devices import DeviceProfile, load_device
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
 from hwnas.latency.predictors.calibrated import CalibratedPredictor
-from hwnas.latency.profile import ProfileConfig, profile_device
-from hwnas.latency.table import LatencyTable, default_table_path, foreign_table_note, user_table_path
-from hwnas.outputs import check_out_folder
-from hwnas.runtimes import runtime_class
-from hwnas.search.aim import Choice, choose_estimator
+from hwnas.latency.lookup import table_for_search
+from hwnas.latency.table import foreign_table_note
+from hwnas.outputs import check_run_folder, mark_run_folder
+from hwnas.search.aim import Choice, aim_target, choose_estimator
 from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.closed_loop import (baseline_arch, baseline_candidates, baseline_on_device, meet_on_device,
                                       search_on_device)
@@ -61,25 +60,10 @@ def default_target_ms(space: SearchSpace, estimator: LatencyEstimator, fraction:
 
 
 def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConfig, progress: bool) -> TableEstimator:
-    """The table estimator for ``space`` on ``device``; profiles the table first when it is missing or lacks ops
-    (and the runtime is available here), else raises a one-line error saying how to make it."""
-    path = Path(config.table) if config.table else default_table_path(device, space.name, space.resolution)
-    needed = {spec.key() for spec in space.all_specs() if not spec.is_free}
-    table = LatencyTable.load(path) if path.is_file() else None
-    missing = len(needed - set(table.entries)) if table is not None else len(needed)
-    if missing:
-        what = f"lacks {missing} of {len(needed)} ops" if table is not None else "does not exist"
-        how = (f"`hwnas profile --device {device.name} --space {space.name} --resolution {space.resolution} "
-               f"--num-classes {space.num_classes}" + (f" --out {path}`" if config.table else "`"))
-        reason = runtime_class(device.backend).unavailable_reason(device.runtime_config())
-        if reason is not None or not config.profile_missing:
-            why = f"the {device.backend} runtime is unavailable here ({reason})" if reason else "profiling is off"
-            raise HwnasError(f"{path}: latency table {what} and {why}; run {how} where the device is reachable")
-        if not config.table:  # new tables go to the user's folder, never over a shipped one
-            path = user_table_path(device, space.name, space.resolution)
-        print(f"hwnas: latency table {path} {what}; profiling it now ({how})", file=sys.stderr)
-        profile_device(device, space, path, ProfileConfig(progress=progress))
-        table = LatencyTable.load(path)
+    """The table estimator for ``space`` on ``device`` (:func:`~hwnas.latency.lookup.table_for_search`: a table that
+    lacks ops, the head included, is completed by profiling them when the runtime is available here, else one that
+    covers the space is used, else a one-line error says how to make it)."""
+    table = table_for_search(device, space, config.table, config.profile_missing, progress)
     note = foreign_table_note(table)
     if note:
         print(f"hwnas: warning: {note}", file=sys.stderr)
@@ -131,7 +115,7 @@ def _set_up(config: SearchConfig, out: Path, progress: Progress, checkpoint: Run
         device = dataclasses.replace(device, threads=config.device_threads)
     resolution = config.resolution or space_info(config.space).default_resolution
     get_space(config.space, resolution)  # a bad space or resolution fails before the data are read
-    check_out_folder(out)  # an --out that cannot take the run fails now, not after the search
+    check_run_folder(out)  # an --out that cannot take the run (or holds the user's files) fails now
     opened = RunCheckpoint.open(out, config.to_dict())
     checkpoint.state, checkpoint.resumed_from = opened.state, opened.resumed_from
     if checkpoint.resumed_from is not None:
@@ -140,9 +124,9 @@ def _set_up(config: SearchConfig, out: Path, progress: Progress, checkpoint: Run
                         config.max_per_split)
     space = get_space(config.space, resolution, data.num_classes)
     table = load_estimator(device, space, config, progress.bars)
+    mark_run_folder(out)  # a predictor built for the run is written into out before the first checkpoint
     choice = choose_estimator(device, space, table, config, out, progress.bars)
-    default_t, fastest_ms, slowest_ms = default_target_ms(space, choice.estimator, config.target_fraction)
-    target_ms = config.target_ms if config.target_ms is not None else default_t
+    target_ms, fastest_ms, slowest_ms = aim_target(space, choice, table, config)  # refuses T under the fastest
     return _Setup(device, space, data, table, choice, target_ms, fastest_ms, slowest_ms)
 
 

@@ -8,6 +8,8 @@ round-trips to an ``nn.Module`` (:class:`ArchNet`) and to a one-line-per-stage h
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +136,26 @@ class SearchSpace:
 
     def random_arch(self, rng: random.Random) -> Architecture:
         return self.arch([rng.choice(layer.names) for layer in self.layers])
+
+    @property
+    def size(self) -> int:
+        """How many distinct architectures the space has (the product of the layers' candidate counts)."""
+        return math.prod(len(layer.names) for layer in self.layers)
+
+    def sample_archs(self, n: int, rng: random.Random) -> list[Architecture]:
+        """``n`` distinct architectures drawn uniformly (without replacement); every one of them when ``n`` is the
+        space's :attr:`size`. A larger ``n`` is an error: there are not that many."""
+        if n > self.size:
+            raise HwnasError(f"space {self.name}@{self.resolution} has {self.size} distinct architectures, not {n}")
+        if n == self.size:
+            every = [self.arch(choices) for choices in itertools.product(*(layer.names for layer in self.layers))]
+            rng.shuffle(every)
+            return every
+        seen: dict[tuple[str, ...], Architecture] = {}
+        while len(seen) < n:
+            arch = self.random_arch(rng)
+            seen.setdefault(arch.choices, arch)
+        return list(seen.values())
 
     def arch_specs(self, arch: Architecture) -> list[OpSpec]:
         """Every op of the network in order: prefix, one chosen op per layer, suffix."""
