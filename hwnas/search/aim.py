@@ -141,10 +141,11 @@ def _build(device: DeviceProfile, space: SearchSpace, table: TableEstimator, con
     from hwnas.latency.predictors.fit import fit_predictor
     from hwnas.latency.sets import MeasureConfig, measure_set
 
-    print(f"hwnas: no predictor for {device.name} {space.name}@{space.resolution} fits this machine; measuring "
+    set_path, predictor_path = out / "predictor_set.json", out / "predictor.json"
+    doing = "completing the measurement set of" if set_path.is_file() else "measuring"  # a resumed run keeps its set
+    print(f"hwnas: no predictor for {device.name} {space.name}@{space.resolution} fits this machine; {doing} "
           f"{config.predictor_networks} networks to build one (set predictor=none to use the table alone)",
           file=sys.stderr)
-    set_path, predictor_path = out / "predictor_set.json", out / "predictor.json"
     measure_set(device, space, set_path, MeasureConfig(n=config.predictor_networks, seed=config.seed, repeat=0,
                                                        protocol=dict(config.paired), progress=progress), table)
     fit_predictor(space=space, out=predictor_path, table=table.table.path, sets=[set_path])
