@@ -4,11 +4,8 @@ every one against PyTorch and measures it on its device.
 Entry point: :func:`export_model` (``hwnas export``); options live in :class:`ExportConfig`.
 """
 
-from hwnas.export.config import DEFAULT_BOUNDS, DEFAULT_DEVICES, FORMATS, PRECISIONS, Bounds, ExportConfig
+from hwnas.export.config import ExportConfig
 from hwnas.export.pipeline import export_model, summary_text
 from hwnas.export.source import Source, load_source
 
-__all__ = [
-    "DEFAULT_BOUNDS", "DEFAULT_DEVICES", "FORMATS", "PRECISIONS", "Bounds", "ExportConfig", "Source",
-    "export_model", "load_source", "summary_text",
-]
+__all__ = ["ExportConfig", "Source", "export_model", "load_source", "summary_text"]

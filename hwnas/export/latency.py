@@ -85,7 +85,9 @@ def measure_artifact(path: Path, device: DeviceProfile, overrides: dict[str, Any
 
 def table_estimate(space: SearchSpace, arch: Architecture, device: DeviceProfile, batch: int,
                    precision: str) -> Estimate:
-    """The shipped table's estimate ``latency_tables/<device>__<space>__<res>.json`` (overhead counted once)."""
+    """The table estimate of ``arch`` (overhead counted once): from the user's table when it has every op of the
+    space, the head included, else from the shipped ``latency_tables/<device>__<space>__<res>.json``; a table
+    measured at another precision or on another machine is still used, with a note saying so."""
     from hwnas.latency.estimator import TableEstimator
     from hwnas.latency.table import LatencyTable, default_table_path
     from hwnas.runtimes.fingerprint import fingerprint_differences, machine_fingerprint

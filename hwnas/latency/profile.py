@@ -13,7 +13,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,14 +43,14 @@ class ProfileConfig:
         protocol_overrides: fields of :class:`~hwnas.runtimes.protocol.Protocol` to change (after the
             device profile's own overrides).
         progress: show a progress bar (rate and ETA) on stderr.
-        artifacts_dir: folder for converted models (default ``$HWNAS_CACHE`` or ``~/.cache/hwnas``, per device);
-            converted files are reused by content hash, so a resumed profile does not convert again.
+
+    Converted models go to :func:`artifacts_dir` and are reused by content hash, so a resumed profile does not
+    convert again.
     """
 
     chunk: int = 12
     protocol_overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
-    artifacts_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -111,14 +111,13 @@ def _check_protocol(path: Path, recorded: dict[str, Any], protocol: Protocol) ->
                              f"{stored.get(name)} to complete it, or pass --out to start a new table")
 
 
-def check_folders(device: DeviceProfile, out: Path | None, config: ProfileConfig) -> None:
+def check_folders(device: DeviceProfile, out: Path | None) -> None:
     """The folders a profile writes can be written (the user's tables folder when ``out`` is None, the cache's lock
     and artifact folders), checked before any work; a message names the environment variable that sets each."""
     if out is None:
         check_env_folder(user_tables_dir(), DATA_ENV_VAR)
     check_env_folder(cache_dir() / "locks", CACHE_ENV_VAR)
-    if config.artifacts_dir is None:
-        check_env_folder(artifacts_dir(device), CACHE_ENV_VAR)
+    check_env_folder(artifacts_dir(device), CACHE_ENV_VAR)
 
 
 REFERENCE_KEY = "reference-network"
@@ -136,15 +135,13 @@ def _record_reference(table: LatencyTable, keys: list[str], stats: Stats, arch: 
 
 
 def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None = None,
-                   config: ProfileConfig = ProfileConfig(),
-                   on_entry: Callable[[str, Stats], None] | None = None) -> ProfileResult:
+                   config: ProfileConfig = ProfileConfig()) -> ProfileResult:
     """Measure every op of ``space`` that the table at ``out`` lacks; return what was done."""
     start = time.perf_counter()
-    check_folders(device, out, config)
+    check_folders(device, out)
     path = Path(out) if out is not None else user_table_path(device, space.name, space.resolution)
     protocol = device_protocol(device, config.protocol_overrides)
-    workdir = config.artifacts_dir or artifacts_dir(device)
-    runtime = get_runtime(device.backend, device.runtime_config(), workdir)
+    runtime = get_runtime(device.backend, device.runtime_config(), artifacts_dir(device))
     table = open_table(path, device, space, full_fingerprint(runtime), protocol)
     specs: list[OpSpec] = [s for s in space.all_specs() if not s.is_free]
     missing = [s for s in specs if s.key() not in table.entries]
@@ -162,8 +159,6 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
         bar.update(1)
         if stats.noisy:
             noisy.append(key)
-        if on_entry is not None:
-            on_entry(key, stats)
 
     module, shape, reference_arch = reference_module(space)
     reference = prepare_reference(runtime, module, shape) if missing else None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import random
 import sys
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -257,11 +256,11 @@ class MeasureResult:
 
 
 def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: MeasureConfig = MeasureConfig(),
-                proxy: LatencyEstimator | None = None, cache: bool = True) -> MeasureResult:
+                proxy: LatencyEstimator | None = None) -> MeasureResult:
     """Measure (or resume) the set at ``out``: every planned network paired with the reference, then repeats.
 
-    Converted models are kept in the device's artifact cache (``cache``; see :func:`~hwnas.latency.profile.
-    artifacts_dir`), so repeats and resumed runs do not convert again."""
+    Converted models are kept in the device's artifact cache (:func:`~hwnas.latency.profile.artifacts_dir`), so
+    repeats and resumed runs do not convert again."""
     start = time.perf_counter()
     if config.repeat < 0 or config.chunk < 1:
         raise HwnasError(f"measure: --repeat must be >= 0 and --chunk >= 1, got {config.repeat}, {config.chunk}")
@@ -272,8 +271,8 @@ def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: Me
     bar = tqdm(total=config.n + min(config.repeat, config.n), unit="net", disable=not config.progress,
                desc=f"measure {device.name} {space.name}@{space.resolution}", dynamic_ncols=True)
     bar.set_postfix_str("planning")
-    with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp, bar:
-        runtime = get_runtime(device.backend, device.runtime_config(), artifacts_dir(device) if cache else Path(tmp))
+    with bar:
+        runtime = get_runtime(device.backend, device.runtime_config(), artifacts_dir(device))
         fingerprint = full_fingerprint(runtime)
         mset = _open_set(Path(out), device, space, fingerprint, protocol, config, proxy)
         todo = [i for i in range(len(mset.plan)) if i not in mset.rows]

@@ -172,9 +172,11 @@ class LatencyTable(MeasuredFile):
         return self.device_name, self.space, self.resolution
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write the table atomically while holding its lock file; entries that another process saved into the
-        same table (same :meth:`identity` and fingerprint) since this one was loaded are merged in by key first
-        (this table's own entries win)."""
+        """Write the table atomically while holding its lock file, so two processes profiling one table lose no
+        entry. A readable table already at the target with the same :meth:`identity` and fingerprint is merged in
+        first: every entry of it that this one lacks is added (this table's own entries win; an entry removed only
+        in memory comes back), and its overhead and reference where this one has none. Any other file there is
+        replaced."""
         target = Path(path) if path is not None else self.path
         if target is None:
             raise HwnasError("latency table has no path to save to")

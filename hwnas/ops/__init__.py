@@ -11,10 +11,9 @@ from hwnas.ops.specs import (
     SkipSpec,
     ZeroSpec,
     spec_from_key,
-    spec_types,
 )
 
 __all__ = [
     "ConvSpec", "DWSepSpec", "LinearSpec", "MBConvSpec", "OpSpec", "PoolSpec", "SkipSpec", "ZeroSpec",
-    "build_op", "register_op", "registered_kinds", "spec_from_key", "spec_types",
+    "build_op", "register_op", "registered_kinds", "spec_from_key",
 ]

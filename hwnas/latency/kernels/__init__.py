@@ -8,7 +8,7 @@
   their paired measurements against the reference network, in a resumable file.
 """
 
-from hwnas.latency.kernels.onnx_split import split_model, split_onnx
-from hwnas.latency.kernels.record import KERNEL_TYPES, Kernel, count_by_op, kernel_from_key
+from hwnas.latency.kernels.onnx_split import split_onnx
+from hwnas.latency.kernels.record import Kernel, count_by_op, kernel_from_key
 
-__all__ = ["KERNEL_TYPES", "Kernel", "count_by_op", "kernel_from_key", "split_model", "split_onnx"]
+__all__ = ["Kernel", "count_by_op", "kernel_from_key", "split_onnx"]

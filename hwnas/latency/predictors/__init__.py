@@ -14,8 +14,7 @@ from hwnas.latency.predictors.base import (
     load_predictor,
     predictor_kinds,
     register_predictor,
-    rescale,
 )
 
 __all__ = ["Predictor", "PredictorMeta", "SpacePredictor", "check_device", "load_predictor", "predictor_kinds",
-           "register_predictor", "rescale"]
+           "register_predictor"]

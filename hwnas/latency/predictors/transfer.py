@@ -39,6 +39,7 @@ from scipy.optimize import nnls
 
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso
+from hwnas.latency.metrics import agreement
 from hwnas.latency.predictors.base import PredictorMeta, SpacePredictor, register_predictor, versions
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -101,14 +102,10 @@ def _table_from_weights(space: SearchSpace, intercept: float, weights: np.ndarra
     return LayerTable(fixed, costs)
 
 
-def fit_table(space: SearchSpace, archs: Sequence[Architecture], latencies: np.ndarray) -> LayerTable:
-    """Least squares per-layer additive table of one device (minimum-norm among the equivalent solutions)."""
-    return fit_prior_tables(space, archs, {"": latencies})[""]
-
-
 def fit_prior_tables(space: SearchSpace, archs: Sequence[Architecture],
                      latencies_by_device: Mapping[str, np.ndarray]) -> dict[str, LayerTable]:
-    """One per-layer table per prior device, fitted on that device's networks (one solve for all devices)."""
+    """One per-layer table per prior device, fitted on that device's networks (one least squares solve for all
+    devices; the minimum-norm one among the equivalent solutions)."""
     if not latencies_by_device:
         raise HwnasError("transfer: no prior device to transfer from")
     devices = list(latencies_by_device)
@@ -215,13 +212,13 @@ def _cv_residual(onehot: np.ndarray, residual: np.ndarray, folds: list[np.ndarra
 
 
 def _accuracy_figures(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
-    from scipy.stats import spearmanr
-
-    ratio = predicted / measured - 1.0
-    figures = {"mape": float(np.mean(np.abs(ratio))), "within_10pct": float(np.mean(np.abs(ratio) <= 0.10))}
+    """MAPE (%), share within +-10% (``acc10``) and Spearman, in the vocabulary of :func:`~hwnas.latency.metrics.
+    agreement` (the figures ``predictor eval`` prints); Spearman only where both sides vary."""
+    figures = agreement(predicted, measured)
+    kept = {"mape": figures["mape"], "acc10": figures["acc10"]}
     if len(measured) > 2 and np.ptp(measured) > 0 and np.ptp(predicted) > 0:
-        figures["spearman"] = float(spearmanr(predicted, measured)[0])
-    return figures
+        kept["spearman"] = figures["spearman"]
+    return kept
 
 
 def fit_transfer_tables(space: SearchSpace, prior: Mapping[str, LayerTable], archs: Sequence[Architecture],
@@ -327,7 +324,7 @@ def fit_transfer(space: SearchSpace, prior_archs: Sequence[Architecture], prior_
     """Fit a new device's predictor from other devices' measurements and k measured networks of the device.
 
     ``meta.training`` records k, the prior devices, the method, the chosen shrinkage and the cross-validated
-    figures on the k networks (MAPE, share within +-10%, Spearman).
+    figures on the k networks (``held_out``: MAPE in %, share within +-10% as ``acc10``, Spearman).
     """
     prior = fit_prior_tables(space, prior_archs, prior_latencies)
     table, record = fit_transfer_tables(space, prior, archs, latencies, seed=seed)
