@@ -162,9 +162,9 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
 def _layer_terms(predictor: Any, arch: Any) -> list[dict[str, Any]]:
     """A space predictor's additive terms of an architecture (the fixed part, then one per searchable layer),
     at the predictor's linearization point (its non-additive factor, if any, spread over them)."""
-    predictor.set_anchor(arch) if hasattr(predictor, "set_anchor") else None
-    costs, space = predictor.layer_costs_ms(), predictor.space
-    terms = [{"type": "fixed", "key": "stem, fixed blocks, head, runtime overhead", "ms": predictor.fixed_ms()}]
+    linearized, space = predictor.anchored(arch), predictor.space
+    costs = linearized.layer_costs_ms()
+    terms = [{"type": "fixed", "key": "stem, fixed blocks, head, runtime overhead", "ms": linearized.fixed_ms()}]
     for layer, choice, cost in zip(space.layers, arch.choices, costs):
         terms.append({"type": f"layer{layer.index}:{choice}", "key": layer.spec(choice).key(),
                       "ms": cost[layer.names.index(choice)]})

@@ -38,6 +38,11 @@ class LatencyEstimator(ABC):
     def fixed_ms(self) -> float:
         """Latency of the parts every architecture has (stem, fixed blocks, head, runtime overhead)."""
 
+    def anchored(self, arch: Architecture | None) -> LatencyEstimator:
+        """The estimator linearized at ``arch`` for the decoder and the loss: an additive estimator is its own
+        linearization; one with a non-additive part returns a view whose costs carry its factor at ``arch``."""
+        return self
+
     def latency_ms(self, arch: Architecture) -> float:
         self.space.validate(arch)
         costs = self.layer_costs_ms()

@@ -30,7 +30,8 @@ from hwnas.latency.table import tables_dir
 from hwnas.runtimes import get_runtime, runtime_class
 from hwnas.runtimes.fingerprint import full_fingerprint
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
-from hwnas.search.decode import decode_in_band, decode_under_target, fastest_arch, latency_range
+from hwnas.search.decode import (decode_in_band, decode_under_target, fastest_arch, latency_range,
+                                 most_probable_arch)
 from hwnas.search.run_config import SearchConfig
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -222,11 +223,10 @@ def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms:
     for _ in range(4 * max(config.closed_loop_steps, 1)):
         if len(measured) >= config.closed_loop_steps:
             break
-        predictor.set_anchor(_argmax(space, log_probs))
         arch = _decode_aimed(space, log_probs, predictor, predictor_target, config.closed_loop_margin)
         if arch.choices in measured:
             ms = measured[arch.choices]
-            if good_enough <= ms <= aim or arch == fastest_arch(space, predictor) and ms > aim:
+            if good_enough <= ms <= aim or arch == _fastest(space, log_probs, predictor) and ms > aim:
                 break
             predictor_target *= aim / ms
             continue
@@ -254,7 +254,8 @@ def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms:
         return space.arch(list(max(under)[1])), log, predictor
     if measured:
         return space.arch(list(min(measured, key=measured.__getitem__))), log, predictor
-    return decode_under_target(space, log_probs, predictor, aim) or fastest_arch(space, predictor), log, predictor
+    decoded = decode_under_target(space, log_probs, predictor, aim)
+    return decoded or _fastest(space, log_probs, predictor), log, predictor
 
 
 def _decode_aimed(space: SearchSpace, log_probs: Sequence[Sequence[float]], predictor: CalibratedPredictor,
@@ -268,9 +269,9 @@ def _decode_aimed(space: SearchSpace, log_probs: Sequence[Sequence[float]], pred
     if under is not None and predictor.latency_ms(under) >= (1.0 - 2.0 * margin) * target_ms:
         return under
     return (decode_in_band(space, log_probs, predictor, (1.0 - margin) * target_ms, target_ms)
-            or under or fastest_arch(space, predictor))
+            or under or _fastest(space, log_probs, predictor))
 
 
-def _argmax(space: SearchSpace, log_probs: Sequence[Sequence[float]]) -> Architecture:
-    return space.arch([layer.names[max(range(len(lp)), key=lp.__getitem__)] for layer, lp in zip(space.layers,
-                                                                                              log_probs)])
+def _fastest(space: SearchSpace, log_probs: Sequence[Sequence[float]], predictor: LatencyEstimator) -> Architecture:
+    """The fastest architecture by the predictor's costs linearized where the decoder linearizes them."""
+    return fastest_arch(space, predictor.anchored(most_probable_arch(space, log_probs)))

@@ -83,6 +83,13 @@ def latency_range(space: SearchSpace, estimator: LatencyEstimator,
                         f"fitted on); the latency table's {replacement:.4g} ms is used for it")
 
 
+def most_probable_arch(space: SearchSpace, log_probs: Sequence[Sequence[float]]) -> Architecture:
+    """The most probable architecture (first on ties): where the decoder and the loss linearize a latency model
+    with a non-additive part (:meth:`~hwnas.latency.estimator.LatencyEstimator.anchored`)."""
+    return space.arch([layer.names[max(range(len(lp)), key=lp.__getitem__)] for layer, lp in zip(space.layers,
+                                                                                              log_probs)])
+
+
 def decode_under_target(space: SearchSpace, log_probs: Sequence[Sequence[float]], estimator: LatencyEstimator,
                         target_ms: float, *, cells: int = 2000, refinements: int = 2,
                         tol: float = 1e-9) -> Architecture | None:
@@ -90,10 +97,12 @@ def decode_under_target(space: SearchSpace, log_probs: Sequence[Sequence[float]]
 
     Returns ``None`` when even the fastest architecture exceeds ``target_ms``. ``cells``: grid cells over the
     slack ``T - LAT(fastest)``; ``refinements``: how many times the grid may be refined 8x when the
-    conservative and optimistic passes disagree.
+    conservative and optimistic passes disagree. A latency model with a non-additive part is linearized at the most
+    probable architecture (:func:`most_probable_arch`), where the search's loss linearizes it; ``latency_ms`` checks.
     """
-    costs = _costs(space, estimator)
     lp = _log_probs(space, log_probs)
+    estimator = estimator.anchored(most_probable_arch(space, log_probs))
+    costs = _costs(space, estimator)
     fastest = fastest_arch(space, estimator)
     if estimator.latency_ms(fastest) > target_ms:
         return None
@@ -132,8 +141,9 @@ def decode_in_band(space: SearchSpace, log_probs: Sequence[Sequence[float]], est
     """
     if not low_ms <= high_ms:
         raise HwnasError(f"decode: band [{low_ms}, {high_ms}] ms is empty")
-    costs = _costs(space, estimator)
     lp = _log_probs(space, log_probs)
+    estimator = estimator.anchored(most_probable_arch(space, log_probs))
+    costs = _costs(space, estimator)
     base = [float(c.min()) for c in costs]
     floor_ms = estimator.fixed_ms() + sum(base)
     extra = [c - b for c, b in zip(costs, base)]

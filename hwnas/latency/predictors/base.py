@@ -13,6 +13,7 @@ JSON model inside it. Loading checks all of it and answers a foreign, stale or c
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from abc import ABC, abstractmethod
@@ -24,7 +25,7 @@ import hwnas
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso, read_json_file, write_json_atomic
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.spaces import SearchSpace
+from hwnas.spaces import Architecture, SearchSpace
 
 SCHEMA = "hwnas.predictor/1"
 _KINDS: dict[str, type[Predictor]] = {}
@@ -106,7 +107,7 @@ class Predictor(ABC):
     kind: ClassVar[str] = ""
 
     def __init__(self, meta: PredictorMeta) -> None:
-        self.meta = meta
+        self.meta = copy.deepcopy(meta)  # a predictor never shares (or later rewrites) the caller's meta
         self.path: Path | None = None
 
     @abstractmethod
@@ -231,7 +232,9 @@ def _import_kinds() -> None:
 class SpacePredictor(Predictor, LatencyEstimator):
     """A predictor of one search space's architectures, and a :class:`LatencyEstimator` of it: ``latency_ms``,
     ``expected_latency_ms`` (differentiable), ``layer_costs_ms``/``fixed_ms`` for the exact decoder, so search,
-    decode and the closed loop use it in place of a table. Subclasses set ``self.space`` in ``__init__``."""
+    decode and the closed loop use it in place of a table; a kind with a non-additive part linearizes them at an
+    explicit architecture with ``anchored(arch)`` (a prediction never changes the predictor). Subclasses set
+    ``self.space`` in ``__init__``."""
 
     space: SearchSpace
 
@@ -242,3 +245,24 @@ class SpacePredictor(Predictor, LatencyEstimator):
         if meta.space is None or meta.resolution is None:
             raise HwnasError(f"{source}: field 'meta.space': a {meta.space!r} predictor needs a space and resolution")
         return get_space(meta.space, meta.resolution, meta.num_classes)
+
+
+class AnchoredView(LatencyEstimator):
+    """A space predictor linearized at an anchor architecture: its additive costs times its non-additive factor
+    there (``anchored(arch)``), for the decoder and the differentiable loss. ``latency_ms`` stays the predictor's
+    own (the factor at each architecture). A view: nothing of the predictor changes."""
+
+    def __init__(self, predictor: SpacePredictor, factor: float) -> None:
+        self.predictor, self.space, self.factor = predictor, predictor.space, float(factor)
+
+    def layer_costs_ms(self) -> list[list[float]]:
+        return [[v * self.factor for v in costs] for costs in self.predictor.layer_costs_ms()]
+
+    def fixed_ms(self) -> float:
+        return self.predictor.fixed_ms() * self.factor
+
+    def latency_ms(self, arch: Architecture) -> float:
+        return self.predictor.latency_ms(arch)
+
+    def anchored(self, arch: Architecture | None) -> LatencyEstimator:
+        return self.predictor.anchored(arch)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -35,9 +35,9 @@ import torch
 
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso
-from hwnas.latency.estimator import TableEstimator
+from hwnas.latency.estimator import LatencyEstimator, TableEstimator
 from hwnas.latency.metrics import agreement
-from hwnas.latency.predictors.base import PredictorMeta, SpacePredictor, register_predictor
+from hwnas.latency.predictors.base import AnchoredView, PredictorMeta, SpacePredictor, register_predictor
 from hwnas.latency.predictors.features import NET_FEATURES, OP_FEATURES, Caches, FeatureCache
 from hwnas.latency.table import LatencyTable
 from hwnas.ops import OpSpec
@@ -105,9 +105,10 @@ class CalibratedPredictor(SpacePredictor):
     def __init__(self, meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None,
                  rows: list[TrainingRow], coef: np.ndarray, intercept: float, booster: Any | None,
                  selected: str, options: Mapping[str, Any], table_scale: float = 1.0) -> None:
-        super().__init__(meta)
-        self.space, self.table, self.rows = space, table, rows
-        self.coef, self.intercept = np.asarray(coef, float), float(intercept)
+        super().__init__(meta)  # copies the meta; rows and coefficients are copied too: the caller's are not aliased
+        meta = self.meta
+        self.space, self.table, self.rows = space, table, list(rows)
+        self.coef, self.intercept = np.array(coef, dtype=float), float(intercept)
         self.booster, self.selected = booster, selected
         self.options, self.table_scale = dict(options), float(table_scale)
         table = table.at_level(meta.reference_ms) if table is not None else None
@@ -122,7 +123,6 @@ class CalibratedPredictor(SpacePredictor):
         self._lin_fixed = (self.intercept + float(self.features.fixed @ w_op)
                            + (self.table_scale * (self.features.fixed[0] + table.scaled_overhead_ms)
                               if table is not None else 0.0))
-        self._anchor_factor = 1.0
 
     # -- estimator interface ------------------------------------------------------------------------------
     def linear_ms(self, arch: Architecture) -> float:
@@ -140,22 +140,23 @@ class CalibratedPredictor(SpacePredictor):
     def latency_ms(self, arch: Architecture) -> float:
         return float(self.linear_ms(arch) * self.factor(arch))  # a python float: it reaches JSON and checkpoints
 
-    def set_anchor(self, arch: Architecture | None) -> None:
-        """Evaluate the non-additive factor at ``arch`` for :meth:`layer_costs_ms`, :meth:`fixed_ms` and
-        :meth:`expected_latency_ms` (None: factor 1)."""
-        self._anchor_factor = self.factor(arch) if arch is not None else 1.0
+    def anchored(self, arch: Architecture | None) -> LatencyEstimator:
+        """A read-only view whose :meth:`layer_costs_ms`, :meth:`fixed_ms` and :meth:`expected_latency_ms` carry
+        the non-additive factor evaluated at ``arch`` (None: factor 1); ``latency_ms`` stays this predictor's.
+        The predictor itself is not changed: its own costs are the linear model (factor 1)."""
+        return AnchoredView(self, self.factor(arch) if arch is not None else 1.0)
 
     def layer_costs_ms(self) -> list[list[float]]:
-        return [[float(v) * self._anchor_factor for v in costs] for costs in self._lin_layer]
+        return [[float(v) for v in costs] for costs in self._lin_layer]
 
     def fixed_ms(self) -> float:
-        return self._lin_fixed * self._anchor_factor
+        return self._lin_fixed
 
     def expected_latency_ms(self, probs: Sequence[torch.Tensor]) -> torch.Tensor:
         """``exp(g(anchor)) * E[LIN]`` with the anchor at the most probable architecture (differentiable)."""
         if self.selected == "xgb" and self.booster is not None:
             choices = [layer.names[int(torch.argmax(p))] for layer, p in zip(self.space.layers, probs)]
-            self.set_anchor(self.space.arch(choices))
+            return self.anchored(self.space.arch(choices)).expected_latency_ms(probs)
         return super().expected_latency_ms(probs)
 
     # -- refitting ----------------------------------------------------------------------------------------
@@ -229,8 +230,8 @@ def fit_calibrated(space: SearchSpace, archs: Sequence[Architecture], latencies_
     embedded = _EmbeddedTable.from_table(table, space) if table is not None else None
     rows = [TrainingRow(a.choices, float(y), 1.0, (sources[i] if sources else ""))
             for i, (a, y) in enumerate(zip(archs, latencies_ms))]
-    meta.space, meta.resolution, meta.num_classes = space.name, space.resolution, space.num_classes
-    meta.features = list(OP_FEATURES) + list(NET_FEATURES)
+    meta = replace(meta, space=space.name, resolution=space.resolution, num_classes=space.num_classes,
+                   features=list(OP_FEATURES) + list(NET_FEATURES))
     return _fit(meta, space, embedded, rows, {"residual": residual, "seed": seed})
 
 
@@ -264,9 +265,9 @@ def _fit(meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None, 
             selected = "xgb"
         else:
             booster = None  # not used: the file keeps only the cross-validated figures of the trees
-    meta.training = {**meta.training, "n": len(rows), "fitted_at": now_iso(), "selected": selected, "cv": cv,
-                     "table_scale": table_scale, "correction": correction,
-                     "sources": sorted({r.source for r in rows if r.source})}
+    meta = replace(meta, training={**meta.training, "n": len(rows), "fitted_at": now_iso(), "selected": selected,
+                                   "cv": cv, "table_scale": table_scale, "correction": correction,
+                                   "sources": sorted({r.source for r in rows if r.source})})
     return CalibratedPredictor(meta, space, table, rows, coef, intercept, booster, selected, options, table_scale)
 
 

@@ -13,14 +13,15 @@ i.e. it compares ratios, and reports the set's own re-measurement agreement (its
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.latency.predictors.base import Predictor, PredictorMeta, SpacePredictor, rescale, versions
+from hwnas.latency.predictors.base import (Predictor, PredictorMeta, SpacePredictor, predictor_from_dict, rescale,
+                                          versions)
 from hwnas.latency.predictors.calibrated import CalibratedPredictor, fit_calibrated
 from hwnas.latency.predictors.features import Caches, FeatureCache
 from hwnas.latency.metrics import agreement, plot_against_measured
@@ -109,23 +110,29 @@ def fit_predictor(*, space: SearchSpace, out: Path, kind: str = "calibrated", ta
         raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, "
                          f"not --space {space.name}@{space.resolution}")
     space = data.space
-    meta = PredictorMeta(device=data.device, fingerprint=data.fingerprint, reference_ms=data.reference_ms,
-                         training={"sources": sorted(set(data.sources))}, versions=versions())
     if kind == "transfer":
         predictor = _fit_transfer(space, data, prior or "", seed)
     else:
         table_obj = _table_for(space, table, data)
-        if table_obj is not None:
-            meta.device = meta.device or table_obj.device_name
-            meta.fingerprint = meta.fingerprint or table_obj.fingerprint
-            meta.training["table"] = str(table_obj.path)
-            meta.versions["runtime"] = table_obj.fingerprint.get("runtime", {})
-        predictor = fit_calibrated(space, data.archs, data.latencies_ms, table=table_obj, meta=meta,
-                                   residual=residual, seed=seed, sources=data.sources)
+        predictor = fit_calibrated(space, data.archs, data.latencies_ms, table=table_obj, meta=_calibrated_meta(
+            data, table_obj), residual=residual, seed=seed, sources=data.sources)
     predictor.save(out)
     training = predictor.meta.training
     return {"out": str(out), "n": int(training.get("n", 0)), "kind": predictor.kind, "space": space.name,
             "resolution": space.resolution, "device": predictor.meta.device, "training": training}
+
+
+def _calibrated_meta(data: Measurements, table: LatencyTable | None) -> PredictorMeta:
+    """The meta of a calibrated fit, built whole before fitting: the measurements' device and fingerprint, else the
+    table's."""
+    training: dict[str, Any] = {"sources": sorted(set(data.sources))}
+    runtime = None
+    if table is not None:
+        training["table"] = str(table.path)
+        runtime = table.fingerprint.get("runtime", {})
+    return PredictorMeta(device=data.device or (table.device_name if table is not None else ""),
+                         fingerprint=data.fingerprint or (table.fingerprint if table is not None else {}),
+                         reference_ms=data.reference_ms, training=training, versions=versions(runtime))
 
 
 def _table_for(space: SearchSpace, table: str | Path | None, data: Measurements | None) -> LatencyTable | None:
@@ -159,11 +166,9 @@ def _fit_transfer(space: SearchSpace, data: Measurements, prior: str | Path, see
     prior_archs, prior_latencies = read_prior(prior, space, exclude=(data.device,))
     predictor = fit_transfer(space, prior_archs, prior_latencies, data.archs, data.latencies_ms,
                              device=data.device, seed=seed)
-    predictor.meta.fingerprint = data.fingerprint
-    predictor.meta.reference_ms = data.reference_ms
-    predictor.meta.training = {**predictor.meta.training, "sources": sorted(set(data.sources)), "prior": str(prior)}
-    predictor.meta.versions = versions()
-    return predictor
+    meta = replace(predictor.meta, fingerprint=data.fingerprint, reference_ms=data.reference_ms, versions=versions(),
+                   training={**predictor.meta.training, "sources": sorted(set(data.sources)), "prior": str(prior)})
+    return predictor_from_dict({**predictor.to_dict(), "meta": meta.to_dict()}, "transfer fit")
 
 
 def check_eval_inputs(sets: Sequence[str | Path], csv: str | Path | None, column: str | None,
