@@ -20,6 +20,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 from hwnas.errors import HwnasError
 
+MAX_THREADS = 1024
+"""The most runtime threads a device file or ``--threads`` may ask for: more is a typo (a runtime allocates per
+thread, and fails late)."""
+
 
 def field_error(source: str, name: str, expected: str, value: Any) -> HwnasError:
     """``SOURCE: field 'NAME': expected WHAT, got VALUE``."""

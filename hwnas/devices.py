@@ -32,7 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from hwnas.checks import Rule, check_known, check_rules, field_error, matches, missing_field_error
+from hwnas.checks import MAX_THREADS, Rule, check_known, check_rules, field_error, matches, missing_field_error
 from hwnas.errors import HwnasError
 from hwnas.io import write_bytes_atomic
 from hwnas.locations import shipped_dir, user_dir
@@ -44,8 +44,6 @@ DEVICE_KINDS = ("cpu", "cuda", "android")
 PRECISIONS = ("fp32", "fp16", "int8")
 FIELDS = ("name", "description", "backend", "device", "threads", "precision", "options", "protocol")
 REQUIRED_FIELDS = ("name", "backend")
-MAX_THREADS = 1024
-"""The most threads a profile may ask for: more is a typo (a runtime allocates per thread, and fails late)."""
 # Where each built-in backend can run; a backend registered later and missing here is not cross-checked.
 BACKEND_DEVICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {

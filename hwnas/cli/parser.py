@@ -7,10 +7,10 @@ from types import ModuleType
 from typing import Any, Callable
 
 from hwnas import __version__
+from hwnas.checks import MAX_THREADS
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 MAX_SAMPLED = 100_000  # `sample --n`: one file per architecture; more is a typo, not a plan
-MAX_THREADS = 1024  # device files allow the same (hwnas/devices.py)
 MAX_MEASURED = 10_000  # `measure`/`validate --n`: each network takes a second or more on the device
 
 

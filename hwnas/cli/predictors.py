@@ -121,10 +121,11 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         raise HwnasError(f"{target}: expected an architecture .json or an .onnx file")
     if not target.is_file():
         raise HwnasError(f"{target}: no such {'model' if target.suffix == '.onnx' else 'architecture'} file")
+    model = None
     if target.suffix == ".onnx":
         from hwnas.latency.kernels.onnx_split import read_onnx
 
-        read_onnx(target)  # an empty or foreign file is refused before the predictor loads
+        model = read_onnx(target)  # read once; an empty or foreign file is refused before the predictor loads
     arch = Architecture.load(target) if target.suffix == ".json" else None
     folder = tables_dir() / "predictors"
     if args.predictor is not None:
@@ -141,7 +142,8 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         raise HwnasError(f"{path}: {problems[0]}")
     overhead = 0.0
     if isinstance(predictor, KernelPredictor):
-        latency, kernels = predictor.predict_onnx(target) if arch is None else predictor.predict_arch(arch)
+        latency, kernels = (predictor.predict_model(model, str(target)) if arch is None
+                            else predictor.predict_arch(arch))
         overhead = predictor.overhead_ms
     elif isinstance(predictor, SpacePredictor) and arch is not None:
         latency, kernels = predictor.latency_ms(arch), _layer_terms(predictor, arch)

@@ -46,8 +46,8 @@ class LatencyEstimator(ABC):
     def latency_ms(self, arch: Architecture) -> float:
         self.space.validate(arch)
         costs = self.layer_costs_ms()
-        return self.fixed_ms() + sum(costs[i][layer.names.index(c)] for i, (layer, c) in
-                                     enumerate(zip(self.space.layers, arch.choices)))
+        return float(self.fixed_ms() + sum(costs[i][layer.names.index(c)] for i, (layer, c) in
+                                           enumerate(zip(self.space.layers, arch.choices))))
 
     def expected_latency_ms(self, probs: Sequence[torch.Tensor]) -> torch.Tensor:
         """E[LAT] over independent per-layer categorical distributions ``probs[l]`` (differentiable)."""
@@ -85,11 +85,9 @@ class TableEstimator(LatencyEstimator):
             raise HwnasError(f"{table.path}: table is for {table.space}@{table.resolution}, "
                              f"not {space.name}@{space.resolution}")
         table.check_keys()
-        missing = table.missing_keys(space)
-        if missing:  # the hint names the head too: the classifier is an op, measured per number of classes
-            raise HwnasError(f"{table.path or 'latency table'}: lacks {len(missing)} of the ops of {space.name}@"
-                             f"{space.resolution} with {space.num_classes} classes (first: {missing[0]}); run "
-                             f"`{table.profile_command(space.num_classes)}` to measure them")
+        lacks = table.lacks(space)
+        if lacks:  # the hint names the head too: the classifier is an op, measured per number of classes
+            raise HwnasError(f"{lacks}; run `{table.profile_command(space.num_classes)}` to measure them")
         self.table, self.space, self.overhead = table, space, overhead
         self._layer_costs = [[self.op_ms(spec) for _, spec in layer.candidates] for layer in space.layers]
         self._fixed = sum(self.op_ms(spec) for spec in [*space.prefix, *space.suffix])

@@ -51,7 +51,7 @@ def find_tables(device: DeviceProfile | str, space: SearchSpace) -> Lookup:
     covering = next((table for table in tables if not table.missing_keys(space)), None)
     note = None
     if covering is not None and covering is not tables[0]:
-        note = f"{_lacks(tables[0], space)}; using {covering.path} (run `{_command(tables[0], space)}` to complete it)"
+        note = f"{tables[0].lacks(space)}; using {covering.path} (run `{_command(tables[0], space)}` to complete it)"
     return Lookup(tables, covering, note)
 
 
@@ -81,7 +81,7 @@ def missing_table_error(device: DeviceProfile | str, space: SearchSpace, table: 
     exists; ``why`` says why it was not measured now (empty: nothing tried)."""
     why = f" and {why}" if why else ""
     if table is not None:
-        return HwnasError(f"{_lacks(table, space)}{why}; run `{_command(table, space)}` to measure them")
+        return HwnasError(f"{table.lacks(space)}{why}; run `{_command(table, space)}` to measure them")
     name = table_name(device, space.name, space.resolution)
     device_name = device if isinstance(device, str) else device.name
     threads = f" --threads {device.threads}" if isinstance(device, DeviceProfile) and device.threads_overridden else ""
@@ -119,7 +119,7 @@ def _fill(device: DeviceProfile, space: SearchSpace, path: Path, table: LatencyT
     why = _cannot_measure_into(device, space, path, table, profile_missing)
     if why is not None:
         if fallback is not None:
-            print(f"hwnas: note: {_lacks(table, space) if table else path} and {why}; using {fallback.path}",
+            print(f"hwnas: note: {table.lacks(space) if table else path} and {why}; using {fallback.path}",
                   file=sys.stderr)
             return fallback
         raise missing_table_error(device, space, table or found, why)
@@ -148,12 +148,6 @@ def _cannot_measure_into(device: DeviceProfile, space: SearchSpace, path: Path, 
     except HwnasError as error:
         return f"cannot be measured into here ({str(error).removeprefix(f'{path}: ').split('; ')[0]})"
     return None
-
-
-def _lacks(table: LatencyTable, space: SearchSpace) -> str:
-    missing = table.missing_keys(space)
-    return (f"{table.path}: latency table lacks {len(missing)} of the ops of {space.name}@{space.resolution} with "
-            f"{space.num_classes} classes (first: {missing[0]})")
 
 
 def _command(table: LatencyTable, space: SearchSpace) -> str:

@@ -147,6 +147,14 @@ class LatencyTable(MeasuredFile):
         """The keys of ``space``'s measured ops (its head included) this table lacks, in the space's order."""
         return [spec.key() for spec in space.all_specs() if not spec.is_free and spec.key() not in self.entries]
 
+    def lacks(self, space: SearchSpace) -> str | None:
+        """One line naming how many of ``space``'s ops (its head included) this table lacks; None when none."""
+        missing = self.missing_keys(space)
+        if not missing:
+            return None
+        return (f"{self.path or 'latency table'}: lacks {len(missing)} of the ops of {space.name}@{space.resolution} "
+                f"with {space.num_classes} classes (first: {missing[0]})")
+
     def profile_command(self, num_classes: int | None = None) -> str:
         """The ``hwnas profile`` command that measures this table's missing ops (those of a space with
         ``num_classes`` outputs; None: the space's default head) into this very file."""

@@ -98,8 +98,7 @@ def aim_target(space: SearchSpace, choice: Choice, table: TableEstimator, config
         choice.note += f"; {span.note}"
         print(f"hwnas: warning: {span.note}", file=sys.stderr)
     if config.target_ms is None:
-        return span.fastest_ms + config.target_fraction * (span.slowest_ms - span.fastest_ms), \
-            span.fastest_ms, span.slowest_ms
+        return span.target_at(config.target_fraction), span.fastest_ms, span.slowest_ms
     target = config.target_ms
     model = "latency table" if choice.kind == "table" else "calibrated predictor"
     if target < span.fastest_ms:

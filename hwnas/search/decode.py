@@ -51,6 +51,10 @@ class LatencyRange:
     slowest_ms: float
     note: str | None = None
 
+    def target_at(self, fraction: float) -> float:
+        """The latency ``fraction`` of the way from the fastest to the slowest architecture (the default target)."""
+        return self.fastest_ms + fraction * (self.slowest_ms - self.fastest_ms)
+
     def target_note(self, target_ms: float) -> str | None:
         """What the run says of a target above the slowest architecture (None when it is not)."""
         if target_ms <= self.slowest_ms:

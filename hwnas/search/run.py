@@ -25,7 +25,6 @@ import torch
 import hwnas
 from hwnas.data import DataSplits, load_dataset
 from hwnas.devices import DeviceProfile, load_device
-from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
 from hwnas.latency.predictors.calibrated import CalibratedPredictor
 from hwnas.latency.lookup import table_for_search
@@ -35,7 +34,7 @@ from hwnas.search.aim import Choice, aim_target, choose_estimator
 from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.closed_loop import (baseline_arch, baseline_candidates, baseline_on_device, meet_on_device,
                                       search_on_device)
-from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
+from hwnas.search.decode import decode_under_target, latency_range
 from hwnas.search.measure import latency_independent_of_weights, measure_networks, quietest_per_network
 from hwnas.search.progress import Progress
 from hwnas.search.records import LoopStep, TrainedNetwork, last_step_of
@@ -54,9 +53,8 @@ __all__ = ["SearchConfig", "baseline_arch", "baseline_candidates", "closed_loop_
 
 def default_target_ms(space: SearchSpace, estimator: LatencyEstimator, fraction: float) -> tuple[float, float, float]:
     """``(T, fastest, slowest)``: T at ``fraction`` of the way from the fastest to the slowest architecture."""
-    fastest = estimator.latency_ms(fastest_arch(space, estimator))
-    slowest = estimator.latency_ms(slowest_arch(space, estimator))
-    return fastest + fraction * (slowest - fastest), fastest, slowest
+    span = latency_range(space, estimator)
+    return span.target_at(fraction), span.fastest_ms, span.slowest_ms
 
 
 def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConfig, progress: bool) -> TableEstimator:

@@ -224,7 +224,7 @@ def _supernet_state(supernet: SuperNet, data: DataSplits, estimator: LatencyEsti
         expected = float(estimator.expected_latency_ms(supernet.probs()))
     argmax = supernet.argmax_arch()
     supernet.set_arch(argmax)
-    return {"expected_latency_ms": expected, "argmax_latency_ms": float(estimator.latency_ms(argmax)),
+    return {"expected_latency_ms": expected, "argmax_latency_ms": estimator.latency_ms(argmax),
             "argmax_arch_accuracy": evaluate(supernet, data.loader("arch", config.eval_batch_size),
                                              config.channels_last, batch_statistics=True)}
 

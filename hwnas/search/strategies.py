@@ -132,8 +132,7 @@ class ProxylessStep(ArchStep):
         self._apply(supernet, grads)
         supernet.rescale_sampled_pairs(before)
         return {"loss": loss.item(), "ce": ce.item(), "expected_latency_ms": expected.item(),
-                "argmax_latency_ms": float(estimator.latency_ms(supernet.argmax_arch())),
-                "target_ms": float(target_ms)}
+                "argmax_latency_ms": estimator.latency_ms(supernet.argmax_arch()), "target_ms": float(target_ms)}
 
 
 class MnasStep(ArchStep):
@@ -162,8 +161,8 @@ class MnasStep(ArchStep):
                 arch = space.arch([layer.names[int(j)] for layer, j in zip(space.layers, picks[:, i])])
                 supernet.set_arch(arch)
                 accuracy = float((supernet(x).argmax(dim=1) == y).float().mean())
-                latency = float(estimator.latency_ms(arch))  # python floats: the baseline is checkpointed
-                rewards.append(float(self.reward_fn(accuracy, latency, target_ms)))
+                latency = estimator.latency_ms(arch)
+                rewards.append(self.reward_fn(accuracy, latency, target_ms))
                 accuracies.append(accuracy)
                 latencies.append(latency)
         mean_reward = sum(rewards) / k

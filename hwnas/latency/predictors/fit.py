@@ -26,7 +26,7 @@ from hwnas.latency.predictors.calibrated import CalibratedPredictor, fit_calibra
 from hwnas.latency.predictors.features import Caches, FeatureCache
 from hwnas.latency.metrics import agreement, plot_against_measured
 from hwnas.latency.sets import MeasurementSet
-from hwnas.latency.table import LatencyTable, default_table_path
+from hwnas.latency.table import LatencyTable
 from hwnas.outputs import check_out_file
 from hwnas.spaces import Architecture, SearchSpace
 

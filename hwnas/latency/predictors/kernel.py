@@ -34,7 +34,7 @@ import numpy as np
 from hwnas.errors import HwnasError
 from hwnas.latency.kernels.features import FEATURES, feature_matrix, fit_booster, predict_booster
 from hwnas.latency.kernels.generators import FREE_TYPES
-from hwnas.latency.kernels.onnx_split import split_onnx
+from hwnas.latency.kernels.onnx_split import read_onnx, split_model
 from hwnas.latency.kernels.record import Kernel
 from hwnas.latency.predictors.base import Predictor, PredictorMeta, register_predictor
 
@@ -93,7 +93,11 @@ class KernelPredictor(Predictor):
 
     def predict_onnx(self, path: str | Path) -> tuple[float, list[dict[str, Any]]]:
         """Latency (ms) of the ``.onnx`` file and its kernels' terms ``{type, key, op, input, output, ..., ms}``."""
-        return self.predict_kernels(split_onnx(path, self.block))
+        return self.predict_model(read_onnx(path), str(path))
+
+    def predict_model(self, model: Any, source: str = "model") -> tuple[float, list[dict[str, Any]]]:
+        """:meth:`predict_onnx` of a loaded ``onnx.ModelProto`` (``source`` names it in messages)."""
+        return self.predict_kernels(split_model(model, self.block, source))
 
     def predict_arch(self, arch: Any) -> tuple[float, list[dict[str, Any]]]:
         """Latency (ms) of a search-space architecture: exported to ONNX like the runtime does, then split."""
