@@ -19,12 +19,13 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import hwnas
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso, read_json_file, write_json_atomic
 from hwnas.latency.estimator import LatencyEstimator
+from hwnas.latency.predictors.prediction import Prediction, model_input, unsupported
 from hwnas.spaces import Architecture, SearchSpace
 
 SCHEMA = "hwnas.predictor/1"
@@ -102,9 +103,17 @@ def predictor_kinds() -> list[str]:
 
 
 class Predictor(ABC):
-    """A latency model fitted on measurements; subclasses give ``kind`` and the model's JSON content."""
+    """A latency model fitted on measurements; subclasses give ``kind`` and the model's JSON content.
+
+    The protocol every kind follows (scikit-learn's idea): fitting returns a new predictor and never changes its
+    inputs, and predicting never changes the predictor. :meth:`predict` answers for any model the kind can read;
+    :meth:`for_space` gives the latency estimator a search of a space uses; :meth:`with_rows` refits with added
+    measured networks where the kind can (``supports_refit``); what a kind cannot do is one :class:`HwnasError` line.
+    """
 
     kind: ClassVar[str] = ""
+    reads_onnx: ClassVar[bool] = False  # predicts ONNX models and torch modules, not only a space's architectures
+    supports_refit: ClassVar[bool] = False  # with_rows: refitted with added measured networks (the closed loop)
 
     def __init__(self, meta: PredictorMeta) -> None:
         self.meta = copy.deepcopy(meta)  # a predictor never shares (or later rewrites) the caller's meta
@@ -123,6 +132,41 @@ class Predictor(ABC):
     def expected_features(cls, meta: PredictorMeta) -> list[str] | None:
         """The feature names this hwnas computes for such a predictor (None: the kind does not check)."""
         return None
+
+    @property
+    def reference_ms(self) -> float | None:
+        """The reference network's quiet latency its predictions are a multiple of (None: plain milliseconds)."""
+        return self.meta.reference_ms
+
+    def predict(self, model: Any, *, input_shape: Sequence[int] | None = None) -> Prediction:
+        """Latency of ``model``: an :class:`Architecture`, an architecture ``.json`` or ``.onnx`` path, an
+        ``onnx.ModelProto`` or a torch module (give ``input_shape``); see :mod:`.prediction`."""
+        given = model_input(model, input_shape=input_shape, read_onnx=self.reads_onnx)
+        if given.arch is not None:
+            return self._predict_arch(given.arch)
+        if not self.reads_onnx:
+            raise unsupported(self.kind, f"predicts architectures of its search space, not {given.source}",
+                              "use a kernel predictor for ONNX models and torch modules")
+        return self._predict_onnx(given.onnx, given.source)
+
+    @abstractmethod
+    def _predict_arch(self, arch: Architecture) -> Prediction:
+        """:meth:`predict` of an architecture of a search space."""
+
+    def _predict_onnx(self, model: Any, source: str) -> Prediction:
+        """:meth:`predict` of a loaded ONNX model (kinds with ``reads_onnx``)."""
+        raise unsupported(self.kind, f"cannot read {source}", "use a kernel predictor for ONNX models")
+
+    def for_space(self, space: SearchSpace) -> SpacePredictor:
+        """The latency estimator of ``space``'s architectures that a search uses (differentiable, decodable)."""
+        raise unsupported(self.kind, f"cannot estimate architectures of {space.name}@{space.resolution}",
+                          "give a predictor of that space")
+
+    def with_rows(self, archs: Sequence[Architecture], latencies_ms: Sequence[float], *, weight: float = 1.0,
+                  source: str = "added") -> Predictor:
+        """A new predictor fitted on this one's data plus these measured networks (kinds with ``supports_refit``)."""
+        raise unsupported(self.kind, "cannot be refitted with added networks",
+                          "the closed loop steps its target instead (a calibrated predictor refits)")
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "kind": self.kind, "saved": now_iso(), "meta": self.meta.to_dict(),
@@ -229,6 +273,30 @@ def _import_kinds() -> None:
 
 
 
+def booster_to_json(booster: Any) -> str:
+    """The one way a predictor file stores an XGBoost booster: its JSON model as one compact string (nested in the
+    file's JSON, the indentation would triple its size). :func:`booster_from_json` also reads the nested object
+    that calibrated predictors wrote before."""
+    return bytes(booster.save_raw("json")).decode()
+
+
+def booster_from_json(value: Any, source: str) -> Any:
+    import xgboost as xgb
+
+    try:
+        model = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        model = None
+    if not isinstance(model, Mapping) or "learner" not in model:
+        raise HwnasError(f"{source}: expected an XGBoost JSON model")
+    booster = xgb.Booster()
+    try:
+        booster.load_model(bytearray(json.dumps(model).encode()))
+    except xgb.core.XGBoostError as exc:
+        raise HwnasError(f"{source}: corrupt XGBoost model ({str(exc).splitlines()[0][:120]})") from None
+    return booster
+
+
 class SpacePredictor(Predictor, LatencyEstimator):
     """A predictor of one search space's architectures, and a :class:`LatencyEstimator` of it: ``latency_ms``,
     ``expected_latency_ms`` (differentiable), ``layer_costs_ms``/``fixed_ms`` for the exact decoder, so search,
@@ -238,6 +306,29 @@ class SpacePredictor(Predictor, LatencyEstimator):
 
     space: SearchSpace
 
+    def for_space(self, space: SearchSpace) -> SpacePredictor:
+        ours, theirs = self.space, space
+        if (ours.name, ours.resolution, ours.num_classes) != (theirs.name, theirs.resolution, theirs.num_classes):
+            raise HwnasError(f"{self.path or 'predictor'}: a {self.kind} predictor of {ours.name}@{ours.resolution}/"
+                             f"{ours.num_classes} classes, not of {theirs.name}@{theirs.resolution}/"
+                             f"{theirs.num_classes} classes")
+        return self
+
+    def _predict_arch(self, arch: Architecture) -> Prediction:
+        self.for_space(_space_of_arch(arch)).space.validate(arch)
+        return Prediction(self.latency_ms(arch), tuple(self.terms(arch)), 0.0, self.kind)
+
+    def terms(self, arch: Architecture) -> list[dict[str, Any]]:
+        """The additive terms of ``arch`` (the fixed part, then one per searchable layer), linearized at ``arch``
+        (a non-additive factor, if any, spread over them), so they sum to :meth:`latency_ms`."""
+        linearized = self.anchored(arch)
+        costs = linearized.layer_costs_ms()
+        terms = [{"type": "fixed", "key": "stem, fixed blocks, head, runtime overhead", "ms": linearized.fixed_ms()}]
+        for layer, choice, cost in zip(self.space.layers, arch.choices, costs):
+            terms.append({"type": f"layer{layer.index}:{choice}", "key": layer.spec(choice).key(),
+                          "ms": cost[layer.names.index(choice)]})
+        return terms
+
     @staticmethod
     def space_of(meta: PredictorMeta, source: str) -> SearchSpace:
         from hwnas.spaces import get_space
@@ -245,6 +336,12 @@ class SpacePredictor(Predictor, LatencyEstimator):
         if meta.space is None or meta.resolution is None:
             raise HwnasError(f"{source}: field 'meta.space': a {meta.space!r} predictor needs a space and resolution")
         return get_space(meta.space, meta.resolution, meta.num_classes)
+
+
+def _space_of_arch(arch: Architecture) -> SearchSpace:
+    from hwnas.spaces import get_space
+
+    return get_space(arch.space, arch.resolution, arch.num_classes)
 
 
 class AnchoredView(LatencyEstimator):

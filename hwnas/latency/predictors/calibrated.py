@@ -25,7 +25,6 @@ current most probable one), so ``expected_latency_ms = exp(g(anchor)) * E[LIN]``
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
@@ -37,7 +36,8 @@ from hwnas.errors import HwnasError
 from hwnas.io import now_iso
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
 from hwnas.latency.metrics import agreement
-from hwnas.latency.predictors.base import AnchoredView, PredictorMeta, SpacePredictor, register_predictor
+from hwnas.latency.predictors.base import (AnchoredView, PredictorMeta, SpacePredictor, booster_from_json,
+                                          booster_to_json, register_predictor)
 from hwnas.latency.predictors.features import NET_FEATURES, OP_FEATURES, Caches, FeatureCache
 from hwnas.latency.table import LatencyTable
 from hwnas.ops import OpSpec
@@ -101,6 +101,7 @@ class CalibratedPredictor(SpacePredictor):
     """See the module docstring. Build with :func:`fit_calibrated`; refit with :meth:`with_rows`."""
 
     kind = "calibrated"
+    supports_refit = True
 
     def __init__(self, meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None,
                  rows: list[TrainingRow], coef: np.ndarray, intercept: float, booster: Any | None,
@@ -175,7 +176,7 @@ class CalibratedPredictor(SpacePredictor):
             "linear": {"features": list(OP_FEATURES), "onehot": self.table is None, "coef": self.coef.tolist(),
                        "intercept": self.intercept},
             "residual": None if self.booster is None else
-            {"features": list(NET_FEATURES), "booster": json.loads(bytes(self.booster.save_raw("json")))},
+            {"features": list(NET_FEATURES), "booster": booster_to_json(self.booster)},
             "selected": self.selected,
             "options": self.options,
             "table_scale": self.table_scale,
@@ -196,10 +197,7 @@ class CalibratedPredictor(SpacePredictor):
                 raise HwnasError(f"{source}: corrupt predictor: its table lacks op {missing[0]}")
         booster = None
         if data["residual"] is not None:
-            import xgboost
-
-            booster = xgboost.Booster()
-            booster.load_model(bytearray(json.dumps(data["residual"]["booster"]).encode()))
+            booster = booster_from_json(data["residual"]["booster"], f"{source}: model.residual.booster")
         coef = np.asarray(data["linear"]["coef"], dtype=float)
         expected = len(OP_FEATURES) + (0 if table is not None else sum(len(layer.names) for layer in space.layers))
         if coef.shape != (expected,):

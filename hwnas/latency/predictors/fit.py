@@ -102,8 +102,20 @@ def check_fit_inputs(kind: str, sets: Sequence[str | Path], csv: str | Path | No
 def fit_predictor(*, space: SearchSpace, out: Path, kind: str = "calibrated", table: str | Path | None = None,
                   sets: Sequence[str | Path] = (), csv: str | Path | None = None, column: str | None = None,
                   prior: str | Path | None = None, residual: str = "auto", seed: int = 0) -> dict[str, Any]:
-    """Fit a predictor of ``space`` on measured networks (sets or a CSV) and save it to ``out``; returns
-    ``{"out", "n", "kind", ...}``."""
+    """:func:`build_predictor`, saved to ``out``; returns ``{"out", "n", "kind", ...}`` (the CLI's answer)."""
+    predictor = build_predictor(space=space, kind=kind, table=table, sets=sets, csv=csv, column=column, prior=prior,
+                                residual=residual, seed=seed)
+    predictor.save(out)
+    training = predictor.meta.training
+    return {"out": str(out), "n": int(training.get("n", 0)), "kind": predictor.kind, "space": predictor.meta.space,
+            "resolution": predictor.meta.resolution, "device": predictor.meta.device, "training": training}
+
+
+def build_predictor(*, space: SearchSpace, kind: str = "calibrated", table: str | Path | LatencyTable | None = None,
+                    sets: Sequence[str | Path] = (), csv: str | Path | None = None, column: str | None = None,
+                    prior: str | Path | None = None, residual: str = "auto", seed: int = 0) -> Predictor:
+    """A new predictor of ``space`` fitted on measured networks (sets or a CSV); nothing is written, the inputs are
+    read only."""
     check_fit_inputs(kind, sets, csv, column, prior)
     data = load_sets(sets) if sets else load_csv(csv or "", space, column or "")
     if (data.space.name, data.space.resolution) != (space.name, space.resolution):
@@ -111,15 +123,10 @@ def fit_predictor(*, space: SearchSpace, out: Path, kind: str = "calibrated", ta
                          f"not --space {space.name}@{space.resolution}")
     space = data.space
     if kind == "transfer":
-        predictor = _fit_transfer(space, data, prior or "", seed)
-    else:
-        table_obj = _table_for(space, table, data)
-        predictor = fit_calibrated(space, data.archs, data.latencies_ms, table=table_obj, meta=_calibrated_meta(
-            data, table_obj), residual=residual, seed=seed, sources=data.sources)
-    predictor.save(out)
-    training = predictor.meta.training
-    return {"out": str(out), "n": int(training.get("n", 0)), "kind": predictor.kind, "space": space.name,
-            "resolution": space.resolution, "device": predictor.meta.device, "training": training}
+        return _fit_transfer(space, data, prior or "", seed)
+    table_obj = _table_for(space, table, data)
+    return fit_calibrated(space, data.archs, data.latencies_ms, table=table_obj,
+                          meta=_calibrated_meta(data, table_obj), residual=residual, seed=seed, sources=data.sources)
 
 
 def _calibrated_meta(data: Measurements, table: LatencyTable | None) -> PredictorMeta:
@@ -135,9 +142,12 @@ def _calibrated_meta(data: Measurements, table: LatencyTable | None) -> Predicto
                          reference_ms=data.reference_ms, training=training, versions=versions(runtime))
 
 
-def _table_for(space: SearchSpace, table: str | Path | None, data: Measurements | None) -> LatencyTable | None:
+def _table_for(space: SearchSpace, table: str | Path | LatencyTable | None,
+               data: Measurements | None) -> LatencyTable | None:
     """The given table, else the default table of the measurements' device when it exists, else None."""
-    if table is not None:
+    if isinstance(table, LatencyTable):
+        loaded = table
+    elif table is not None:
         loaded = LatencyTable.load(table)
     elif data is not None and data.device:
         from hwnas.latency.lookup import find_tables

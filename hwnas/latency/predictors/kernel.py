@@ -23,7 +23,6 @@ the measured overhead at zero; each kernel's term is its share of the corrected 
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -36,7 +35,9 @@ from hwnas.latency.kernels.features import FEATURES, feature_matrix, fit_booster
 from hwnas.latency.kernels.generators import FREE_TYPES
 from hwnas.latency.kernels.onnx_split import read_onnx, split_model
 from hwnas.latency.kernels.record import Kernel
-from hwnas.latency.predictors.base import Predictor, PredictorMeta, register_predictor
+from hwnas.latency.predictors.base import (Predictor, PredictorMeta, booster_from_json, booster_to_json,
+                                          register_predictor)
+from hwnas.latency.predictors.prediction import Prediction
 
 CONV_TYPES = ("conv", "pwconv", "dwconv", "gconv")
 GROUPS = ("conv", "memory")
@@ -53,6 +54,7 @@ class KernelPredictor(Predictor):
     """Per-kernel-type XGBoost models, the per-run overhead and a network-level correction (see module doc)."""
 
     kind: ClassVar[str] = "kernel"
+    reads_onnx: ClassVar[bool] = True
 
     def __init__(self, meta: PredictorMeta, boosters: Mapping[str, Any], fallback: Any, overhead_ratio: float,
                  block: int, correction: Mapping[str, Any] | None = None) -> None:
@@ -109,6 +111,14 @@ class KernelPredictor(Predictor):
             path = to_onnx(space.build(arch).eval(), space.input_shape, Path(tmp) / "arch.onnx")
             return self.predict_onnx(path)
 
+    def _predict_arch(self, arch: Any) -> Prediction:
+        ms, terms = self.predict_arch(arch)
+        return Prediction(ms, tuple(terms), self.overhead_ms, self.kind)
+
+    def _predict_onnx(self, model: Any, source: str) -> Prediction:
+        ms, terms = self.predict_model(model, source)
+        return Prediction(ms, tuple(terms), self.overhead_ms, self.kind)
+
     @property
     def overhead_ms(self) -> float:
         fixed = self.overhead_ratio + float(self.correction.get("intercept", 0.0))
@@ -121,8 +131,8 @@ class KernelPredictor(Predictor):
 
     def model_to_dict(self) -> dict[str, Any]:
         return {"block": self.block, "overhead_ratio": self.overhead_ratio, "correction": self.correction,
-                "boosters": {name: _booster_json(b) for name, b in self.boosters.items()},
-                "fallback": _booster_json(self.fallback)}
+                "boosters": {name: booster_to_json(b) for name, b in self.boosters.items()},
+                "fallback": booster_to_json(self.fallback)}
 
     @classmethod
     def model_from_dict(cls, meta: PredictorMeta, data: Mapping[str, Any], source: str) -> KernelPredictor:
@@ -139,12 +149,12 @@ class KernelPredictor(Predictor):
                                  f"got {value!r}")
         if not isinstance(data["boosters"], Mapping):
             raise HwnasError(f"{source}: field 'model.boosters': expected an object")
-        boosters = {name: _booster_from_json(value, f"{source}: model.boosters.{name}")
+        boosters = {name: booster_from_json(value, f"{source}: model.boosters.{name}")
                     for name, value in data["boosters"].items()}
         ratio = data["overhead_ratio"]
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < math.inf:
             raise HwnasError(f"{source}: field 'model.overhead_ratio': expected a non-negative number")
-        return cls(meta, boosters, _booster_from_json(data["fallback"], f"{source}: model.fallback"), ratio,
+        return cls(meta, boosters, booster_from_json(data["fallback"], f"{source}: model.fallback"), ratio,
                    int(data["block"]), correction)
 
 
@@ -209,25 +219,3 @@ def _fit_correction(predictor: KernelPredictor, networks: Sequence[tuple[Sequenc
     return {"form": "power", "coef": [float(v) for v in x[:-2]], "scale": float(x[-2]), "power": float(x[-1]),
             "intercept": 0.0, "networks": len(networks), "ridge": ridge,
             "fit_abs_error_max": float(np.max(np.abs(errors))), "fit_abs_error_mean": float(np.mean(np.abs(errors)))}
-
-
-def _booster_json(booster: Any) -> str:
-    """The booster's XGBoost JSON model, as one compact string (the file's indentation would triple its size)."""
-    return bytes(booster.save_raw("json")).decode()
-
-
-def _booster_from_json(value: Any, source: str) -> Any:
-    import xgboost as xgb
-
-    try:
-        model = json.loads(value) if isinstance(value, str) else value
-    except ValueError:
-        model = None
-    if not isinstance(model, Mapping) or "learner" not in model:
-        raise HwnasError(f"{source}: expected an XGBoost JSON model")
-    booster = xgb.Booster()
-    try:
-        booster.load_model(bytearray(json.dumps(model).encode()))
-    except xgb.core.XGBoostError as exc:
-        raise HwnasError(f"{source}: corrupt XGBoost model ({str(exc).splitlines()[0][:120]})") from None
-    return booster
