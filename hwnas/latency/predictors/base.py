@@ -25,11 +25,13 @@ import hwnas
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso, read_json_file, write_json_atomic
 from hwnas.latency.estimator import LatencyEstimator
+from hwnas.latency.predictors.boosters import booster_from_json, booster_to_json  # noqa: F401 (re-exported)
 from hwnas.latency.predictors.prediction import Prediction, model_input, unsupported
+from hwnas.registry import PREDICTORS
 from hwnas.spaces import Architecture, SearchSpace
 
 SCHEMA = "hwnas.predictor/1"
-_KINDS: dict[str, type[Predictor]] = {}
+_KINDS = PREDICTORS  # kind -> class (hwnas.registry: built-ins imported on first lookup, plugins' kinds too)
 
 
 @dataclass
@@ -92,9 +94,8 @@ def versions(runtime: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 
 def register_predictor(cls: type[Predictor]) -> type[Predictor]:
-    """Class decorator: make a predictor kind loadable by its ``kind``."""
-    _KINDS[cls.kind] = cls
-    return cls
+    """Class decorator: make a predictor kind loadable by its ``kind`` (:func:`hwnas.registry.register_predictor`)."""
+    return PREDICTORS.register(cls.kind, cls)
 
 
 def predictor_kinds() -> list[str]:
@@ -254,9 +255,10 @@ def rescale(predicted_ms: float, predictor: Predictor, reference_ms: float | Non
     Both are ``ratio x reference``; comparing at one reference level compares ratios, which is what survives a
     machine whose speed drifts between the day of fitting and the day of measuring.
     """
-    if reference_ms is None or not predictor.meta.reference_ms:
+    own = predictor.reference_ms  # the property: a kind whose figures are not at this level says None
+    if reference_ms is None or not own:
         return predicted_ms
-    return predicted_ms * reference_ms / predictor.meta.reference_ms
+    return predicted_ms * reference_ms / own
 
 
 def _import_kinds() -> None:
@@ -271,30 +273,6 @@ def _import_kinds() -> None:
             if exc.name != module:
                 raise
 
-
-
-def booster_to_json(booster: Any) -> str:
-    """The one way a predictor file stores an XGBoost booster: its JSON model as one compact string (nested in the
-    file's JSON, the indentation would triple its size). :func:`booster_from_json` also reads the nested object
-    that calibrated predictors wrote before."""
-    return bytes(booster.save_raw("json")).decode()
-
-
-def booster_from_json(value: Any, source: str) -> Any:
-    import xgboost as xgb
-
-    try:
-        model = json.loads(value) if isinstance(value, str) else value
-    except ValueError:
-        model = None
-    if not isinstance(model, Mapping) or "learner" not in model:
-        raise HwnasError(f"{source}: expected an XGBoost JSON model")
-    booster = xgb.Booster()
-    try:
-        booster.load_model(bytearray(json.dumps(model).encode()))
-    except xgb.core.XGBoostError as exc:
-        raise HwnasError(f"{source}: corrupt XGBoost model ({str(exc).splitlines()[0][:120]})") from None
-    return booster
 
 
 class SpacePredictor(Predictor, LatencyEstimator):

@@ -19,6 +19,9 @@ networks the sum of isolated kernels overshoots large networks and falls short o
 a free ``b`` absorbed that curvature into ``b = 0.33`` reference units (0.66 ms, against ~2 us for a ``run()``),
 which every network, a one-conv model included, then paid. The power form bends the same way and goes through
 the measured overhead at zero; each kernel's term is its share of the corrected sum.
+
+A search of a space aims with it through :meth:`KernelPredictor.for_space` (:mod:`.kernel_space`): each op of the space
+split in its place in a network, the sum additive over layers, the power applied to it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -38,6 +41,10 @@ from hwnas.latency.kernels.record import Kernel
 from hwnas.latency.predictors.base import (Predictor, PredictorMeta, booster_from_json, booster_to_json,
                                           register_predictor)
 from hwnas.latency.predictors.prediction import Prediction
+from hwnas.spaces import SearchSpace
+
+if TYPE_CHECKING:
+    from hwnas.latency.predictors.kernel_space import KernelSpacePredictor
 
 CONV_TYPES = ("conv", "pwconv", "dwconv", "gconv")
 GROUPS = ("conv", "memory")
@@ -66,6 +73,7 @@ class KernelPredictor(Predictor):
         self.overhead_ratio = float(overhead_ratio)
         self.block = int(block)
         self.correction = dict(correction or {"coef": [1.0] * len(GROUPS), "intercept": 0.0})
+        self._op_splits: dict[tuple[str, tuple[bool, str], int], Any] = {}  # for_space: ops split in place
 
     # -- prediction ---------------------------------------------------------------------------------------------
     def kernel_costs(self, kernels: Sequence[Kernel]) -> np.ndarray:
@@ -118,6 +126,14 @@ class KernelPredictor(Predictor):
     def _predict_onnx(self, model: Any, source: str) -> Prediction:
         ms, terms = self.predict_model(model, source)
         return Prediction(ms, tuple(terms), self.overhead_ms, self.kind)
+
+    def for_space(self, space: SearchSpace) -> KernelSpacePredictor:
+        """This predictor's latency of ``space``'s architectures as a search's estimator: each op exported and split
+        alone, summed per layer, the power applied to the sum (:mod:`.kernel_space`). The ops' splits are kept (they
+        depend on the op and ``block`` only), so another call costs only the kernels' predictions."""
+        from hwnas.latency.predictors.kernel_space import build_space_predictor
+
+        return build_space_predictor(self, space, self._op_splits)
 
     @property
     def overhead_ms(self) -> float:

@@ -59,6 +59,8 @@ def model_input(model: Any, *, input_shape: Sequence[int] | None = None, read_on
         read_onnx: read an ``.onnx`` path (or export a module) into an ``onnx.ModelProto``; a kind that predicts only
             architectures passes False and refuses ONNX models before any file is read.
     """
+    if isinstance(model, ModelInput):  # normalized already: the CLI reads a file once, before it loads a predictor
+        return model
     if isinstance(model, Architecture):
         return ModelInput(model, None, f"architecture of {model.space}@{model.resolution}")
     if isinstance(model, (str, Path)):
