@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from hwnas import __version__
 from hwnas.checks import MAX_THREADS
+from hwnas.errors import HwnasError
+from hwnas.registry import LOSSES, PREDICTORS, SPACES, STRATEGIES, Registry
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 MAX_SAMPLED = 100_000  # `sample --n`: one file per architecture; more is a typo, not a plan
@@ -124,8 +126,8 @@ def _add_predictor_commands(sub: Any, commands: ModuleType) -> None:
     p.add_argument("--measurements", help="CSV: column 'arch' (op names in layer order), latency columns in ms")
     p.add_argument("--column", help="the CSV's latency column")
     p.add_argument("--prior", help="CSV of other devices' measurements (all its latency columns), for --kind transfer")
-    p.add_argument("--kind", choices=["calibrated", "kernel", "transfer"],
-                   help="default: transfer with --prior, else calibrated")
+    p.add_argument("--kind", **_registered(PREDICTORS, "KIND"),
+                   help="predictor kind: %(choices)s (default: transfer with --prior, else calibrated)")
     p.add_argument("--residual", default="auto", choices=["auto", "linear", "xgb"],
                    help="calibrated: additive only, with XGBoost trees, or whichever cross-validates better")
     p.add_argument("--seed", type=int, default=0)
@@ -135,6 +137,10 @@ def _add_predictor_commands(sub: Any, commands: ModuleType) -> None:
     p.add_argument("--set", action="append", help="measurement set (repeatable)")
     p.add_argument("--measurements", help="CSV of measurements")
     p.add_argument("--column", help="the CSV's latency column")
+    p.add_argument("--space", **_registered(SPACES, "SPACE"),
+                   help="with --measurements and a kernel predictor: the space of the CSV's op names")
+    p.add_argument("--resolution", type=int, help="with --space: input resolution (default: the space's)")
+    p.add_argument("--num-classes", type=int, help="with --space: classifier outputs (default: the space's)")
     p.add_argument("--plot", help="predicted vs measured with the ±10%% band (.png, .pdf or .svg)")
 
 
@@ -143,7 +149,7 @@ def _add_search_command(sub: Any, commands: ModuleType) -> None:
     p = _command(sub, "search", commands.cmd_search,
                  "search an architecture for a latency target on a device, train and measure it")
     p.add_argument("--device", help="device profile name or path (default: cpu-onnxruntime)")
-    p.add_argument("--space", help="search space (default: proxyless)")
+    p.add_argument("--space", **_registered(SPACES, "SPACE"), help="search space: %(choices)s (default: proxyless)")
     p.add_argument("--resolution", type=int, help="input resolution (default: 32)")
     p.add_argument("--target-ms", type=float, help="latency target in ms (default: 40%% of the way from the fastest "
                    "to the slowest architecture)")
@@ -151,8 +157,10 @@ def _add_search_command(sub: Any, commands: ModuleType) -> None:
     p.add_argument("--epochs", type=int, help="search epochs (alternating weight and architecture steps)")
     p.add_argument("--warmup-epochs", type=int, help="supernet warm-up epochs (weight steps only)")
     p.add_argument("--train-epochs", type=int, help="epochs training the derived network from scratch")
-    p.add_argument("--loss", help="latency loss of the proxyless strategy: add#abs (default), mul#log or add#linear")
-    p.add_argument("--strategy", help="proxyless (gradient) or mnas (REINFORCE)")
+    p.add_argument("--loss", **_registered(LOSSES, "LOSS"),
+                   help="latency loss of the proxyless strategy: %(choices)s (default: add#abs)")
+    p.add_argument("--strategy", **_registered(STRATEGIES, "STRATEGY"),
+                   help="search strategy: %(choices)s (default: proxyless, gradient; mnas is REINFORCE)")
     p.add_argument("--seed", type=int)
     p.add_argument("--baseline", action="store_true", help="also train and measure a same-budget uniform network")
     p.add_argument("--config", help="JSON or TOML file of search config fields (flags override it)")
@@ -170,8 +178,9 @@ def _add_predict_command(sub: Any, commands: ModuleType) -> None:
                  "any ONNX model; an architecture uses the device's calibrated predictor of its space when there is "
                  "one)")
     p.add_argument("--device", required=True, help="device profile name or path")
-    p.add_argument("--predictor", help="predictor file (default: latency_tables/predictors/DEVICE__SPACE__RES__"
-                   "calibrated.json for an architecture when it exists, else DEVICE__kernel.json)")
+    p.add_argument("--predictor", help="predictor file (default: the device's in latency_tables/predictors/, yours "
+                   "first: for an architecture DEVICE__SPACE__RES__calibrated.json, then __transfer.json; else "
+                   "DEVICE__kernel.json)")
     p.add_argument("target", help="architecture .json or .onnx file")
 
 
@@ -202,7 +211,8 @@ def _add_export_command(sub: Any, commands: ModuleType) -> None:
 
 
 def _add_space_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--space", required=True, help="search space name (see `hwnas spaces`)")
+    parser.add_argument("--space", required=True, **_registered(SPACES, "SPACE"),
+                        help="search space: %(choices)s (`hwnas spaces` describes them)")
     parser.add_argument("--resolution", type=int, default=None, help="input resolution (default: the space's)")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the space's); a "
                         "table holds every head profiled into it: profiling another one measures just that op")
@@ -232,6 +242,35 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise UsageError(f"{self.prog}: {message}", self.format_usage())
+
+
+class _Names:
+    """argparse ``choices`` read from a registry when argparse needs them (a --help, a usage error), not when the
+    parser is built: the names of the built-ins are known without importing them, so ``hwnas --help`` stays light;
+    plugins (:mod:`hwnas.registry`) are loaded then."""
+
+    def __init__(self, registry: Registry[Any]) -> None:
+        self._registry = registry
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry.names())
+
+
+def _registered(registry: Registry[Any], metavar: str) -> dict[str, Any]:
+    """``add_argument`` keywords of a flag that names an entry of ``registry``: its choices, listed in the help, and
+    a check whose error is the registry's one line (``unknown search space 'x': expected one of ...``)."""
+    def parse(text: str) -> str:
+        if text not in registry:
+            try:
+                registry.get(text)
+            except HwnasError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    parse.__name__ = registry.what
+    return {"type": parse, "choices": _Names(registry), "metavar": metavar}
 
 
 def _count(minimum: int, maximum: int | None = None, why: str = "") -> Callable[[str], int]:

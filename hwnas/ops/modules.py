@@ -9,31 +9,26 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.ops.specs import OpSpec, make_divisible
+from hwnas.registry import OPS
 
 OpBuilder = Callable[..., nn.Module]
-_BUILDERS: dict[str, OpBuilder] = {}
 
 
-def register_op(kind: str) -> Callable[[OpBuilder], OpBuilder]:
+def register_op(kind: str, *, replace: bool = False) -> Callable[[OpBuilder], OpBuilder]:
     """Register a builder ``(in_channels, out_channels, stride, **kwargs) -> nn.Module`` for a spec kind."""
-
-    def wrap(builder: OpBuilder) -> OpBuilder:
-        _BUILDERS[kind] = builder
-        return builder
-
-    return wrap
+    return OPS.register(kind, replace=replace)
 
 
 def registered_kinds() -> list[str]:
-    return sorted(_BUILDERS)
+    return sorted(OPS.names())
 
 
 def build_op(spec: OpSpec) -> nn.Module:
     """Build the module for a spec; its input is NCHW ``spec.input_shape``."""
-    if spec.kind not in _BUILDERS:
+    if spec.kind not in OPS:
         raise HwnasError(f"no module builder registered for op kind {spec.kind!r}")
     kwargs = {k: v for k, v in vars(spec).items() if k not in ("cin", "cout", "size", "s")}
-    return _BUILDERS[spec.kind](spec.cin, spec.cout, spec.stride, **kwargs)
+    return OPS.get(spec.kind)(spec.cin, spec.cout, spec.stride, **kwargs)
 
 
 def activation(name: str) -> nn.Module:

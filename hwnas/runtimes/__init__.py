@@ -1,5 +1,5 @@
-"""Runtimes (backends), registered by name and imported lazily so that a missing optional runtime never
-breaks ``import hwnas``.
+"""Runtimes (backends), registered by name in :data:`hwnas.registry.RUNTIMES` (another package adds one with
+:func:`register_runtime`) and imported lazily so that a missing optional runtime never breaks ``import hwnas``.
 
 - ``base``: the backend interface (:class:`Runtime`, :class:`PreparedModel`), option resolution over each backend's
   ``default_options``, and the ``perf_counter`` timing loop;
@@ -12,31 +12,21 @@ breaks ``import hwnas``.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
-from hwnas.errors import HwnasError, RuntimeUnavailable
+from hwnas.errors import RuntimeUnavailable
+from hwnas.registry import RUNTIMES, register_runtime
 from hwnas.runtimes.base import PreparedModel, Runtime, RuntimeConfig
-
-# name -> "module:Class"; modules import their runtime library only inside methods.
-_RUNTIMES: dict[str, str] = {
-    "torch": "hwnas.runtimes.torch_rt:TorchRuntime",
-    "onnxruntime": "hwnas.runtimes.onnxruntime_rt:OnnxRuntime",
-    "litert": "hwnas.runtimes.litert_rt:LiteRTRuntime",
-    "tensorrt": "hwnas.runtimes.tensorrt_rt:TensorRTRuntime",
-    "adb": "hwnas.runtimes.adb_rt:AdbRuntime",
-}
 
 
 def runtime_names() -> list[str]:
-    return list(_RUNTIMES)
+    """The registered backends: the built-ins (see :data:`hwnas.registry.RUNTIMES`) and those plugins add."""
+    return RUNTIMES.names()
 
 
 def runtime_class(name: str) -> type[Runtime]:
-    if name not in _RUNTIMES:
-        raise HwnasError(f"unknown runtime {name!r}: expected one of {', '.join(_RUNTIMES)}")
-    module_name, class_name = _RUNTIMES[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    """The backend's class, its module imported now (it imports its runtime library only inside methods)."""
+    return RUNTIMES.get(name)
 
 
 def get_runtime(name: str, config: RuntimeConfig, workdir: Path) -> Runtime:
@@ -48,4 +38,5 @@ def get_runtime(name: str, config: RuntimeConfig, workdir: Path) -> Runtime:
     return cls(config, workdir)
 
 
-__all__ = ["PreparedModel", "Runtime", "RuntimeConfig", "get_runtime", "runtime_class", "runtime_names"]
+__all__ = ["PreparedModel", "Runtime", "RuntimeConfig", "get_runtime", "register_runtime", "runtime_class",
+           "runtime_names"]

@@ -1,4 +1,6 @@
-"""Latency-aware losses (gradient strategies) and rewards (sampling strategies), registered by name.
+"""Latency-aware losses (gradient strategies) and rewards (sampling strategies), registered by name
+(:data:`hwnas.registry.LOSSES`, :data:`hwnas.registry.REWARDS`; another package adds its own with
+:func:`hwnas.registry.register_loss` and :func:`hwnas.registry.register_reward`).
 
 A loss is ``(ce, expected_latency_ms, target_ms) -> Tensor``; ``expected_latency_ms`` is the differentiable
 ``E[LAT]`` of :meth:`hwnas.latency.estimator.LatencyEstimator.expected_latency_ms` and ``T`` = ``target_ms``.
@@ -35,6 +37,7 @@ from typing import Any, Callable
 import torch
 
 from hwnas.errors import HwnasError
+from hwnas.registry import LOSSES, REWARDS, Registry, register_loss, register_reward
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 RewardFn = Callable[[float, float, float], float]
@@ -125,32 +128,35 @@ class TunasAbsReward:
         return accuracy + self.beta * abs(latency_ms / target_ms - 1.0)
 
 
-_LOSSES: dict[str, type] = {"mul#log": MulLogLoss, "add#linear": AddLinearLoss, "add#abs": AddAbsLoss}
-_REWARDS: dict[str, type] = {"mnas-soft": MnasSoftReward, "mnas-hard": MnasHardReward, "tunas-abs": TunasAbsReward}
+register_loss("mul#log", MulLogLoss)
+register_loss("add#linear", AddLinearLoss)
+register_loss("add#abs", AddAbsLoss)
+register_reward("mnas-soft", MnasSoftReward)
+register_reward("mnas-hard", MnasHardReward)
+register_reward("tunas-abs", TunasAbsReward)
 
 
-def _make(kind: str, registry: dict[str, type], name: str, kwargs: dict[str, Any]) -> Any:
-    if name not in registry:
-        raise HwnasError(f"unknown {kind} {name!r}: expected one of {', '.join(registry)}")
+def _make(kind: str, registry: Registry[type], name: str, kwargs: dict[str, Any]) -> Any:
+    cls = registry.get(name)
     try:
-        return registry[name](**kwargs)
+        return cls(**kwargs)
     except TypeError as exc:
         raise HwnasError(f"{kind} {name}: bad parameters {sorted(kwargs)} ({exc})") from None
 
 
 def get_loss(name: str, **kwargs: Any) -> LossFn:
     """The loss ``name`` with its parameters overridden by ``kwargs`` (e.g. ``get_loss("mul#log", beta=0.6)``)."""
-    return _make("loss", _LOSSES, name, kwargs)
+    return _make("loss", LOSSES, name, kwargs)
 
 
 def get_reward(name: str, **kwargs: Any) -> RewardFn:
     """The reward ``name`` with its parameters overridden by ``kwargs``."""
-    return _make("reward", _REWARDS, name, kwargs)
+    return _make("reward", REWARDS, name, kwargs)
 
 
 def loss_names() -> list[str]:
-    return list(_LOSSES)
+    return LOSSES.names()
 
 
 def reward_names() -> list[str]:
-    return list(_REWARDS)
+    return REWARDS.names()

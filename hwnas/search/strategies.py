@@ -1,4 +1,5 @@
-"""Architecture-update steps of the search strategies, registered by name.
+"""Architecture-update steps of the search strategies, registered by name (:data:`hwnas.registry.STRATEGIES`;
+another package adds one with :func:`hwnas.registry.register_strategy`).
 
 * ``proxyless`` -- gradient (ProxylessNAS): one Adam step on ``alpha`` for ``L(CE, E[LAT], T)`` from
   :mod:`hwnas.search.losses`. ``E[LAT] = fixed + sum_l sum_i p_{l,i} c_{l,i}`` is differentiated through
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator
+from hwnas.registry import STRATEGIES, register_strategy
 from hwnas.search.losses import get_loss, get_reward
 from hwnas.search.supernet import SuperNet, frozen_buffers
 
@@ -106,6 +108,7 @@ class MnasConfig:
     seed: int = 0
 
 
+@register_strategy("proxyless")
 class ProxylessStep(ArchStep):
     """Gradient step with binary gates; see the module docstring."""
 
@@ -135,6 +138,7 @@ class ProxylessStep(ArchStep):
                 "argmax_latency_ms": estimator.latency_ms(supernet.argmax_arch()), "target_ms": float(target_ms)}
 
 
+@register_strategy("mnas")
 class MnasStep(ArchStep):
     """REINFORCE step with shared weights; see the module docstring."""
 
@@ -190,16 +194,12 @@ def _config(cls: type, name: str, kwargs: dict[str, Any]) -> Any:
         raise HwnasError(f"strategy {name}: unknown parameter in {sorted(kwargs)} (expected {known})") from None
 
 
-_STRATEGIES: dict[str, Callable[..., ArchStep]] = {ProxylessStep.name: ProxylessStep, MnasStep.name: MnasStep}
-
-
 def get_strategy(name: str, **kwargs: Any) -> ArchStep:
     """The strategy ``name`` with its config fields overridden by ``kwargs``, e.g.
     ``get_strategy("proxyless", loss="add#linear", loss_params={"lam": 0.2}, seed=1)``."""
-    if name not in _STRATEGIES:
-        raise HwnasError(f"unknown search strategy {name!r}: expected one of {', '.join(_STRATEGIES)}")
-    return _STRATEGIES[name](**kwargs)
+    return STRATEGIES.get(name)(**kwargs)
 
 
 def strategy_names() -> list[str]:
-    return list(_STRATEGIES)
+    """The registered strategies: the built-ins and those added with :func:`hwnas.registry.register_strategy`."""
+    return STRATEGIES.names()

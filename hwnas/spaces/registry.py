@@ -1,4 +1,5 @@
-"""Registered search spaces: ``proxyless``, ``fbnet``, ``fbnet-cifar100`` and ``tiny``."""
+"""The built-in search spaces (``proxyless``, ``fbnet``, ``fbnet-cifar100``, ``tiny``), registered by name in
+:data:`hwnas.registry.SPACES`, where another package adds its own (:func:`hwnas.registry.register_space`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Callable, ClassVar
 
 from hwnas.errors import HwnasError
 from hwnas.ops import MBConvSpec, OpSpec, SkipSpec, ZeroSpec
+from hwnas.registry import SPACES
 from hwnas.spaces.base import CandidateFactory, SearchSpace, staged_space
 from hwnas.spaces.memory import check_fits_memory
 
@@ -26,26 +28,24 @@ class SpaceInfo:
     description: str
 
 
-_SPACES: dict[str, SpaceInfo] = {}
-
-
 def register_space(name: str, *, default_resolution: int, default_num_classes: int, total_stride: int,
-                   description: str) -> Callable[[SpaceFactory], SpaceFactory]:
+                   description: str, replace: bool = False) -> Callable[[SpaceFactory], SpaceFactory]:
+    """Decorator: register a factory ``(resolution, num_classes) -> SearchSpace`` as the space ``name``, with its
+    defaults and resolution rule (in :data:`hwnas.registry.SPACES`; a taken name needs ``replace=True``)."""
     def wrap(factory: SpaceFactory) -> SpaceFactory:
-        _SPACES[name] = SpaceInfo(factory, default_resolution, default_num_classes, total_stride, description)
+        info = SpaceInfo(factory, default_resolution, default_num_classes, total_stride, description)
+        SPACES.register(name, info, replace=replace)
         return factory
 
     return wrap
 
 
 def space_names() -> list[str]:
-    return list(_SPACES)
+    return SPACES.names()
 
 
 def space_info(name: str) -> SpaceInfo:
-    if name not in _SPACES:
-        raise HwnasError(f"unknown search space {name!r}: expected one of {', '.join(_SPACES)}")
-    return _SPACES[name]
+    return SPACES.get(name)
 
 
 def get_space(name: str, resolution: int | None = None, num_classes: int | None = None) -> SearchSpace:
