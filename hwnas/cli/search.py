@@ -45,10 +45,12 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _model_text(model: dict[str, Any]) -> str:
-    """What the estimate came from: the latency table, or the calibrated predictor and the rows it was fitted on."""
+    """What the estimate came from: the latency table, or the predictor (of any kind) and the rows it was fitted on,
+    the closed loop's included, when it refits."""
     if model["kind"] == "table":
         return "latency table"
-    return f"calibrated predictor, {model['rows']} networks incl. the closed loop's; {model['note']}"
+    rows = f", {model['rows']} networks incl. the closed loop's" if model.get("rows") else ""
+    return f"{model['kind']} predictor{rows}; {model['note']}"
 
 
 def _quietest(result: dict[str, Any]) -> str:

@@ -1,12 +1,20 @@
 """Aiming with a predictor: choose the latency model, measure paired, and close the loop by refitting.
 
-The table-only closed loop (:func:`hwnas.search.closed_loop.meet_on_device`) tunes a *table target* by trial: the
-table cannot tell which architecture lands near T, so the loop steps around it. With a calibrated predictor the loop
-learns instead: every architecture it measures (paired with the reference, so a drifting machine does not move
-the figure) is added to the predictor's training rows with weight ``closed_loop_weight`` and the predictor is
-refitted before the next decode, so its error near the searched architectures shrinks with every step and the
-next decode under ``(1 - margin) T`` lands nearer. The final verdict is one paired measurement per network,
-``latency = ratio x reference_ms`` at the predictor's reference level; no quietest-of-attempts selection.
+Any latency model serves the search; what the closed loop and the verdict do with it follows from what the model
+can do (its capabilities, never its class):
+
+* a kind that refits (``supports_refit``) at a known reference level (:func:`refits`): the loop *learns*. Every
+  architecture it measures (paired with the reference, so a drifting machine does not move the figure) is added to
+  the predictor's training rows with weight ``closed_loop_weight`` and the predictor is refitted before the next
+  decode (:func:`aim_on_device`), so its error near the searched architectures shrinks with every step and the next
+  decode under ``(1 - margin) T`` lands nearer;
+* any other model (a table, a transfer or kernel predictor) cannot tell which architecture lands near T, so the
+  loop steps its target around it by trial (:func:`hwnas.search.closed_loop.meet_on_device`).
+
+Where the model's predictions are a multiple of a reference network's latency (:func:`latency_level`: a predictor
+fitted on measurement sets of this space), the loop and the final verdict measure paired,
+``latency = ratio x reference_ms`` at the model's reference level, one measurement per network; elsewhere they
+measure end to end in milliseconds.
 """
 
 from __future__ import annotations
@@ -24,9 +32,9 @@ from hwnas.devices import DeviceProfile
 from hwnas.errors import HwnasError, RuntimeUnavailable
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
 from hwnas.latency.predictors import check_device, load_predictor
-from hwnas.latency.predictors.calibrated import CalibratedPredictor
+from hwnas.latency.predictors.base import Predictor, SpacePredictor
+from hwnas.latency.predictors.locate import find_predictor, user_predictor_path
 from hwnas.latency.reference import prepare_reference, reference_module
-from hwnas.latency.table import tables_dir
 from hwnas.runtimes import get_runtime, runtime_class
 from hwnas.runtimes.fingerprint import full_fingerprint
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
@@ -37,7 +45,24 @@ from hwnas.spaces import Architecture, SearchSpace
 
 
 def default_predictor_path(device: str, space: SearchSpace) -> Path:
-    return tables_dir() / "predictors" / f"{device}__{space.name}__{space.resolution}__calibrated.json"
+    """The device's calibrated predictor of ``space`` as ``auto`` finds it: the user's file, else the shipped one
+    (:func:`~hwnas.latency.predictors.locate.find_predictor`); where neither exists, the user's path (where one
+    written for the device would be found first)."""
+    return find_predictor(device, "calibrated", space) or user_predictor_path(device, "calibrated", space)
+
+
+def latency_level(estimator: Any) -> float | None:
+    """The reference network's latency that ``estimator``'s predictions are a multiple of, when known (a predictor
+    fitted on measurement sets of this space): its closed loop and verdict then measure paired at that level. None
+    for a table, a predictor fitted from a CSV, and the kernel predictor's estimator of a space (plain ms)."""
+    level = getattr(estimator, "reference_ms", None)
+    return float(level) if level else None
+
+
+def refits(estimator: Any) -> bool:
+    """Whether the closed loop refits ``estimator`` with its paired measurements (:func:`aim_on_device`): a kind
+    with ``supports_refit`` at a known :func:`latency_level`. Any other model steps its target instead."""
+    return bool(getattr(estimator, "supports_refit", False)) and latency_level(estimator) is not None
 
 
 @dataclass
@@ -45,41 +70,82 @@ class Choice:
     """The latency model a search aims with, and why."""
 
     estimator: LatencyEstimator
-    kind: str  # "table" or "calibrated"
+    kind: str  # "table", a predictor kind ("calibrated", "transfer", "kernel"), or "estimator" (an object given)
     path: str | None
     note: str
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "note": self.note}
 
+    def describe(self) -> str:
+        """How messages name the model: ``latency table``, ``calibrated predictor``, ..."""
+        return {"table": "latency table", "estimator": "given latency model"}.get(self.kind, f"{self.kind} predictor")
+
 
 def choose_estimator(device: DeviceProfile, space: SearchSpace, table: TableEstimator, config: SearchConfig,
-                     out: Path, progress: bool) -> Choice:
-    """The predictor ``config.predictor`` names, else (``auto``) the fitting shipped one, else a new one, else the
-    table; see :class:`~hwnas.search.run_config.SearchConfig`."""
+                     out: Path, progress: bool, latency_model: Any = None) -> Choice:
+    """``latency_model`` when given (:func:`given_model`), else the predictor ``config.predictor`` names (any kind),
+    else (``auto``) the device's calibrated predictor found like its tables (user folder first, then shipped), else
+    a new one built in ``out``, else the table; see :class:`~hwnas.search.run_config.SearchConfig`."""
+    if latency_model is not None:
+        if config.predictor != "auto":
+            raise HwnasError(f"latency_model: given together with config.predictor={config.predictor!r}; give one "
+                             "of them (leave config.predictor at 'auto')")
+        return given_model(latency_model, device, space)
     if config.predictor == "none" or not config.measure and config.predictor == "auto":
         return Choice(table, "table", str(table.table.path), f"predictor={config.predictor!r}" +
                       ("" if config.measure else " and measure is off"))
-    reason = runtime_class(device.backend).unavailable_reason(device.runtime_config())
-    fingerprint = None
-    if reason is None:
-        with tempfile.TemporaryDirectory(prefix="hwnas-fp-") as tmp:
-            fingerprint = full_fingerprint(get_runtime(device.backend, device.runtime_config(), Path(tmp)))
+    reason, fingerprint = _runtime_here(device)
     if config.predictor != "auto":
-        predictor = _checked(load_predictor(config.predictor), device, space, fingerprint, strict=True)
-        return Choice(predictor, "calibrated", config.predictor, "given")
-    path = default_predictor_path(device.name, space)
-    if path.is_file():
+        predictor = load_predictor(config.predictor)
+        return Choice(_checked(predictor, device, space, fingerprint, strict=False), predictor.kind,
+                      config.predictor, "given")
+    path = find_predictor(device.name, "calibrated", space)
+    if path is not None:
         try:
-            predictor = _checked(load_predictor(path), device, space, fingerprint, strict=True)
-            return Choice(predictor, "calibrated", str(path), "the device's predictor")
+            predictor = load_predictor(path)
+            return Choice(_checked(predictor, device, space, fingerprint, strict=True), predictor.kind, str(path),
+                          "the device's predictor")
         except HwnasError as exc:
             print(f"hwnas: warning: not using {path}: {str(exc).split(': ', 1)[-1]}", file=sys.stderr)
     if reason is not None or config.predictor_networks == 0:
         why = f"the runtime is unavailable ({reason})" if reason else "predictor_networks is 0"
         return Choice(table, "table", str(table.table.path), f"no fitting predictor and {why}")
     built = _build(device, space, table, config, out, progress)
-    return Choice(built, "calibrated", str(built.path), f"built from {config.predictor_networks} networks measured now")
+    return Choice(built, "calibrated", str(out / "predictor.json"),
+                  f"built from {config.predictor_networks} networks measured now")
+
+
+def given_model(model: Any, device: DeviceProfile, space: SearchSpace) -> Choice:
+    """A latency model object given by a Python caller (``run_search(latency_model=...)``), checked as a loaded
+    file is (its space, its device): a predictor of any kind (its estimator of ``space``, through ``for_space``),
+    or a :class:`LatencyEstimator` such as a :class:`TableEstimator`; anything else is one line."""
+    if isinstance(model, Predictor):
+        estimator = _checked(model, device, space, _runtime_here(device)[1], strict=False, where="latency_model")
+        return Choice(estimator, model.kind, str(model.path) if model.path else None, "given (latency_model)")
+    if not isinstance(model, LatencyEstimator):
+        raise HwnasError(f"latency_model: expected a Predictor, a SpacePredictor or a LatencyEstimator (such as a "
+                         f"TableEstimator), got {type(model).__name__}")
+    ours, theirs = model.space, space
+    if (ours.name, ours.resolution, ours.num_classes) != (theirs.name, theirs.resolution, theirs.num_classes):
+        raise HwnasError(f"latency_model: estimates {ours.name}@{ours.resolution}/{ours.num_classes} classes, the "
+                         f"search is of {theirs.name}@{theirs.resolution}/{theirs.num_classes} classes")
+    table = getattr(model, "table", None)
+    table_device = getattr(table, "device_name", None)
+    if table_device and table_device != device.name:
+        raise HwnasError(f"latency_model: a table of device {table_device!r}, the search is on {device.name!r}")
+    path = getattr(table, "path", None)
+    return Choice(model, "table" if table is not None else "estimator", str(path) if path else None,
+                  "given (latency_model)")
+
+
+def _runtime_here(device: DeviceProfile) -> tuple[str | None, dict[str, Any] | None]:
+    """Why ``device``'s runtime is unavailable here (None: it is), and its full fingerprint when it is."""
+    reason = runtime_class(device.backend).unavailable_reason(device.runtime_config())
+    if reason is not None:
+        return reason, None
+    with tempfile.TemporaryDirectory(prefix="hwnas-fp-") as tmp:
+        return None, full_fingerprint(get_runtime(device.backend, device.runtime_config(), Path(tmp)))
 
 
 def aim_target(space: SearchSpace, choice: Choice, table: TableEstimator, config: SearchConfig
@@ -100,7 +166,7 @@ def aim_target(space: SearchSpace, choice: Choice, table: TableEstimator, config
     if config.target_ms is None:
         return span.target_at(config.target_fraction), span.fastest_ms, span.slowest_ms
     target = config.target_ms
-    model = "latency table" if choice.kind == "table" else "calibrated predictor"
+    model = choice.describe()
     if target < span.fastest_ms:
         raise HwnasError(f"target {target:.4g} ms is below the fastest architecture of {space.name}@"
                          f"{space.resolution} (est. {span.fastest_ms:.4g} ms by the {model}): no architecture meets "
@@ -117,27 +183,29 @@ def _round_up(ms: float, digits: int = 4) -> float:
     return math.ceil(ms * scale) / scale
 
 
-def _checked(predictor: Any, device: DeviceProfile, space: SearchSpace, fingerprint: dict[str, Any] | None,
-             strict: bool) -> CalibratedPredictor:
-    where = predictor.path or "predictor"
-    if not isinstance(predictor, CalibratedPredictor):
-        raise HwnasError(f"{where}: a {predictor.kind} predictor cannot refit in the closed loop; give a calibrated "
-                         "one (`hwnas predictor fit --kind calibrated`)")
-    if (predictor.space.name, predictor.space.resolution, predictor.space.num_classes) != (
-            space.name, space.resolution, space.num_classes):
-        raise HwnasError(f"{where}: predictor is for {predictor.space.name}@{predictor.space.resolution}/"
-                         f"{predictor.space.num_classes}, the search for {space.name}@{space.resolution}/"
-                         f"{space.num_classes}")
+def _checked(predictor: Predictor, device: DeviceProfile, space: SearchSpace, fingerprint: dict[str, Any] | None,
+             strict: bool, where: str | None = None) -> SpacePredictor:
+    """``predictor``'s estimator of ``space`` (``for_space``: one line when it has none, e.g. another space), when
+    it belongs to ``device``; ``where`` names it in messages. Another machine or runtime (``fingerprint``) is refused
+    when ``strict`` (``auto`` then looks further), else one warning line: a predictor the user names is used, since
+    the closed loop and the verdict measure on this machine."""
+    named = str(predictor.path or "predictor")
+    where = where or named
+    try:
+        estimator = predictor.for_space(space)
+    except HwnasError as exc:
+        raise HwnasError(f"{where}: {str(exc).removeprefix(named + ': ')}") from None
     problems = check_device(predictor, device.name, fingerprint)
-    if problems and strict:
-        raise HwnasError(f"{where}: predictor from another device, machine or runtime ({'; '.join(problems)})")
-    if not predictor.meta.reference_ms:
-        raise HwnasError(f"{where}: predictor has no reference latency (fit it on a measurement set)")
-    return predictor
+    if problems:
+        message = f"{where}: predictor from another device, machine or runtime ({'; '.join(problems)})"
+        if strict or check_device(predictor, device.name):
+            raise HwnasError(message)
+        print(f"hwnas: warning: {message}; used as given", file=sys.stderr)
+    return estimator
 
 
 def _build(device: DeviceProfile, space: SearchSpace, table: TableEstimator, config: SearchConfig, out: Path,
-           progress: bool) -> CalibratedPredictor:
+           progress: bool) -> SpacePredictor:
     from hwnas.latency.predictors.fit import fit_predictor
     from hwnas.latency.sets import MeasureConfig, measure_set
 
@@ -149,7 +217,7 @@ def _build(device: DeviceProfile, space: SearchSpace, table: TableEstimator, con
     measure_set(device, space, set_path, MeasureConfig(n=config.predictor_networks, seed=config.seed, repeat=0,
                                                        protocol=dict(config.paired), progress=progress), table)
     fit_predictor(space=space, out=predictor_path, table=table.table.path, sets=[set_path])
-    return _checked(load_predictor(predictor_path), device, space, None, strict=False)
+    return _checked(load_predictor(predictor_path), device, space, None, strict=True)
 
 
 @dataclass
@@ -197,14 +265,15 @@ def paired_record(stats: PairedStats, reference_ms: float, source: str) -> dict[
             "attempts": [{"median_ms": ms, "noisy": stats.noisy, "source": source}]}
 
 
-def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms: float,
+def aim_on_device(space: SearchSpace, predictor: SpacePredictor, target_ms: float,
                   log_probs: Sequence[Sequence[float]], meter: Any, config: SearchConfig, *,
                   known: dict[str, dict[str, Any]] | None = None,
                   on_measured: Callable[[str, dict[str, Any]], None] | None = None
-                  ) -> tuple[Architecture, list[dict[str, Any]], CalibratedPredictor]:
+                  ) -> tuple[Architecture, list[dict[str, Any]], SpacePredictor]:
     """The closed loop with refitting (module docstring): returns the slowest architecture measured under the aim
     ``(1 - margin) T`` (else the fastest measured), one record per measured architecture, and the refitted
-    predictor. ``meter.measure(nets, source)`` measures; at most ``config.closed_loop_steps`` measurements.
+    predictor (any kind with ``supports_refit``). ``meter.measure(nets, source)`` measures; at most
+    ``config.closed_loop_steps`` measurements.
 
     Each step decodes the most probable architecture whose predicted latency is within the predictor target
     (``aim`` at first). A result within ``2 margin`` under the aim ends the loop. Otherwise the measurement joins
@@ -225,7 +294,7 @@ def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms:
         arch = _decode_aimed(space, log_probs, predictor, predictor_target, config.closed_loop_margin)
         if arch.choices in measured:
             ms = measured[arch.choices]
-            if good_enough <= ms <= aim or arch == _fastest(space, log_probs, predictor) and ms > aim:
+            if good_enough <= ms <= aim or arch == fastest_decoded(space, log_probs, predictor) and ms > aim:
                 break
             predictor_target *= aim / ms
             continue
@@ -246,7 +315,8 @@ def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms:
                     "arch": " ".join(arch.choices), "measured": record})
         if good_enough <= ms <= aim:
             break
-        predictor = predictor.with_rows([arch], [ms], weight=config.closed_loop_weight, source="closed loop")
+        predictor = predictor.with_rows([arch], [ms], weight=config.closed_loop_weight,
+                                        source="closed loop").for_space(space)
         predictor_target = aim
     under = [(ms, choices) for choices, ms in measured.items() if ms <= aim]
     if under:
@@ -254,10 +324,10 @@ def aim_on_device(space: SearchSpace, predictor: CalibratedPredictor, target_ms:
     if measured:
         return space.arch(list(min(measured, key=measured.__getitem__))), log, predictor
     decoded = decode_under_target(space, log_probs, predictor, aim)
-    return decoded or _fastest(space, log_probs, predictor), log, predictor
+    return decoded or fastest_decoded(space, log_probs, predictor), log, predictor
 
 
-def _decode_aimed(space: SearchSpace, log_probs: Sequence[Sequence[float]], predictor: CalibratedPredictor,
+def _decode_aimed(space: SearchSpace, log_probs: Sequence[Sequence[float]], predictor: LatencyEstimator,
                   target_ms: float, margin: float) -> Architecture:
     """The most probable architecture predicted under ``target``, when it is predicted within the band the loop
     accepts (``(1 - 2 margin) target`` and up); else the most probable one predicted in the upper half of that band
@@ -268,9 +338,11 @@ def _decode_aimed(space: SearchSpace, log_probs: Sequence[Sequence[float]], pred
     if under is not None and predictor.latency_ms(under) >= (1.0 - 2.0 * margin) * target_ms:
         return under
     return (decode_in_band(space, log_probs, predictor, (1.0 - margin) * target_ms, target_ms)
-            or under or _fastest(space, log_probs, predictor))
+            or under or fastest_decoded(space, log_probs, predictor))
 
 
-def _fastest(space: SearchSpace, log_probs: Sequence[Sequence[float]], predictor: LatencyEstimator) -> Architecture:
-    """The fastest architecture by the predictor's costs linearized where the decoder linearizes them."""
+def fastest_decoded(space: SearchSpace, log_probs: Sequence[Sequence[float]], predictor: LatencyEstimator
+                    ) -> Architecture:
+    """The fastest architecture by the model's costs linearized where the decoder linearizes them (at the most
+    probable architecture; an additive model, a table, is its own linearization)."""
     return fastest_arch(space, predictor.anchored(most_probable_arch(space, log_probs)))

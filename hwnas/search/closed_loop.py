@@ -1,27 +1,29 @@
 """The closed loop on the device, before training (latency does not depend on the weights): the searched
 architecture and the uniform baseline are decoded, measured and decoded again until one measures just under T.
 
-With a latency table the loop tunes a *table target* by trial (:func:`meet_on_device`); with a calibrated
-predictor it refits the predictor with every measurement (:func:`hwnas.search.aim.aim_on_device`). Either way
-every measurement is recorded in the run's checkpoint and replayed on resume.
+With a model that refits (:func:`hwnas.search.aim.refits`: a calibrated predictor) the loop refits it with every
+measurement (:func:`hwnas.search.aim.aim_on_device`); with any other model (a table, a transfer or kernel predictor)
+it tunes the model's target by trial (:func:`meet_on_device`), measuring paired with the reference network where the
+model has a reference level (:func:`hwnas.search.aim.latency_level`), else end to end. Either way every measurement
+is recorded in the run's checkpoint and replayed on resume.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 from hwnas.devices import DeviceProfile
 from hwnas.errors import RuntimeUnavailable
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.latency.predictors.calibrated import CalibratedPredictor
 from hwnas.runtimes.paired import PairedProtocol
-from hwnas.search.aim import PairedMeter, aim_on_device
+from hwnas.search.aim import PairedMeter, aim_on_device, fastest_decoded, latency_level, refits
 from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.decode import decode_under_target, fastest_arch
 from hwnas.search.measure import measure_networks
 from hwnas.search.progress import Progress
-from hwnas.search.records import LoopStep, Measurement, arch_id
+from hwnas.search.records import AnyMeasurement, LoopStep, arch_id, measurement_from_dict
 from hwnas.search.run_config import SearchConfig
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -59,18 +61,26 @@ def baseline_arch(space: SearchSpace, estimator: LatencyEstimator, target_ms: fl
 
 
 class _MeasureOnce:
-    """Measures each architecture once (end to end, :func:`measure_networks`), at most ``budget`` of them;
-    ``known`` (architecture id -> measurement) are replayed, ``on_measured(arch_id, measurement)`` hears of new
-    ones. Calling it returns the measurement, or None when the budget is spent or the runtime is unavailable."""
+    """Measures each architecture once (with ``meter.measure(nets, source)``, paired, when given; else end to end,
+    :func:`measure_networks`), at most ``budget`` of them; ``known`` (architecture id -> measurement) are replayed,
+    ``on_measured(arch_id, measurement)`` hears of new ones. Calling it returns the measurement, or None when the
+    budget is spent or the runtime is unavailable."""
 
     def __init__(self, space: SearchSpace, device: DeviceProfile, config: SearchConfig, budget: int,
-                 known: dict[str, Measurement] | None, on_measured: Callable[[str, Measurement], None] | None,
-                 progress: Progress) -> None:
-        self.space, self.device, self.config, self.budget = space, device, config, budget
+                 known: dict[str, AnyMeasurement] | None, on_measured: Callable[[str, AnyMeasurement], None] | None,
+                 progress: Progress, meter: Any = None) -> None:
+        self.space, self.device, self.config, self.budget, self.meter = space, device, config, budget, meter
         self.known, self.on_measured, self.progress = known or {}, on_measured, progress
-        self.measured: dict[tuple[str, ...], Measurement] = {}
+        self.measured: dict[tuple[str, ...], AnyMeasurement] = {}
 
-    def __call__(self, arch: Architecture) -> Measurement | None:
+    def _measure(self, arch: Architecture) -> AnyMeasurement:
+        nets = {"candidate": self.space.build(arch)}
+        if self.meter is not None:
+            return measurement_from_dict(self.meter.measure(nets, "closed loop")["candidate"])
+        kept, _ = measure_networks(self.device, nets, self.space.input_shape, self.config, False)
+        return kept["candidate"]
+
+    def __call__(self, arch: Architecture) -> AnyMeasurement | None:
         if arch.choices in self.measured:
             return self.measured[arch.choices]
         if len(self.measured) == self.budget:
@@ -80,11 +90,9 @@ class _MeasureOnce:
             measurement = self.known[key]
         else:
             try:
-                kept, _ = measure_networks(self.device, {"candidate": self.space.build(arch)}, self.space.input_shape,
-                                           self.config, False)
+                measurement = self._measure(arch)
             except RuntimeUnavailable:
                 return None
-            measurement = kept["candidate"]
             if self.on_measured is not None:
                 self.on_measured(key, measurement)
         self.measured[arch.choices] = measurement
@@ -115,9 +123,9 @@ def _next_table_target(table_target: float, measured_ms: float, aim: float, expo
 
 def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float,
                    decode: Callable[[float], Architecture | None], fastest: Architecture, ceiling_ms: float,
-                   device: DeviceProfile, config: SearchConfig, *, known: dict[str, Measurement] | None = None,
-                   on_measured: Callable[[str, Measurement], None] | None = None,
-                   progress: Progress = Progress()) -> tuple[Architecture, list[LoopStep]]:
+                   device: DeviceProfile, config: SearchConfig, *, known: dict[str, AnyMeasurement] | None = None,
+                   on_measured: Callable[[str, AnyMeasurement], None] | None = None,
+                   progress: Progress = Progress(), meter: Any = None) -> tuple[Architecture, list[LoopStep]]:
     """Find the table target whose decoded architecture (``decode(table_target)``, None when nothing fits)
     measures on the device just under T.
 
@@ -129,12 +137,13 @@ def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
     measurements (an architecture is measured once). Returns the slowest architecture measured under the aim (the
     first decoded one when nothing was measured, the fastest measured one when none was under the aim) and one
     step per decoded architecture (consecutive repeats once). ``known`` (architecture id -> measurement) replays
-    an interrupted loop's measurements; ``on_measured(arch_id, measurement)`` is told of each new one.
+    an interrupted loop's measurements; ``on_measured(arch_id, measurement)`` is told of each new one. ``meter``
+    (a :class:`~hwnas.search.aim.PairedMeter`) measures paired with the reference network; None: end to end.
     """
     aim = target_ms * (1.0 - config.closed_loop_margin)
     good_enough = aim * (1.0 - 2.0 * config.closed_loop_margin)
     budget = config.closed_loop_steps if config.measure else 0
-    measure_once = _MeasureOnce(space, device, config, budget, known, on_measured, progress)
+    measure_once = _MeasureOnce(space, device, config, budget, known, on_measured, progress, meter)
     slowest_under: tuple[float, Architecture] | None = None
     loosest_under = tightest_over = None  # table targets decoded to an architecture under / over the aim
     table_target, exponent, previous, log = target_ms, 1.0, None, []
@@ -172,7 +181,7 @@ def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
 
 def _replay_table(checkpoint: RunCheckpoint, loop: str) -> dict[str, Any]:
     """:func:`meet_on_device`'s arguments that replay ``loop``'s recorded measurements and record new ones."""
-    return {"known": {key: Measurement.from_dict(m) for key, m in checkpoint.measured(loop).items()},
+    return {"known": {key: measurement_from_dict(m) for key, m in checkpoint.measured(loop).items()},
             "on_measured": lambda key, measurement: checkpoint.record(loop, key, measurement.to_dict())}
 
 
@@ -180,31 +189,50 @@ def paired_protocol(config: SearchConfig) -> PairedProtocol:
     return PairedProtocol.from_dict({**PairedProtocol().to_dict(), **config.paired}, "search config: paired")
 
 
+@contextmanager
+def _loop_meter(device: DeviceProfile, space: SearchSpace, estimator: LatencyEstimator,
+                config: SearchConfig) -> Iterator[PairedMeter | None]:
+    """What :func:`meet_on_device` measures with: a :class:`PairedMeter` at the model's reference level when it has
+    one (:func:`~hwnas.search.aim.latency_level`) and the loop measures; None (end to end) otherwise, or when the
+    runtime is unavailable here (the loop then ends at its first measurement, as end to end)."""
+    level = latency_level(estimator)
+    with ExitStack() as stack:
+        meter = None
+        if level is not None and config.measure and config.closed_loop_steps > 0:
+            try:
+                meter = stack.enter_context(PairedMeter(device, space, level, paired_protocol(config)))
+            except RuntimeUnavailable:
+                meter = None
+        yield meter
+
+
 def search_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float, slowest_ms: float,
                      log_probs: list[list[float]], device: DeviceProfile, config: SearchConfig,
                      checkpoint: RunCheckpoint, progress: Progress
                      ) -> tuple[Architecture, list[LoopStep], LatencyEstimator]:
     """The searched architecture after the closed loop (``derived`` in the checkpoint): returns it, the loop's
-    steps, and the estimator (a predictor comes back refitted with the loop's measurements)."""
-    if isinstance(estimator, CalibratedPredictor):
+    steps, and the estimator (a model that :func:`~hwnas.search.aim.refits` comes back refitted with the loop's
+    measurements; any other unchanged, its target stepped instead)."""
+    if refits(estimator):
         arch, log, refitted = _aim(space, estimator, target_ms, log_probs, device, config, checkpoint)
         return arch, [LoopStep.from_dict(step) for step in log], refitted
     decode = lambda t: decode_under_target(space, log_probs, estimator, t)  # noqa: E731
-    fastest = fastest_arch(space, estimator)
+    fastest = fastest_decoded(space, log_probs, estimator)
     ceiling_ms = estimator.latency_ms(decode(slowest_ms) or fastest)
-    arch, steps = meet_on_device(space, estimator, target_ms, decode, fastest, ceiling_ms, device, config,
-                                 progress=progress, **_replay_table(checkpoint, "derived"))
+    with _loop_meter(device, space, estimator, config) as meter:
+        arch, steps = meet_on_device(space, estimator, target_ms, decode, fastest, ceiling_ms, device, config,
+                                     progress=progress, meter=meter, **_replay_table(checkpoint, "derived"))
     return arch, steps, estimator
 
 
-def _aim(space: SearchSpace, predictor: CalibratedPredictor, target_ms: float, log_probs: list[list[float]],
+def _aim(space: SearchSpace, predictor: Any, target_ms: float, log_probs: list[list[float]],
          device: DeviceProfile, config: SearchConfig,
-         checkpoint: RunCheckpoint) -> tuple[Architecture, Sequence[dict[str, Any]], CalibratedPredictor]:
-    """The closed loop with a predictor (:func:`hwnas.search.aim.aim_on_device`), paired measurements."""
+         checkpoint: RunCheckpoint) -> tuple[Architecture, Sequence[dict[str, Any]], Any]:
+    """The closed loop that refits the model (:func:`hwnas.search.aim.aim_on_device`), paired measurements."""
     if not config.measure or config.closed_loop_steps == 0:
         decoded = decode_under_target(space, log_probs, predictor, target_ms * (1.0 - config.closed_loop_margin))
         return decoded or fastest_arch(space, predictor), [], predictor
-    with PairedMeter(device, space, float(predictor.meta.reference_ms), paired_protocol(config)) as meter:
+    with PairedMeter(device, space, float(predictor.reference_ms), paired_protocol(config)) as meter:
         return aim_on_device(space, predictor, target_ms, log_probs, meter, config, known=dict(
             checkpoint.measured("derived")), on_measured=lambda key, record: checkpoint.record("derived", key, record))
 
@@ -212,14 +240,15 @@ def _aim(space: SearchSpace, predictor: CalibratedPredictor, target_ms: float, l
 def baseline_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float, device: DeviceProfile,
                        config: SearchConfig, checkpoint: RunCheckpoint,
                        progress: Progress) -> tuple[Architecture, list[LoopStep]]:
-    """The uniform baseline (:func:`baseline_arch`): with a table, chosen by the same closed loop as the searched
-    architecture (``baseline`` in the checkpoint); with a predictor, the slowest predicted under the aim (else the
-    fastest candidate), without a loop."""
+    """The uniform baseline (:func:`baseline_arch`): with a model that refits, the slowest predicted under the aim
+    (else the fastest candidate), without a loop; with any other, chosen by the same closed loop as the searched
+    architecture (``baseline`` in the checkpoint)."""
     uniform = baseline_candidates(space)
-    if isinstance(estimator, CalibratedPredictor):
+    if refits(estimator):
         aim = target_ms * (1.0 - config.closed_loop_margin)
         return baseline_arch(space, estimator, aim) or min(uniform, key=estimator.latency_ms), []
     by_latency = sorted(uniform, key=estimator.latency_ms)
-    return meet_on_device(space, estimator, target_ms, lambda t: _slowest_within(uniform, estimator, t),
-                          by_latency[0], estimator.latency_ms(by_latency[-1]), device, config, progress=progress,
-                          **_replay_table(checkpoint, "baseline"))
+    with _loop_meter(device, space, estimator, config) as meter:
+        return meet_on_device(space, estimator, target_ms, lambda t: _slowest_within(uniform, estimator, t),
+                              by_latency[0], estimator.latency_ms(by_latency[-1]), device, config, progress=progress,
+                              meter=meter, **_replay_table(checkpoint, "baseline"))

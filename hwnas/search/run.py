@@ -26,11 +26,10 @@ import hwnas
 from hwnas.data import DataSplits, load_dataset
 from hwnas.devices import DeviceProfile, load_device
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
-from hwnas.latency.predictors.calibrated import CalibratedPredictor
 from hwnas.latency.lookup import table_for_search
 from hwnas.latency.table import foreign_table_note
 from hwnas.outputs import check_run_folder, mark_run_folder
-from hwnas.search.aim import Choice, aim_target, choose_estimator
+from hwnas.search.aim import Choice, aim_target, choose_estimator, refits
 from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.closed_loop import (baseline_arch, baseline_candidates, baseline_on_device, meet_on_device,
                                       search_on_device)
@@ -68,8 +67,13 @@ def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConf
     return TableEstimator(table, space, config.overhead)
 
 
-def run_search(config: SearchConfig | None = None, progress: bool = True) -> dict[str, Any]:
+def run_search(config: SearchConfig | None = None, progress: bool = True, *,
+               latency_model: Any = None) -> dict[str, Any]:
     """Run a whole search as ``config`` says and write the run folder (see the module docstring).
+
+    ``latency_model``: the latency model object to aim with, for Python callers (a predictor of any kind, a space
+    predictor, or a :class:`~hwnas.latency.estimator.LatencyEstimator` such as a ``TableEstimator``), checked as a
+    loaded file is (space, device; one ``latency_model: ...`` line); None: ``config.predictor`` chooses.
 
     Returns a summary (:meth:`RunReport.summary`): the architecture, target, estimated and measured latency,
     accuracy, the baseline when computed, timings, ``out`` and the paths of the files. ``progress``: tqdm bars
@@ -83,7 +87,7 @@ def run_search(config: SearchConfig | None = None, progress: bool = True) -> dic
     out = Path(config.out) if config.out else Path("runs") / f"search-{datetime.now():%Y%m%d-%H%M%S}"
     checkpoint = RunCheckpoint(out, config.to_dict())
     try:
-        return _run_search(config, out, Progress.to_stderr(progress), checkpoint)
+        return _run_search(config, out, Progress.to_stderr(progress), checkpoint, latency_model)
     except KeyboardInterrupt:
         if not checkpoint.path.is_file():
             raise KeyboardInterrupt(f"no epoch finished yet; rerun with --out {out} to start again") from None
@@ -105,7 +109,8 @@ class _Setup:
     slowest_ms: float
 
 
-def _set_up(config: SearchConfig, out: Path, progress: Progress, checkpoint: RunCheckpoint) -> _Setup:
+def _set_up(config: SearchConfig, out: Path, progress: Progress, checkpoint: RunCheckpoint,
+            latency_model: Any = None) -> _Setup:
     """Check the inputs and ``out`` before any work, open the checkpoint, read the data, choose the latency model
     and the target."""
     device = load_device(config.device or DEFAULT_DEVICE)
@@ -123,7 +128,7 @@ def _set_up(config: SearchConfig, out: Path, progress: Progress, checkpoint: Run
     space = get_space(config.space, resolution, data.num_classes)
     table = load_estimator(device, space, config, progress.bars)
     mark_run_folder(out)  # a predictor built for the run is written into out before the first checkpoint
-    choice = choose_estimator(device, space, table, config, out, progress.bars)
+    choice = choose_estimator(device, space, table, config, out, progress.bars, latency_model)
     target_ms, fastest_ms, slowest_ms = aim_target(space, choice, table, config)  # refuses T under the fastest
     return _Setup(device, space, data, table, choice, target_ms, fastest_ms, slowest_ms)
 
@@ -167,9 +172,10 @@ def _train_all(setup: _Setup, arch: Architecture, estimator: LatencyEstimator, c
     return trained, baseline_loop
 
 
-def _run_search(config: SearchConfig, out: Path, progress: Progress, checkpoint: RunCheckpoint) -> dict[str, Any]:
+def _run_search(config: SearchConfig, out: Path, progress: Progress, checkpoint: RunCheckpoint,
+                latency_model: Any = None) -> dict[str, Any]:
     started = time.perf_counter()
-    setup = _set_up(config, out, progress, checkpoint)
+    setup = _set_up(config, out, progress, checkpoint, latency_model)
     space, target_ms = setup.space, setup.target_ms
     with torch_settings(config):
         supernet, history, search_start = _search(setup, config, progress, checkpoint)
@@ -229,7 +235,7 @@ def _write_run(out: Path, report: RunReport, derived: TrainedNetwork, estimator:
     chosen = last_step_of(report.closed_loop, arch)
     plot_search(out / "search.png", report.history, space, arch, probs, report.target_ms, title,
                 chosen.table_target_ms if chosen else None)
-    if isinstance(estimator, CalibratedPredictor):
-        report.files["predictor"] = str(estimator.save(out / "predictor.json"))  # with the closed loop's rows
+    if refits(estimator):  # the closed loop refitted it: the predictor with the loop's rows
+        report.files["predictor"] = str(estimator.save(out / "predictor.json"))
     report.total_seconds, report.peak_rss_mb = time.perf_counter() - started, peak_rss_mb()
     write_report(out / "report.json", report)

@@ -1,11 +1,12 @@
 """The final measurement of the trained networks and its verdict.
 
-With a latency table, every trained network is measured end to end in repeated attempts together with an
-untrained copy of the searched architecture (the control), and keeps its quietest attempt
+With a latency table (any model in plain milliseconds), every trained network is measured end to end in repeated
+attempts together with an untrained copy of the searched architecture (the control), and keeps its quietest attempt
 (:func:`~hwnas.search.measure.quietest_per_network`); the closed loop's measurement of the same architecture counts
-as one more attempt when the control shows that the weights do not change the latency. With a calibrated
-predictor, one paired measurement per network against the reference network. The verdict is checkpointed, so a
-run interrupted after it does not measure again.
+as one more attempt when the control shows that the weights do not change the latency. With a model whose
+predictions are at a reference level (:func:`~hwnas.search.aim.latency_level`: a predictor fitted on measurement
+sets of the space, whatever its kind), one paired measurement per network against the reference network. The
+verdict is checkpointed, so a run interrupted after it does not measure again.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import Any
 from hwnas.devices import DeviceProfile
 from hwnas.errors import RuntimeUnavailable
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.latency.predictors.calibrated import CalibratedPredictor
-from hwnas.search.aim import PairedMeter
+from hwnas.search.aim import PairedMeter, latency_level
 from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.closed_loop import paired_protocol
 from hwnas.search.measure import measure_networks
@@ -65,9 +65,10 @@ def final_verdict(device: DeviceProfile, trained: dict[str, TrainedNetwork], spa
     if saved is not None and saved["archs"] == archs:
         verdict = Verdict.from_dict(saved["verdict"])
     else:
+        level = latency_level(estimator)
         try:
-            if isinstance(estimator, CalibratedPredictor):
-                verdict = _paired(device, trained, space, estimator, config)
+            if level is not None:
+                verdict = _paired(device, trained, space, level, config)
             else:
                 verdict = _end_to_end(device, trained, space, config, progress.bars, target_ms, loops)
         except RuntimeUnavailable as exc:
@@ -101,15 +102,15 @@ def _end_to_end(device: DeviceProfile, trained: dict[str, TrainedNetwork], space
                    {name: kept[name] for name in trained}, kept["derived_untrained"])
 
 
-def _paired(device: DeviceProfile, trained: dict[str, TrainedNetwork], space: SearchSpace,
-            predictor: CalibratedPredictor, config: SearchConfig) -> Verdict:
+def _paired(device: DeviceProfile, trained: dict[str, TrainedNetwork], space: SearchSpace, reference_ms: float,
+            config: SearchConfig) -> Verdict:
     """One paired measurement of each trained network against the reference, ``latency = ratio x reference_ms``
-    at the predictor's reference level."""
-    with PairedMeter(device, space, float(predictor.meta.reference_ms), paired_protocol(config)) as meter:
+    at the model's reference level."""
+    with PairedMeter(device, space, reference_ms, paired_protocol(config)) as meter:
         records = meter.measure({name: t.net for name, t in trained.items()}, "final (paired)")
         runtime = meter.describe()
     return Verdict(f"end to end on {device.name} ({device.backend}), paired with the reference network "
-                   f"(latency = ratio x {predictor.meta.reference_ms:.4g} ms)", runtime,
+                   f"(latency = ratio x {reference_ms:.4g} ms)", runtime,
                    {name: measurement_from_dict(r) for name, r in records.items()})
 
 
