@@ -84,9 +84,11 @@ def cmd_predictor_eval(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.latency.predictors.fit import check_eval_inputs, evaluate_predictor
 
     plot = Path(args.plot) if args.plot else None
-    check_eval_inputs(args.set or (), args.measurements, args.column, plot)
+    space = _eval_space(args)
+    check_eval_inputs(args.set or (), args.measurements, args.column, plot, space)
     predictor = load_predictor(args.predictor)
-    result = evaluate_predictor(predictor, sets=args.set or (), csv=args.measurements, column=args.column, plot=plot)
+    result = evaluate_predictor(predictor, sets=args.set or (), csv=args.measurements, column=args.column, plot=plot,
+                                space=space)
 
     def line(name: str, f: dict[str, Any]) -> str:
         return (f"{name:<10} n {f['n']}  ±5% {100 * f['acc5']:5.1f}%  ±10% {100 * f['acc10']:5.1f}%  "
@@ -108,52 +110,38 @@ def cmd_predictor_eval(args: argparse.Namespace) -> dict[str, Any]:
     return {**result, "_text": "\n".join(lines)}
 
 
+def _eval_space(args: argparse.Namespace) -> Any:
+    """The space of a CSV's op names for a kernel predictor (``--space``), None when not given."""
+    from hwnas.spaces import get_space
+
+    if args.space is None:
+        for flag, value in (("--resolution", args.resolution), ("--num-classes", args.num_classes)):
+            if value is not None:
+                raise HwnasError(f"{flag} {value}: give --space too (the space of the CSV's op names, for a kernel "
+                                 "predictor)")
+        return None
+    return get_space(args.space, args.resolution, args.num_classes)
+
+
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.devices import load_device
-    from hwnas.latency.predictors import SpacePredictor, check_device, load_predictor
-    from hwnas.latency.predictors.kernel import KernelPredictor
-    from hwnas.latency.table import tables_dir
-    from hwnas.spaces import Architecture
+    from hwnas.latency.predictors import check_device, load_predictor
+    from hwnas.latency.predictors.prediction import model_input
 
     device = load_device(args.device)
-    target = Path(args.target)
-    if target.suffix not in (".onnx", ".json"):
-        raise HwnasError(f"{target}: expected an architecture .json or an .onnx file")
-    if not target.is_file():
-        raise HwnasError(f"{target}: no such {'model' if target.suffix == '.onnx' else 'architecture'} file")
-    model = None
-    if target.suffix == ".onnx":
-        from hwnas.latency.kernels.onnx_split import read_onnx
-
-        model = read_onnx(target)  # read once; an empty or foreign file is refused before the predictor loads
-    arch = Architecture.load(target) if target.suffix == ".json" else None
-    folder = tables_dir() / "predictors"
-    if args.predictor is not None:
-        path = Path(args.predictor)
-    else:  # an architecture: the device's calibrated predictor of its space when there is one, else the kernels
-        calibrated = folder / f"{device.name}__{arch.space}__{arch.resolution}__calibrated.json" if arch else None
-        path = calibrated if calibrated is not None and calibrated.is_file() else folder / f"{device.name}__kernel.json"
-        if not path.is_file():
-            raise HwnasError(f"{path}: no kernel predictor for device {device.name!r}; build one with "
-                             f"`python tools/build_kernel_predictor.py --device {device.name}` or pass --predictor")
+    # the file checked (an .onnx read, once) before a predictor loads: an empty or foreign file is one line at once
+    given = model_input(Path(args.target))
+    path = Path(args.predictor) if args.predictor is not None else _default_predictor(device.name, given.arch)
     predictor = load_predictor(path)
     problems = check_device(predictor, device.name)
     if problems:
         raise HwnasError(f"{path}: {problems[0]}")
-    overhead = 0.0
-    if isinstance(predictor, KernelPredictor):
-        latency, kernels = (predictor.predict_model(model, str(target)) if arch is None
-                            else predictor.predict_arch(arch))
-        overhead = predictor.overhead_ms
-    elif isinstance(predictor, SpacePredictor) and arch is not None:
-        latency, kernels = predictor.latency_ms(arch), _layer_terms(predictor, arch)
-    else:
-        raise HwnasError(f"{path}: a {predictor.kind!r} predictor of a search space predicts architecture .json files; "
-                         "use a kernel predictor for .onnx models")
-    text = "\n".join(f"{k['type']:<12} {k['ms']:8.4f} ms  {k['key']}" for k in kernels)
+    prediction = predictor.predict(given)  # a kind that cannot read the model says so in one line
+    latency, overhead, terms = prediction.ms, prediction.overhead_ms, [dict(t) for t in prediction.terms]
+    text = "\n".join(f"{t['type']:<12} {t['ms']:8.4f} ms  {t['key']}" for t in terms)
     text += f"\n{'overhead':<12} {overhead:8.4f} ms\n{'total':<12} {latency:8.4f} ms"
     result = {"latency_ms": latency, "device": device.name, "predictor": str(path), "kind": predictor.kind,
-              "overhead_ms": overhead, "kernels": kernels}
+              "overhead_ms": overhead, "kernels": terms}
     if latency > 0 and overhead > 0.5 * latency:
         result["note"] = (f"the per-run overhead is {100 * overhead / latency:.0f}% of the total: the prediction "
                           "says more about the runtime's fixed cost than about this model")
@@ -161,13 +149,20 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     return {**result, "_text": text}
 
 
-def _layer_terms(predictor: Any, arch: Any) -> list[dict[str, Any]]:
-    """A space predictor's additive terms of an architecture (the fixed part, then one per searchable layer),
-    at the predictor's linearization point (its non-additive factor, if any, spread over them)."""
-    linearized, space = predictor.anchored(arch), predictor.space
-    costs = linearized.layer_costs_ms()
-    terms = [{"type": "fixed", "key": "stem, fixed blocks, head, runtime overhead", "ms": linearized.fixed_ms()}]
-    for layer, choice, cost in zip(space.layers, arch.choices, costs):
-        terms.append({"type": f"layer{layer.index}:{choice}", "key": layer.spec(choice).key(),
-                      "ms": cost[layer.names.index(choice)]})
-    return terms
+def _default_predictor(device: str, arch: Any) -> Path:
+    """The device's predictor of the architecture's space (calibrated, then transfer), else its kernel predictor;
+    the user's files before the shipped ones (:func:`~hwnas.latency.predictors.locate.default_predictor`)."""
+    from hwnas.latency.predictors.locate import default_predictor, user_predictor_path
+    from hwnas.spaces import get_space
+
+    space = get_space(arch.space, arch.resolution, arch.num_classes) if arch is not None else None
+    found = default_predictor(device, space)
+    if found is not None:
+        return found
+    build = f"build one with `python tools/build_kernel_predictor.py --device {device}`"
+    if space is None:
+        raise HwnasError(f"no kernel predictor for device {device!r}: {build}, or pass --predictor")
+    fit = (f"`hwnas predictor fit --space {space.name} --resolution {space.resolution} --set SET.json --out "
+           f"{user_predictor_path(device, 'calibrated', space)}` (a set from `hwnas measure`)")
+    raise HwnasError(f"no predictor for device {device!r} of {space.name}@{space.resolution} (calibrated, transfer "
+                     f"or kernel): fit one with {fit}, {build}, or pass --predictor")

@@ -8,18 +8,21 @@ per device with the network's latency in milliseconds::
     0,k5_e6 skip k3_e1_g2 ... k5_e1_g2,10.6153,17.5577,...
 
 Rows are named by their 1-based data row (the header is not counted) in every error.
+:func:`write_measurements_csv` writes the same format, e.g. a transfer prior from your own measurement sets.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.io import write_bytes_atomic
 from hwnas.spaces import Architecture, SearchSpace
 
 ARCH_COLUMN = "arch"
@@ -38,6 +41,40 @@ def read_prior(path: str | Path, space: SearchSpace,
     """The networks of ``path`` and every latency column but ``exclude`` (the other devices: a transfer prior)."""
     archs, latencies = _read(path, space, columns=None, exclude=tuple(exclude))
     return archs, latencies
+
+
+def write_measurements_csv(path: str | Path, archs: Sequence[Architecture],
+                           latencies_ms: Mapping[str, Sequence[float]]) -> Path:
+    """Write ``archs`` (one row each, ``arch_id`` numbering them from 0) and one latency column (ms) per entry of
+    ``latencies_ms``, in the format :func:`read_measurements` and :func:`read_prior` read: measurement sets of
+    other devices become a ``--prior`` for a transfer predictor. Refuses, in one line, what the readers would."""
+    path = Path(path)
+    if not archs:
+        raise HwnasError(f"{path}: no networks to write")
+    if not latencies_ms:
+        raise HwnasError(f"{path}: no latency column to write")
+    spaces = sorted({f"{a.space}@{a.resolution}" for a in archs})
+    if len(spaces) > 1:
+        raise HwnasError(f"{path}: networks of {', '.join(spaces)}; a measurements CSV holds one space at one "
+                         "resolution")
+    columns = {}
+    for name, values in latencies_ms.items():
+        where = f"{path}: column {name!r}"
+        if not name or name != name.strip() or name in _NOT_LATENCY:
+            raise HwnasError(f"{where}: expected a device name other than {' and '.join(map(repr, _NOT_LATENCY))}")
+        row = [float(v) for v in values]
+        if len(row) != len(archs):
+            raise HwnasError(f"{where}: {len(row)} latencies, expected {len(archs)} (one per network)")
+        if not all(math.isfinite(v) and v > 0 for v in row):
+            raise HwnasError(f"{where}: expected positive finite latencies in ms")
+        columns[name] = row
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow([ID_COLUMN, ARCH_COLUMN, *columns])
+    for index, arch in enumerate(archs):
+        writer.writerow([index, " ".join(arch.choices), *(repr(columns[name][index]) for name in columns)])
+    write_bytes_atomic(path, text.getvalue().encode())
+    return path
 
 
 def latency_columns(path: str | Path) -> list[str]:

@@ -7,15 +7,18 @@ Data sources, all reduced to (architectures, latencies in ms at one reference le
 * a CSV (``--measurements CSV --column COL``): column ``arch`` with the space's op names in layer order separated
   by spaces, latency columns in ms (the format of the FBNet data of HELP).
 
-Evaluation compares at the evaluation set's reference level (:func:`~hwnas.latency.predictors.base.rescale`),
-i.e. it compares ratios, and reports the set's own re-measurement agreement (its noise floor) beside it.
+Evaluation predicts each held-out network through the protocol (``predictor.predict(arch).ms``: every kind the
+same way, the kernel kind included), compares at the evaluation set's reference level
+(:func:`~hwnas.latency.predictors.base.rescale`), i.e. it compares ratios, where the predictor was paired with the
+same reference network (plain ms for the kernel predictor), and reports the set's own re-measurement agreement (its
+noise floor) beside it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,6 +27,7 @@ from hwnas.latency.predictors.base import (Predictor, PredictorMeta, SpacePredic
                                           versions)
 from hwnas.latency.predictors.calibrated import CalibratedPredictor, fit_calibrated
 from hwnas.latency.predictors.features import Caches, FeatureCache
+from hwnas.latency.predictors.locate import predictor_name
 from hwnas.latency.metrics import agreement, plot_against_measured
 from hwnas.latency.sets import MeasurementSet
 from hwnas.latency.table import LatencyTable
@@ -83,9 +87,11 @@ def check_fit_inputs(kind: str, sets: Sequence[str | Path], csv: str | Path | No
     learns from measured networks, so one of ``sets`` or ``csv`` (with its ``column``) is required."""
     if kind not in KINDS:
         raise HwnasError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-    if kind == "kernel":
-        raise HwnasError("--kind kernel: kernel predictors are built by measuring kernels on the device: "
-                         "run `python tools/build_kernel_predictor.py --device DEVICE`")
+    if kind == "kernel":  # docs/predictors.md, "Which predictor where"
+        raise HwnasError("--kind kernel: a kernel predictor learns from single kernels measured on the device "
+                         "(hours), not from measured networks: build one with `python tools/build_kernel_predictor.py "
+                         f"--device DEVICE` (in hwnas's source checkout); `hwnas predict` finds "
+                         f"{predictor_name('DEVICE', kind)}")
     if sets and csv is not None:
         raise HwnasError("predictor fit: give --set or --measurements, not both")
     if not sets and csv is None:
@@ -182,13 +188,16 @@ def _fit_transfer(space: SearchSpace, data: Measurements, prior: str | Path, see
 
 
 def check_eval_inputs(sets: Sequence[str | Path], csv: str | Path | None, column: str | None,
-                      plot: Path | None) -> None:
-    """Refuse, before the predictor is loaded or anything evaluated, held-out data that is missing or ambiguous and
-    a plot file that matplotlib would not write."""
+                      plot: Path | None, space: SearchSpace | None = None) -> None:
+    """Refuse, before the predictor is loaded or anything evaluated, held-out data that is missing or ambiguous, a
+    space where it would not be read (sets name their own) and a plot file that matplotlib would not write."""
     if bool(sets) == (csv is not None):
         raise HwnasError("predictor eval: give --set or --measurements")
     if csv is not None and not column:
         raise HwnasError("predictor eval: --measurements needs --column")
+    if sets and space is not None:
+        raise HwnasError(f"--space {space.name}: measurement sets name their own space; --space (with --resolution, "
+                         "--num-classes) is read only with --measurements, for a kernel predictor")
     if plot is not None:
         if plot.suffix.lower() not in PLOT_SUFFIXES:
             raise HwnasError(f"--plot {plot}: expected a {', '.join(PLOT_SUFFIXES)} file, got "
@@ -197,26 +206,21 @@ def check_eval_inputs(sets: Sequence[str | Path], csv: str | Path | None, column
 
 
 def evaluate_predictor(predictor: Predictor, *, sets: Sequence[str | Path] = (), csv: str | Path | None = None,
-                       column: str | None = None, plot: Path | None = None) -> dict[str, Any]:
-    """Figures of ``predictor`` on held-out measurements (and of the table it embeds, when it has one).
+                       column: str | None = None, plot: Path | None = None,
+                       space: SearchSpace | None = None) -> dict[str, Any]:
+    """Figures of ``predictor`` on held-out measurements (and of the table it embeds, when it has one), each
+    network predicted by ``predictor.predict(arch)``, the same for every kind.
 
-    A predictor of a space (calibrated, transfer) reads sets or a CSV of that space; a kernel predictor, which
-    knows no space, reads measurement sets (each network exported to ONNX and split into its kernels)."""
-    check_eval_inputs(sets, csv, column, plot)
-    if not isinstance(predictor, SpacePredictor):
-        if csv is not None:
-            raise HwnasError(f"{predictor.path}: a {predictor.kind} predictor is evaluated on measurement sets "
-                             "(--set, from `hwnas measure`), not on a CSV of a space's op names")
-        data = load_sets(sets)
-        latency = _kernel_latency(predictor)
-    else:
-        data = load_sets(sets) if sets else load_csv(csv or "", predictor.space, column or "")
-        if (data.space.name, data.space.resolution) != (predictor.space.name, predictor.space.resolution):
-            raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, "
-                             f"the predictor of {predictor.space.name}@{predictor.space.resolution}")
-        latency = predictor.latency_ms
-    measured = data.latencies_ms
-    predicted = np.array([rescale(latency(a), predictor, data.reference_ms) for a in data.archs])
+    A CSV names its networks by op names: they are read in the predictor's space, or, for a kind that predicts any
+    model (the kernel predictor), in ``space``, which is required then."""
+    check_eval_inputs(sets, csv, column, plot, space)
+    own = _own_space(predictor)
+    data = load_sets(sets) if sets else load_csv(csv or "", _csv_space(predictor, own, space), column or "")
+    if own is not None and (data.space.name, data.space.resolution) != (own.name, own.resolution):
+        raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, "
+                         f"the predictor of {own.name}@{own.resolution}")
+    measured, level = data.latencies_ms, _shared_reference_ms(predictor, data)
+    predicted = np.array([rescale(predictor.predict(a).ms, predictor, level) for a in data.archs])
     result = _figures(predicted, measured)
     result["noise"] = data.noise
     series = {"predictor": predicted}
@@ -228,12 +232,41 @@ def evaluate_predictor(predictor: Predictor, *, sets: Sequence[str | Path] = (),
     return result
 
 
-def _kernel_latency(predictor: Predictor) -> Callable[[Architecture], float]:
-    from hwnas.latency.predictors.kernel import KernelPredictor
+def _shared_reference_ms(predictor: Predictor, data: Measurements) -> float | None:
+    """The set's reference level when the predictor's latencies are multiples of the same reference network, else
+    None (plain ms are compared). A predictor of a space was fitted paired with that space's reference, as the
+    set was; the kernel predictor's reference is a generic network (``meta.reference``): bringing its predictions
+    to the level of another network would scale them by the two networks' ratio, not by the machine's drift."""
+    from hwnas.latency.reference import reference_arch
 
-    if not isinstance(predictor, KernelPredictor):
-        raise HwnasError(f"{predictor.path}: a {predictor.kind!r} predictor cannot be evaluated on a space's networks")
-    return lambda arch: predictor.predict_arch(arch)[0]
+    reference = predictor.meta.reference
+    if isinstance(reference, dict) and isinstance(reference.get("arch"), dict):
+        same = Architecture.from_dict(reference["arch"]) == reference_arch(data.space)
+        return data.reference_ms if same else None
+    return data.reference_ms if predictor.meta.space is not None else None
+
+
+def _own_space(predictor: Predictor) -> SearchSpace | None:
+    """The search space a predictor is of (``meta.space``), None for a kind that predicts any model."""
+    if predictor.meta.space is None:
+        return None
+    return SpacePredictor.space_of(predictor.meta, str(predictor.path or "predictor"))
+
+
+def _csv_space(predictor: Predictor, own: SearchSpace | None, given: SearchSpace | None) -> SearchSpace:
+    """The space a CSV's op names are read in: the predictor's own, else the given one."""
+    where = predictor.path or "predictor"
+    if own is None:
+        if given is None:
+            raise HwnasError(f"{where}: a {predictor.kind} predictor knows no search space: give --space (and "
+                             "--resolution, --num-classes) of the CSV's op names, or evaluate on --set")
+        return given
+    if given is not None and (given.name, given.resolution, given.num_classes) != (
+            own.name, own.resolution, own.num_classes):
+        raise HwnasError(f"--space {given.name}@{given.resolution}/{given.num_classes} classes: the {predictor.kind} "
+                         f"predictor {where} is of {own.name}@{own.resolution}/{own.num_classes} classes (leave "
+                         "--space out: it is read only for a kernel predictor)")
+    return own
 
 
 def _table_figures(predictor: CalibratedPredictor, data: Measurements,
