@@ -11,3 +11,7 @@ model and the predictor's refitting loop), ``measure`` (end-to-end attempts, eac
 ``verdict`` (the final measurement), ``records`` (the typed records that cross between them), ``run_report``
 (the run folder's files), ``checkpoint`` (resuming an interrupted run), ``progress`` (bars or summary lines).
 """
+
+from hwnas import callable_package
+
+callable_package(__name__)  # hwnas.search(...) is hwnas.api.search(...); hwnas.search.run stays this package's module
