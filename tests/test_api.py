@@ -231,3 +231,16 @@ def test_search_result_lifts_the_summary_keys_the_run_returns() -> None:
     assert result.out == Path("runs/x") and result.files == {"arch": Path("runs/x/arch.json")}
     assert result.measured_over_target == pytest.approx(0.8) and result.summary == summary
     assert "summary" not in repr(result)
+
+
+def test_errors_from_the_layers_below_name_parameters_not_flags(tmp_path: Path) -> None:
+    from hwnas.api._checks import for_python
+
+    assert for_python("--target-ms 0.1: run `hwnas profile --device d --out x`; pass another --out") == (
+        "target_ms 0.1: run `hwnas profile --device d --out x`; pass another out")
+    space = hwnas.get_space("tiny", 16, num_classes=10)
+    arch = space.arch(("k3_e3", "zero", "k5_e3", "k3_e6"))
+    with pytest.raises(HwnasError) as caught:  # the export pipeline words this one for the CLI: "--opset: ..."
+        hwnas.export(arch, tmp_path / "export", formats="onnx", measure=False, opset=3)
+    message = str(caught.value)
+    assert message.startswith("opset: expected") and "--" not in message, message

@@ -4,8 +4,10 @@ expected, raised before any work starts (the layers below word their errors for 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from hwnas.errors import HwnasError
 
@@ -94,3 +96,30 @@ def search_space(function: str, value: Any, name: str = "space") -> Any:
         raise argument_error(function, name, "a SearchSpace (hwnas.get_space(name, resolution, num_classes=...))",
                              value)
     return value
+
+
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+
+def for_python(message: str) -> str:
+    """A library message worded for the command line, worded for a Python caller: each ``--flag`` outside a quoted
+    command (between backticks) becomes the parameter's name (``--target-ms`` -> ``target_ms``); the commands a
+    message suggests stay as written."""
+    parts = message.split("`")
+    for index in range(0, len(parts), 2):  # the even parts lie outside backticks
+        parts[index] = _FLAG.sub(lambda match: match.group(1).replace("-", "_"), parts[index])
+    return "`".join(parts)
+
+
+def python_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator of an API function: a :class:`HwnasError` from the layers below reaches the caller worded for
+    Python (:func:`for_python`), still one line, still an ``HwnasError``."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except HwnasError as exc:
+            raise type(exc)(for_python(str(exc))) from None
+
+    return wrapper

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from hwnas.api._checks import (argument_error, check_choice, check_int, check_optional_int, check_path,
-                               check_protocol, device_profile, search_space)
+                               check_protocol, device_profile, python_errors, search_space)
 from hwnas.errors import HwnasError
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 FIT_KINDS = ("calibrated", "transfer")  # fitted on measured networks; the kernel kind is built by measuring kernels
 
 
+@python_errors
 def load_device(name_or_path: str | Path, *, threads: int | None = None) -> DeviceProfile:
     """A device profile by name (the user's, else the shipped one) or from a ``.toml`` file; ``threads`` overrides
     the profile's thread count (a table measured so is another table, as with ``--threads``)."""
@@ -33,6 +34,7 @@ def load_device(name_or_path: str | Path, *, threads: int | None = None) -> Devi
     return device if threads is None else dataclasses.replace(device, threads=threads)
 
 
+@python_errors
 def get_space(name: str, resolution: int | None = None, *, num_classes: int | None = None) -> SearchSpace:
     """The search space ``name`` at ``resolution`` (None: the space's default) with a ``num_classes`` head."""
     from hwnas.spaces import get_space as make_space, space_names
@@ -44,6 +46,7 @@ def get_space(name: str, resolution: int | None = None, *, num_classes: int | No
     return make_space(name, resolution, num_classes)
 
 
+@python_errors
 def profile(device: DeviceProfile | str, space: SearchSpace, *, protocol: Mapping[str, Any] | None = None,
             out: str | Path | None = None, chunk: int = 12, progress: bool = False) -> LatencyTable:
     """Measure every op of ``space`` (its head included) that the table lacks, and return the table.
@@ -67,6 +70,7 @@ def profile(device: DeviceProfile | str, space: SearchSpace, *, protocol: Mappin
     return LatencyTable.load(profile_device(device, space, path, config).table)
 
 
+@python_errors
 def measure(device: DeviceProfile | str, space: SearchSpace, *, out: str | Path, n: int = 50, seed: int = 0,
             repeat: int = 10, protocol: Mapping[str, Any] | None = None, table: LatencyTable | str | Path | None = None,
             chunk: int = 8, progress: bool = False) -> MeasurementSet:
@@ -114,6 +118,7 @@ def _table(function: str, table: Any) -> LatencyTable:
     return LatencyTable.load(table_file(str(check_path(function, "table", table))))
 
 
+@python_errors
 def fit_predictor(measurements: Any, *, kind: str = "calibrated", table: LatencyTable | str | Path | None = None,
                   prior: str | Path | None = None, space: SearchSpace | None = None, column: str | None = None,
                   residual: str = "auto", seed: int = 0) -> Predictor:
@@ -193,6 +198,7 @@ def _set_file(item: Any, name: str) -> Path:
     return path
 
 
+@python_errors
 def load_predictor(name_or_path: str | Path) -> Predictor:
     """A predictor file by path, or by name (``DEVICE__SPACE__RES__KIND`` or ``DEVICE__kernel``, with or without
     ``.json``) in the predictor folders, the user's first (``$HWNAS_DATA/latency_tables/predictors``)."""

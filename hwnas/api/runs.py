@@ -6,7 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from hwnas.api._checks import argument_error, check_choice, check_options, check_path, device_profile
+from hwnas.api._checks import (argument_error, check_choice, check_options, check_path, device_profile,
+                               python_errors)
 from hwnas.api.results import ExportReport, SearchResult
 from hwnas.errors import HwnasError
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 _SEARCH_ARGUMENTS = ("device", "space", "resolution", "target_ms", "data", "out", "table", "device_threads")
 
 
+@python_errors
 def search(device: DeviceProfile | str | None = None, space: SearchSpace | str = "proxyless", *,
            resolution: int | None = None, target_ms: float | None = None, latency_model: Any = None,
            data: str | Path | None = None, out: str | Path | None = None, table: Any = None,
@@ -126,6 +128,7 @@ def _latency_model(model: Any) -> Any:
                          "LatencyEstimator, or a predictor's path or name", model)
 
 
+@python_errors
 def export(source: SearchResult | Architecture | str | Path, out: str | Path, *,
            formats: str | Sequence[str] = ("onnx", "tflite"), precision: str = "fp32", device: str | None = None,
            allow_missing: bool = False, **options: Any) -> ExportReport:
