@@ -190,3 +190,36 @@ def test_a_registered_strategy_is_a_cli_choice_and_a_config_value(monkeypatch: p
     assert SearchConfig(strategy="proxyless-again").strategy == "proxyless-again"
     with pytest.raises(HwnasError, match="field 'strategy': expected one of proxyless, mnas, proxyless-again"):
         SearchConfig(strategy="darts")
+
+
+def test_a_registered_strategy_is_given_only_the_settings_it_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import dataclass
+
+    from hwnas.search.run_config import SearchConfig
+    from hwnas.search.run_train import _strategy_kwargs
+    from hwnas.search.strategies import MnasStep
+
+    @dataclass
+    class RandomConfig:
+        lr: float = 0.0
+        seed: int = 0
+
+    class RandomStep(MnasStep):
+        config_class = RandomConfig
+
+    class AnyStep(MnasStep):
+        config_class = None
+
+    monkeypatch.setattr(STRATEGIES, "_entries", dict(STRATEGIES._entries))
+    monkeypatch.setattr(STRATEGIES, "_order", dict(STRATEGIES._order))
+    STRATEGIES.register("random-sampling", RandomStep)
+    STRATEGIES.register("any-settings", AnyStep)
+    assert set(_strategy_kwargs(SearchConfig(strategy="random-sampling"), 1.0)) == {"lr", "seed"}
+    everything = set(_strategy_kwargs(SearchConfig(strategy="any-settings"), 1.0))
+    assert {"loss", "loss_params", "reward", "reward_params", "lr", "seed"} <= everything
+    # the built-ins as before: a loss for proxyless, a reward and its sampling settings for mnas
+    assert set(_strategy_kwargs(SearchConfig(strategy="proxyless"), 1.0)) == {
+        "lr", "seed", "loss", "loss_params"}
+    assert {"reward", "reward_params", "lr", "seed"} <= set(
+        _strategy_kwargs(SearchConfig(strategy="mnas"), 1.0)) and "loss" not in _strategy_kwargs(
+        SearchConfig(strategy="mnas"), 1.0)

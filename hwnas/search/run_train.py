@@ -20,7 +20,7 @@ from hwnas.search.checkpoint import RunCheckpoint, rng_state, set_rng_state
 from hwnas.search.progress import Progress
 from hwnas.search.records import TrainedNetwork
 from hwnas.search.run_config import SearchConfig
-from hwnas.search.strategies import get_strategy
+from hwnas.search.strategies import get_strategy, strategy_parameters
 from hwnas.search.supernet import SuperNet, frozen_buffers
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -91,18 +91,18 @@ def evaluate(model: nn.Module, loader: Any, channels_last: bool = False, batch_s
 
 
 def _strategy_kwargs(config: SearchConfig, target_ms: float) -> dict[str, Any]:
-    common = {"lr": config.arch_lr, "betas": tuple(config.arch_betas) if config.arch_betas else None,
-              "eps": config.arch_eps, "seed": config.seed + 2}
-    if config.strategy == "proxyless":
-        params = dict(config.loss_params)
-        if config.loss == "mul#log" and "unit_ms" not in params:
-            params["unit_ms"] = target_ms / 80.0
-        specific: dict[str, Any] = {"loss": config.loss, "loss_params": params}
-    else:
-        specific = {"reward": config.reward, "reward_params": dict(config.reward_params),
-                    "samples": config.mnas_samples, "baseline_momentum": config.mnas_baseline_momentum,
-                    "entropy_weight": config.mnas_entropy_weight}
-    return {k: v for k, v in {**common, **specific}.items() if v is not None}
+    """The config's architecture-step settings that strategy ``config.strategy`` takes (its ``config_class``'s
+    fields; a registered strategy without one is given them all): a loss for gradient strategies, a reward for
+    sampling ones."""
+    params = dict(config.loss_params)
+    if config.loss == "mul#log" and "unit_ms" not in params:
+        params["unit_ms"] = target_ms / 80.0
+    offered = {"lr": config.arch_lr, "betas": tuple(config.arch_betas) if config.arch_betas else None,
+               "eps": config.arch_eps, "seed": config.seed + 2, "loss": config.loss, "loss_params": params,
+               "reward": config.reward, "reward_params": dict(config.reward_params), "samples": config.mnas_samples,
+               "baseline_momentum": config.mnas_baseline_momentum, "entropy_weight": config.mnas_entropy_weight}
+    taken = strategy_parameters(config.strategy)
+    return {k: v for k, v in offered.items() if v is not None and (taken is None or k in taken)}
 
 
 class _Cycle:

@@ -37,6 +37,7 @@ class ArchStep(ABC):
     """One architecture update of a strategy; holds its optimizer, generator and (mnas) baseline."""
 
     name: ClassVar[str] = ""
+    config_class: ClassVar[type | None] = None  # the dataclass of its keyword parameters (None: it takes any)
 
     def __init__(self, lr: float, betas: tuple[float, float], eps: float, seed: int) -> None:
         self._opt_args = {"lr": lr, "betas": betas, "eps": eps}
@@ -113,6 +114,7 @@ class ProxylessStep(ArchStep):
     """Gradient step with binary gates; see the module docstring."""
 
     name = "proxyless"
+    config_class = ProxylessConfig
 
     def __init__(self, **kwargs: Any) -> None:
         self.config = _config(ProxylessConfig, self.name, kwargs)
@@ -143,6 +145,7 @@ class MnasStep(ArchStep):
     """REINFORCE step with shared weights; see the module docstring."""
 
     name = "mnas"
+    config_class = MnasConfig
 
     def __init__(self, **kwargs: Any) -> None:
         self.config = _config(MnasConfig, self.name, kwargs)
@@ -192,6 +195,14 @@ def _config(cls: type, name: str, kwargs: dict[str, Any]) -> Any:
     except TypeError:
         known = ", ".join(cls.__dataclass_fields__)
         raise HwnasError(f"strategy {name}: unknown parameter in {sorted(kwargs)} (expected {known})") from None
+
+
+def strategy_parameters(name: str) -> set[str] | None:
+    """The keyword parameters strategy ``name`` takes (the fields of its ``config_class``; None: any)."""
+    from dataclasses import fields
+
+    config_class = STRATEGIES.get(name).config_class
+    return None if config_class is None else {f.name for f in fields(config_class)}
 
 
 def get_strategy(name: str, **kwargs: Any) -> ArchStep:
