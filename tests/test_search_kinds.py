@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -190,3 +191,18 @@ def test_a_latency_model_object_that_does_not_fit_is_one_line(tables: Path, fitt
         run_search(_config(tmp_path / "run", measure=False, closed_loop_steps=0), progress=False,
                    latency_model=given)
     assert not (tmp_path / "run" / "report.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["calibrated", "transfer", "kernel"])
+def test_every_kind_aims_the_sampling_strategy_too(tables: Path, fitted: dict[str, Any], tmp_path: Path,
+                                                   kind: str) -> None:
+    """mnas (REINFORCE, the reward reads each sampled architecture's latency from the model) with every kind; the
+    device is not measured here (the closed loop and verdict are the other tests')."""
+    path = KERNEL if kind == "kernel" else fitted[kind]
+    out = tmp_path / "run"
+    result = run_search(_config(out, predictor=str(path), strategy="mnas", measure=False), progress=False)
+    assert result["latency_model"]["kind"] == kind and result["measured_ms"] is None
+    estimator = load_predictor(path).for_space(fitted["space"])
+    assert result["estimated_ms"] == pytest.approx(estimator.latency_ms(load_arch(result)))
+    history = json.loads((out / "report.json").read_text())["history"]
+    assert history and all(math.isfinite(epoch["expected_latency_ms"]) for epoch in history)
