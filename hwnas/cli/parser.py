@@ -161,6 +161,8 @@ def _add_search_command(sub: Any, commands: ModuleType) -> None:
                    help="latency loss of the proxyless strategy: %(choices)s (default: add#abs)")
     p.add_argument("--strategy", **_registered(STRATEGIES, "STRATEGY"),
                    help="search strategy: %(choices)s (default: proxyless, gradient; mnas is REINFORCE)")
+    p.add_argument("--predictor", help="latency model: a predictor file of any kind, 'auto' (the device's calibrated "
+                   "predictor if it fits this machine, else one built now) or 'none' (the table) (default: auto)")
     p.add_argument("--seed", type=int)
     p.add_argument("--baseline", action="store_true", help="also train and measure a same-budget uniform network")
     p.add_argument("--config", help="JSON or TOML file of search config fields (flags override it)")

@@ -16,7 +16,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"device": args.device, "space": args.space, "target_ms": args.target_ms, "resolution": args.resolution,
              "data": args.data, "search_epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
              "train_epochs": args.train_epochs, "loss": args.loss, "strategy": args.strategy, "seed": args.seed,
-             "out": args.out, "device_threads": args.threads}
+             "out": args.out, "device_threads": args.threads, "predictor": args.predictor}
     config = config.with_overrides({k: v for k, v in flags.items() if v is not None}, "command line")
     config = config.with_overrides(_parse_sets(args.set), "command line --set")
     if args.baseline:
