@@ -17,14 +17,13 @@ import copy
 import json
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
-import hwnas
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso, read_json_file, write_json_atomic
 from hwnas.latency.estimator import LatencyEstimator
+from hwnas.latency.predictors.meta import PredictorMeta, versions  # noqa: F401 (re-exported)
 from hwnas.latency.predictors.boosters import booster_from_json, booster_to_json  # noqa: F401 (re-exported)
 from hwnas.latency.predictors.prediction import Prediction, model_input, unsupported
 from hwnas.registry import PREDICTORS
@@ -32,65 +31,6 @@ from hwnas.spaces import Architecture, SearchSpace
 
 SCHEMA = "hwnas.predictor/1"
 _KINDS = PREDICTORS  # kind -> class (hwnas.registry: built-ins imported on first lookup, plugins' kinds too)
-
-
-@dataclass
-class PredictorMeta:
-    """Who a predictor is for and how it was made (the ``meta`` object of the file).
-
-    Attributes:
-        device: device profile name the training data was measured on ("" for a transfer prior alone).
-        fingerprint: the machine/runtime fingerprint of the training data (``{}`` when unknown, e.g. a CSV).
-        space, resolution, num_classes: the search space it predicts architectures of (None: any model).
-        reference: the reference network (``{"arch": {...}}`` or a description) that latencies were paired with.
-        reference_ms: the reference's quiet latency in the training data; predictions are in these ms, and
-            :func:`rescale` moves them to another set's reference level.
-        features: names of the features the model reads, in order (a file whose list differs from what this
-            hwnas computes is stale and refused).
-        training: rows, sources, fit date and cross-validated figures.
-        versions: hwnas, xgboost, numpy and runtime versions at fit time.
-    """
-
-    device: str = ""
-    fingerprint: dict[str, Any] = field(default_factory=dict)
-    space: str | None = None
-    resolution: int | None = None
-    num_classes: int | None = None
-    reference: dict[str, Any] | None = None
-    reference_ms: float | None = None
-    features: list[str] = field(default_factory=list)
-    training: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str) -> PredictorMeta:
-        if not isinstance(data, Mapping):
-            raise HwnasError(f"{source}: field 'meta': expected an object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise HwnasError(f"{source}: field 'meta': unknown field {unknown[0]!r}")
-        meta = cls(**dict(data))
-        for name, typ in (("device", str), ("fingerprint", dict), ("features", list), ("training", dict),
-                          ("versions", dict)):
-            if not isinstance(getattr(meta, name), typ):
-                raise HwnasError(f"{source}: field 'meta.{name}': expected {typ.__name__}")
-        ref = meta.reference_ms
-        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, float)) or not 0 < ref < math.inf):
-            raise HwnasError(f"{source}: field 'meta.reference_ms': expected a positive number or null, got {ref!r}")
-        return meta
-
-
-def versions(runtime: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Versions recorded with a fitted predictor."""
-    import numpy
-    import xgboost
-
-    return {"hwnas": hwnas.__version__, "xgboost": xgboost.__version__, "numpy": numpy.__version__,
-            "runtime": dict(runtime or {})}
 
 
 def register_predictor(cls: type[Predictor]) -> type[Predictor]:
@@ -101,6 +41,14 @@ def register_predictor(cls: type[Predictor]) -> type[Predictor]:
 def predictor_kinds() -> list[str]:
     _import_kinds()
     return sorted(_KINDS)
+
+
+def predictor_class(kind: str, where: str = "kind") -> type[Predictor]:
+    """The registered class of ``kind``; one line naming ``where`` and the choices otherwise."""
+    _import_kinds()
+    if kind not in _KINDS:
+        raise HwnasError(f"{where}: expected one of {', '.join(sorted(_KINDS))}, got {kind!r}")
+    return _KINDS[kind]
 
 
 class Predictor(ABC):
@@ -115,6 +63,9 @@ class Predictor(ABC):
     kind: ClassVar[str] = ""
     reads_onnx: ClassVar[bool] = False  # predicts ONNX models and torch modules, not only a space's architectures
     supports_refit: ClassVar[bool] = False  # with_rows: refitted with added measured networks (the closed loop)
+    fits_networks: ClassVar[bool] = False  # fit_networks: learns from measured networks (``hwnas predictor fit``)
+    needs_prior: ClassVar[bool] = False  # fit_networks needs other devices' measurements as a prior (``--prior``)
+    how_to_fit: ClassVar[str] = "see docs/predictors.md, 'Which predictor where'"
 
     def __init__(self, meta: PredictorMeta) -> None:
         self.meta = copy.deepcopy(meta)  # a predictor never shares (or later rewrites) the caller's meta
@@ -162,6 +113,14 @@ class Predictor(ABC):
         """The latency estimator of ``space``'s architectures that a search uses (differentiable, decodable)."""
         raise unsupported(self.kind, f"cannot estimate architectures of {space.name}@{space.resolution}",
                           "give a predictor of that space")
+
+    @classmethod
+    def fit_networks(cls, data: Any, *, table: Any = None, prior: Any = None, residual: str = "auto",
+                     seed: int = 0) -> Predictor:
+        """A new predictor of this kind fitted on measured networks (``data``: a
+        :class:`~hwnas.latency.predictors.fit.Measurements`), as ``hwnas predictor fit`` does (kinds with
+        ``fits_networks``); the inputs are read only."""
+        raise unsupported(cls.kind, "does not learn from measured networks", cls.how_to_fit)
 
     def with_rows(self, archs: Sequence[Architecture], latencies_ms: Sequence[float], *, weight: float = 1.0,
                   source: str = "added") -> Predictor:

@@ -35,17 +35,15 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
-from hwnas.latency.metrics import agreement
 from hwnas.latency.predictors.base import (AnchoredView, PredictorMeta, SpacePredictor, booster_from_json,
                                           booster_to_json, register_predictor)
+from hwnas.latency.predictors.calibrated_fit import cross_validate, design, fit_trees, ridge, scale, table_sum
 from hwnas.latency.predictors.features import NET_FEATURES, OP_FEATURES, Caches, FeatureCache
 from hwnas.latency.table import LatencyTable
 from hwnas.ops import OpSpec
 from hwnas.spaces import Architecture, SearchSpace
 
 RESIDUAL_CHOICES = ("auto", "linear", "xgb")
-_XGB_PARAMS = {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.05, "subsample": 0.8,
-               "colsample_bytree": 0.8, "reg_lambda": 2.0, "min_child_weight": 2}
 
 
 @dataclass(frozen=True)
@@ -102,6 +100,14 @@ class CalibratedPredictor(SpacePredictor):
 
     kind = "calibrated"
     supports_refit = True
+    fits_networks = True
+
+    @classmethod
+    def fit_networks(cls, data: Any, *, table: Any = None, prior: Any = None, residual: str = "auto",
+                     seed: int = 0) -> CalibratedPredictor:
+        from hwnas.latency.predictors.fit import fit_calibrated_networks
+
+        return fit_calibrated_networks(data, table, residual, seed)
 
     def __init__(self, meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None,
                  rows: list[TrainingRow], coef: np.ndarray, intercept: float, booster: Any | None,
@@ -242,22 +248,22 @@ def _fit(meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None, 
     weights = np.array([r.weight for r in rows])
     if np.any(~np.isfinite(y)) or np.any(y <= 0):
         raise HwnasError("predictor fit: latencies must be positive and finite")
-    x = _design(features, archs, table is None)
-    raw = _base(features, archs, leveled)
-    table_scale = _scale(raw, y) if rows and table is not None else 1.0
+    x = design(features, archs, table is None)
+    raw = table_sum(features, archs, leveled)
+    table_scale = scale(raw, y) if rows and table is not None else 1.0
     base = table_scale * raw
     n_coef = x.shape[1]
-    coef, intercept = (np.zeros(n_coef), 0.0) if not rows else _ridge(x, y - base, weights / y**2)
+    coef, intercept = (np.zeros(n_coef), 0.0) if not rows else ridge(x, y - base, weights / y**2)
     booster, selected, cv = None, "linear", {}
     residual = options.get("residual", "auto")
     if len(rows) >= 10:
-        cv = _cross_validate(features, archs, y, weights, leveled, int(options.get("seed", 0)))
+        cv = cross_validate(features, archs, y, weights, leveled, int(options.get("seed", 0)))
     correction = "ridge" if rows else "none"
     if "scale" in cv and cv["scale"]["mape"] <= cv["linear"]["mape"]:  # the scaled table alone generalizes better
         coef, intercept, correction = np.zeros(n_coef), 0.0, "scale only"
     if rows and residual != "linear" and (residual == "xgb" or len(rows) >= 30):
         linear_pred = base + x @ coef + intercept
-        booster = _fit_trees(features, archs, y, linear_pred, weights, int(options.get("seed", 0)))
+        booster = fit_trees(features, archs, y, linear_pred, weights, int(options.get("seed", 0)))
         additive = min(cv["linear"]["mape"], cv.get("scale", cv["linear"])["mape"]) if cv else 0.0
         if residual == "xgb" or (cv and cv["xgb"]["mape"] < 0.95 * additive):
             selected = "xgb"
@@ -267,84 +273,3 @@ def _fit(meta: PredictorMeta, space: SearchSpace, table: _EmbeddedTable | None, 
                                    "cv": cv, "table_scale": table_scale, "correction": correction,
                                    "sources": sorted({r.source for r in rows if r.source})})
     return CalibratedPredictor(meta, space, table, rows, coef, intercept, booster, selected, options, table_scale)
-
-
-def _design(features: FeatureCache, archs: Sequence[Architecture], onehot: bool) -> np.ndarray:
-    x = features.matrix(archs)
-    if not onehot:
-        return x
-    sizes = [len(layer.names) for layer in features.space.layers]
-    hot = np.zeros((len(archs), sum(sizes)))
-    offsets = np.cumsum([0] + sizes)
-    for row, arch in enumerate(archs):
-        for l, i in enumerate(features.indices(arch)):
-            hot[row, offsets[l] + i] = 1.0
-    return np.hstack([x, hot])
-
-
-def _base(features: FeatureCache, archs: Sequence[Architecture], table: _EmbeddedTable | None) -> np.ndarray:
-    """The table's once-overhead sum per network (zeros without a table)."""
-    if table is None:
-        return np.zeros(len(archs))
-    return features.matrix(archs)[:, 0] + table.scaled_overhead_ms
-
-
-def _scale(table_ms: np.ndarray, y: np.ndarray) -> float:
-    """The table's level on the measurements: the median of measured / table sum (robust to a few outliers)."""
-    return float(np.median(y / np.maximum(table_ms, 1e-12)))
-
-
-def _ridge(x: np.ndarray, target: np.ndarray, sample_weight: np.ndarray) -> tuple[np.ndarray, float]:
-    """Ridge on standardized columns, penalty by generalized cross-validation; coefficients on raw columns."""
-    from sklearn.linear_model import RidgeCV
-
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    keep = std > 1e-12
-    coef = np.zeros(x.shape[1])
-    if not keep.any() or len(target) < 2:
-        return coef, float(np.average(target, weights=sample_weight))
-    z = (x[:, keep] - mean[keep]) / std[keep]
-    model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(z, target, sample_weight=sample_weight)
-    coef[keep] = model.coef_ / std[keep]
-    return coef, float(model.intercept_ - (mean[keep] * coef[keep]).sum())
-
-
-def _fit_trees(features: FeatureCache, archs: Sequence[Architecture], y: np.ndarray, linear_pred: np.ndarray,
-               weights: np.ndarray, seed: int) -> Any:
-    import xgboost
-
-    x = np.stack([features.network(a, p) for a, p in zip(archs, linear_pred)])
-    target = np.log(y / np.maximum(linear_pred, 1e-9))
-    data = xgboost.DMatrix(x, label=target, weight=weights, feature_names=list(NET_FEATURES))
-    params = {"max_depth": _XGB_PARAMS["max_depth"], "eta": _XGB_PARAMS["learning_rate"],
-              "subsample": _XGB_PARAMS["subsample"], "colsample_bytree": _XGB_PARAMS["colsample_bytree"],
-              "lambda": _XGB_PARAMS["reg_lambda"], "min_child_weight": _XGB_PARAMS["min_child_weight"],
-              "objective": "reg:squarederror", "seed": seed, "nthread": 1}
-    return xgboost.train(params, data, num_boost_round=_XGB_PARAMS["n_estimators"])
-
-
-def _cross_validate(features: FeatureCache, archs: Sequence[Architecture], y: np.ndarray, weights: np.ndarray,
-                    table: _EmbeddedTable | None, seed: int, folds: int = 5) -> dict[str, dict[str, float]]:
-    """K-fold figures of the additive model and of the additive model with trees (held-out folds only)."""
-    import xgboost
-
-    rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(y)) % folds
-    x, raw = _design(features, archs, table is None), _base(features, archs, table)
-    pred = {"linear": np.zeros(len(y)), "xgb": np.zeros(len(y))}
-    if table is not None:
-        pred["scale"] = np.zeros(len(y))
-    for k in range(folds):
-        train, test = fold != k, fold == k
-        base = _scale(raw[train], y[train]) * raw if table is not None else raw
-        coef, intercept = _ridge(x[train], (y - base)[train], weights[train] / y[train] ** 2)
-        lin = base + x @ coef + intercept
-        pred["linear"][test] = lin[test]
-        if table is not None:
-            pred["scale"][test] = base[test]
-        booster = _fit_trees(features, [a for a, t in zip(archs, train) if t], y[train], lin[train], weights[train],
-                             seed)
-        net = np.stack([features.network(a, p) for a, p, t in zip(archs, lin, test) if t])
-        factor = np.exp(booster.predict(xgboost.DMatrix(net, feature_names=list(NET_FEATURES))))
-        pred["xgb"][test] = lin[test] * factor
-    return {name: agreement(p, y) for name, p in pred.items()}

@@ -17,7 +17,6 @@ from pathlib import Path
 from hwnas.spaces import SearchSpace
 
 FOLDER = "predictors"
-SPACE_KINDS = ("calibrated", "transfer")
 
 
 def predictor_name(device: str, kind: str, space: SearchSpace | None = None) -> str:
@@ -42,11 +41,28 @@ def user_predictor_path(device: str, kind: str, space: SearchSpace | None = None
 
 
 def default_predictor(device: str, space: SearchSpace | None) -> Path | None:
-    """The predictor a command uses when none is named: for an architecture of ``space``, the device's calibrated
-    predictor of it, else its transfer predictor; then (any model) the device's kernel predictor; None if none."""
-    candidates = [(kind, space) for kind in SPACE_KINDS] if space is not None else []
-    for kind, of in [*candidates, ("kernel", None)]:
+    """The predictor a command uses when none is named: for an architecture of ``space``, the device's predictor of
+    it (the kinds that refit first: calibrated, then transfer); then a predictor of any model (kernel); None if
+    none."""
+    candidates = [(kind, space) for kind in space_kinds()] if space is not None else []
+    for kind, of in [*candidates, *((kind, None) for kind in model_kinds())]:
         found = find_predictor(device, kind, of)
         if found is not None:
             return found
     return None
+
+
+def space_kinds() -> list[str]:
+    """The registered kinds that predict one search space's architectures, those that refit first."""
+    from hwnas.latency.predictors.base import SpacePredictor, predictor_class, predictor_kinds
+
+    classes = {kind: predictor_class(kind) for kind in predictor_kinds()}
+    kinds = [kind for kind, cls in classes.items() if issubclass(cls, SpacePredictor)]
+    return sorted(kinds, key=lambda kind: (not classes[kind].supports_refit, kind))
+
+
+def model_kinds() -> list[str]:
+    """The registered kinds that predict any model (no space of their own)."""
+    from hwnas.latency.predictors.base import predictor_kinds
+
+    return [kind for kind in predictor_kinds() if kind not in space_kinds()]
