@@ -32,8 +32,8 @@ from torch import nn
 
 from hwnas.devices import load_device
 from hwnas.devices import device_protocol
+from hwnas.latency.metrics import agreement
 from hwnas.latency.profile import artifacts_dir, build_measured_op
-from hwnas.latency.validate import accuracy_metrics
 from hwnas.ops import build_op
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.base import PreparedModel
@@ -139,9 +139,9 @@ def flush(device_name: str, validation: Path, sizes_mib: list[float]) -> None:
         overhead = stats["overhead"].median_ms
         op_ms = {key: max(s.median_ms - overhead, 0.0) for key, s in stats.items()}
         estimates = [overhead + sum(op_ms[s.key()] for s in space.arch_specs(a) if not s.is_free) for a in archs]
-        m = accuracy_metrics(estimates, measured)
-        print(f"| {size:g} | {m['within_10pct']:.0%} | {m['mean_bias_pct']:+.1f}% | {m['mape_pct']:.1f}% | "
-              f"{m['kendall_tau']:.2f} | {time.perf_counter() - start:.0f} |", flush=True)
+        m = agreement(estimates, measured)
+        print(f"| {size:g} | {m['within10_pct']:.0f}% | {m['bias_pct']:+.1f}% | {m['mape']:.1f}% | "
+              f"{m['kendall']:.2f} | {time.perf_counter() - start:.0f} |", flush=True)
 
 
 def main() -> None:

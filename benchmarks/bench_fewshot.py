@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau, spearmanr
 
+from hwnas.latency.metrics import agreement
 from hwnas.latency.predictors.csvdata import read_prior
 from hwnas.latency.predictors.transfer import (RESIDUAL_STRENGTHS, LayerTable, _cv_residual, _folds, _onehot, _ridge,
                                                choice_indices, fit_prior_tables, fit_transfer_tables,
@@ -44,10 +44,8 @@ class BenchConfig:
 
 
 def scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
-    ratio = np.abs(predicted / measured - 1.0)
-    return {"spearman": float(spearmanr(predicted, measured)[0]), "kendall": float(kendalltau(predicted, measured)[0]),
-            "within5": float(np.mean(ratio <= 0.05)), "within10": float(np.mean(ratio <= 0.10)),
-            "mape": float(np.mean(ratio))}
+    """Spearman, Kendall, shares within +-5% / +-10% (%) and MAPE (%): hwnas's one vocabulary (``agreement``)."""
+    return agreement(predicted, measured)
 
 
 def alone(onehot_k: np.ndarray, latencies: np.ndarray, onehot_test: np.ndarray, seed: int) -> np.ndarray:
@@ -135,20 +133,20 @@ def _print_tables(results: dict, ks: tuple[int, ...]) -> None:
     for device, methods in results.items():
         few, full = methods["transfer"][small], methods["transfer"][large]
         cells = []
-        for key, pct in (("spearman", False), ("kendall", False), ("within5", True), ("within10", True),
+        for key, pct in (("spearman", False), ("kendall", False), ("within5_pct", True), ("within10_pct", True),
                          ("mape", True)):
-            f = 100 if pct else 1
             fmt = "{:5.1f}/{:5.1f}" if pct else "{:.3f}/{:.3f}"
-            cells.append(fmt.format(f * _mean(few, key), f * _worst(few, key)))
+            cells.append(fmt.format(_mean(few, key), _worst(few, key)))
         ref = full[0]
         gap = ref["spearman"] - _mean(few, "spearman")
-        rows.append((_mean(few, "spearman"), _worst(few, "spearman"), _mean(few, "within10"), ref["spearman"], gap))
+        rows.append((_mean(few, "spearman"), _worst(few, "spearman"), _mean(few, "within10_pct"), ref["spearman"],
+                     gap))
         print(f"{device:15s} {cells[0]:>13s} {cells[1]:>13s} {cells[2]:>11s} {cells[3]:>11s} {cells[4]:>11s}"
-              f" | {ref['spearman']:.3f} {ref['kendall']:.3f} {100 * ref['within5']:5.1f} "
-              f"{100 * ref['within10']:5.1f} {100 * ref['mape']:5.2f} | {gap:+.3f}")
+              f" | {ref['spearman']:.3f} {ref['kendall']:.3f} {ref['within5_pct']:5.1f} "
+              f"{ref['within10_pct']:5.1f} {ref['mape']:5.2f} | {gap:+.3f}")
     arr = np.array(rows)
     print(f"{'mean':15s} Spearman k={small}: {arr[:, 0].mean():.3f} (worst draw mean {arr[:, 1].mean():.3f}); "
-          f"+-10% {100 * arr[:, 2].mean():.1f}%; k={large}: {arr[:, 3].mean():.3f}; largest gap {arr[:, 4].max():+.3f}")
+          f"+-10% {arr[:, 2].mean():.1f}%; k={large}: {arr[:, 3].mean():.3f}; largest gap {arr[:, 4].max():+.3f}")
 
     print("\nCurve: mean Spearman over devices (mean over draws); worst device in brackets")
     print(f"{'method':10s} " + " ".join(f"{'k=' + str(k):>16s}" for k in ks))
@@ -160,7 +158,7 @@ def _print_tables(results: dict, ks: tuple[int, ...]) -> None:
             cells.append(f"{np.mean(list(per_device.values())):.3f} ({per_device[worst]:.2f})")
         print(f"{method:10s} " + " ".join(f"{c:>16s}" for c in cells))
     print(f"{'+-10%':10s} " + " ".join(
-        f"{100 * np.mean([_mean(m['transfer'][k], 'within10') for m in results.values()]):15.1f}%" for k in ks))
+        f"{np.mean([_mean(m['transfer'][k], 'within10_pct') for m in results.values()]):15.1f}%" for k in ks))
 
     print("\nCurve per device (transfer, mean Spearman over draws)")
     print(f"{'device':15s} " + " ".join(f"{k:>6d}" for k in ks))

@@ -1,5 +1,6 @@
-"""``hwnas bench`` and ``hwnas validate``: the accuracy metrics against brute-force definitions, the validation's
-estimates against a dumb table sum, and both commands end to end on the tiny space with ONNX Runtime."""
+"""``hwnas bench`` and ``hwnas validate``: the agreement figures (one vocabulary, shares in percent) against
+brute-force definitions, the validation's estimates against a dumb table sum, and both commands end to end on the
+tiny space with ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -15,18 +16,19 @@ from hwnas.cli import main
 from hwnas.devices import load_device
 from hwnas.latency.estimator import OVERHEAD_MODES
 from hwnas.latency.table import LatencyTable
-from hwnas.latency.validate import ValidateConfig, accuracy_metrics, validate_table
+from hwnas.latency.metrics import agreement
+from hwnas.latency.validate import ValidateConfig, validate_table
 from hwnas.runtimes.converters import to_onnx
 from hwnas.spaces import get_space
 
 FAST = {"rounds": 2, "warmup_runs": 2, "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0}
 PROTOCOL_FLAGS = [f"--protocol={k}={v}" for k, v in FAST.items()]
-METRIC_KEYS = {"within_5pct", "within_10pct", "rmse_ms", "kendall_tau", "mean_bias_pct", "mape_pct", "n"}
+METRIC_KEYS = {"within5_pct", "within10_pct", "rmse_ms", "kendall", "spearman", "bias_pct", "mape", "n"}
 BENCH_KEYS = {"device", "target", "median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "runs", "noisy"}
 DEVICE = "cpu-onnxruntime"
 
 
-# -- accuracy_metrics against the definitions -----------------------------------------------------------------------
+# -- agreement against the definitions -----------------------------------------------------------------------------
 def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
@@ -44,23 +46,38 @@ def _kendall_tau_b(xs: list[float], ys: list[float]) -> float:
     return (concordant - discordant) / math.sqrt((pairs - tied_x) * (pairs - tied_y))
 
 
+def _average_ranks(xs: list[float]) -> list[float]:
+    """1-based ranks, tied values sharing the mean of their positions."""
+    return [sum(1 + j for j, y in enumerate(sorted(xs)) if y == x) / sorted(xs).count(x) for x in xs]
+
+
+def _spearman(xs: list[float], ys: list[float]) -> float:
+    """Pearson's correlation of the average ranks."""
+    rx, ry = _average_ranks(xs), _average_ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    return cov / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+
+
 def _brute_force_metrics(estimated: list[float], measured: list[float]) -> dict[str, float]:
+    """The vocabulary's figures written out; shares counted, then turned into percent."""
     n = len(measured)
     rel = [(e - m) / m for e, m in zip(estimated, measured)]
     return {
-        "within_5pct": sum(abs(r) <= 0.05 for r in rel) / n,
-        "within_10pct": sum(abs(r) <= 0.10 for r in rel) / n,
+        "within5_pct": 100 * sum(abs(r) <= 0.05 for r in rel) / n,
+        "within10_pct": 100 * sum(abs(r) <= 0.10 for r in rel) / n,
         "rmse_ms": math.sqrt(sum((e - m) ** 2 for e, m in zip(estimated, measured)) / n),
-        "kendall_tau": _kendall_tau_b(estimated, measured),
-        "mean_bias_pct": 100 * sum(rel) / n,
-        "mape_pct": 100 * sum(abs(r) for r in rel) / n,
+        "kendall": _kendall_tau_b(estimated, measured),
+        "spearman": _spearman(estimated, measured),
+        "bias_pct": 100 * sum(rel) / n,
+        "mape": 100 * sum(abs(r) for r in rel) / n,
         "n": n,
     }
 
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("ties", [False, True])
-def test_accuracy_metrics_match_their_definitions(seed, ties):
+def test_agreement_matches_its_definitions(seed, ties):
     rng = random.Random(seed)
     n = rng.randint(2, 12)
     measured = [rng.uniform(0.1, 5.0) for _ in range(n)]
@@ -68,23 +85,23 @@ def test_accuracy_metrics_match_their_definitions(seed, ties):
     if ties:  # a coarse grid makes equal values in both series (tau-b's correction for ties)
         measured = [round(m * 2) / 2 + 0.5 for m in measured]
         estimated = [round(e * 2) / 2 + 0.5 for e in estimated]
-    got, want = accuracy_metrics(estimated, measured), _brute_force_metrics(estimated, measured)
+    got, want = agreement(estimated, measured), _brute_force_metrics(estimated, measured)
     assert set(got) == METRIC_KEYS and got["n"] == n
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
 
 
-def test_accuracy_metrics_edge_cases():
-    exact = accuracy_metrics([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
-    assert exact == {"within_5pct": 1.0, "within_10pct": 1.0, "rmse_ms": 0.0, "kendall_tau": 1.0,
-                     "mean_bias_pct": 0.0, "mape_pct": 0.0, "n": 3}
-    reversed_order = accuracy_metrics([3.0, 2.0, 1.0], [1.0, 2.0, 3.0])
-    assert reversed_order["kendall_tau"] == pytest.approx(-1.0)
-    bands = accuracy_metrics([1.04, 2.16, 3.6], [1.0, 2.0, 3.0])  # +4%, +8%, +20%
-    assert (bands["within_5pct"], bands["within_10pct"]) == (1 / 3, 2 / 3)
-    assert bands["mean_bias_pct"] == pytest.approx(32 / 3) and bands["mape_pct"] == pytest.approx(32 / 3)
-    single = accuracy_metrics([1.08], [1.0])  # no pair to rank: tau is undefined, the rest still holds
-    assert math.isnan(single["kendall_tau"]) and single["n"] == 1 and single["within_10pct"] == 1.0
+def test_agreement_edge_cases():
+    exact = agreement([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert exact == pytest.approx({"within5_pct": 100.0, "within10_pct": 100.0, "rmse_ms": 0.0, "kendall": 1.0,
+                                   "spearman": 1.0, "bias_pct": 0.0, "mape": 0.0, "n": 3})
+    reversed_order = agreement([3.0, 2.0, 1.0], [1.0, 2.0, 3.0])
+    assert reversed_order["kendall"] == pytest.approx(-1.0)
+    bands = agreement([1.04, 2.16, 3.6], [1.0, 2.0, 3.0])  # +4%, +8%, +20%: one of three within 5%, two within 10%
+    assert (bands["within5_pct"], bands["within10_pct"]) == pytest.approx((100 / 3, 200 / 3))
+    assert bands["bias_pct"] == pytest.approx(32 / 3) and bands["mape"] == pytest.approx(32 / 3)
+    single = agreement([1.08], [1.0])  # no pair to rank: tau is undefined, the rest still holds
+    assert math.isnan(single["kendall"]) and single["n"] == 1 and single["within10_pct"] == 100.0
 
 
 # -- validate_table: the estimates against a dumb table sum ---------------------------------------------------------
@@ -131,8 +148,10 @@ def test_validate_table_estimates_metrics_and_files(tiny_table, tmp_path):
             assert row[f"estimated_ms_{mode}"] == pytest.approx(_table_sum_ms(raw, space, arch, mode), rel=1e-12)
     measured = [row["measured_ms"] for row in report["rows"]]
     assert set(report["metrics"]) == set(OVERHEAD_MODES)
-    for mode, metrics in report["metrics"].items():
-        assert metrics == accuracy_metrics([row[f"estimated_ms_{mode}"] for row in report["rows"]], measured)
+    for mode, metrics in report["metrics"].items():  # against the definitions, shares in percent
+        want = _brute_force_metrics([row[f"estimated_ms_{mode}"] for row in report["rows"]], measured)
+        assert set(metrics) == METRIC_KEYS
+        assert metrics == pytest.approx(want, rel=1e-9, abs=1e-12), mode
     assert (report["device"], report["space"], report["resolution"]) == (DEVICE, "tiny", 16)
     assert report["overhead_ms"] == 0.008 and report["table"] == str(tiny_table)
     assert json.loads((tmp_path / "val" / "validation.json").read_text()) == json.loads(json.dumps(report))

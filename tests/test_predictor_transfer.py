@@ -122,7 +122,7 @@ def test_transfer_reproduces_positive_combination(synthetic_fit) -> None:
     training = predictor.meta.training
     assert training["n"] == 12 and training["prior_devices"] == ["dev0", "dev1", "dev2"]
     assert training["prior_networks"] == 400 and training["cross_validation"] == "leave-one-out"
-    assert training["held_out"]["mape"] < 1e-6 and set(training["held_out"]) == {"mape", "acc10", "spearman"}
+    assert training["held_out"]["mape"] < 1e-6 and set(training["held_out"]) == {"mape", "within10_pct", "spearman"}
     weights = training["weights_per_ms"]
     assert weights["dev0"] == pytest.approx(0.7, rel=1e-6) and weights["dev2"] == pytest.approx(1.8, rel=1e-6)
     assert weights["dev1"] == pytest.approx(0.0, abs=1e-8)
@@ -200,10 +200,11 @@ def test_transfer_on_real_rows_ranks_additive_device() -> None:
 
 
 def test_held_out_figures_in_the_metrics_vocabulary() -> None:
-    """MAPE in percent and the +-10% share as ``acc10``, as ``metrics.agreement`` and ``predictor eval`` report them
-    (hand-computed: relative errors +5%, -20%, 0; Spearman of ranks (2, 1, 3) against (1.5, 1.5, 3) is sqrt(3)/2)."""
+    """MAPE in percent and the +-10% share in percent as ``within10_pct``, as ``metrics.agreement`` and ``predictor
+    eval`` report them (hand-computed: relative errors +5%, -20%, 0: two of three within 10%; Spearman of ranks
+    (2, 1, 3) against (1.5, 1.5, 3) is sqrt(3)/2)."""
     figures = _accuracy_figures(np.array([1.05, 0.8, 2.0]), np.array([1.0, 1.0, 2.0]))
-    assert figures == pytest.approx({"mape": 25 / 3, "acc10": 2 / 3, "spearman": math.sqrt(3) / 2})
+    assert figures == pytest.approx({"mape": 25 / 3, "within10_pct": 200 / 3, "spearman": math.sqrt(3) / 2})
 
 
 def test_too_few_networks() -> None:

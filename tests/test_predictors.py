@@ -249,8 +249,8 @@ def test_measure_cli_keys_then_fit_and_eval(tmp_path, capsys):
     error = np.abs(predicted - measured) / measured
     assert figures["n"] == 6
     assert figures["mape"] == pytest.approx(100 * error.mean())
-    assert figures["acc10"] == pytest.approx(np.mean(error <= 0.10))
-    assert figures["acc5"] == pytest.approx(np.mean(error <= 0.05))
+    assert figures["within10_pct"] == pytest.approx(100 * np.mean(error <= 0.10))  # shares in percent
+    assert figures["within5_pct"] == pytest.approx(100 * np.mean(error <= 0.05))
     assert figures["spearman"] == pytest.approx(scipy.stats.spearmanr(predicted, measured).statistic)
     assert (tmp_path / "e.png").stat().st_size > 0
 

@@ -95,7 +95,8 @@ def _refit(space, table_path: Path, train_path: Path, test_path: Path, out: Path
                                  plot=ROOT / "docs" / "img" / f"predictor_{out.name.removesuffix('__calibrated.json')}.png")
     print(json.dumps({"out": str(out.relative_to(ROOT)), "selected": fit["training"].get("selected"),
                       "correction": fit["training"].get("correction"), "cv": fit["training"].get("cv"),
-                      "test": {k: v for k, v in figures.items() if k in ("n", "acc5", "acc10", "kendall", "mape")},
+                      "test": {k: v for k, v in figures.items()
+                               if k in ("n", "within5_pct", "within10_pct", "kendall", "mape")},
                       "table_scaled": figures.get("table_scaled")}, indent=1))
 
 

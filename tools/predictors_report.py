@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pct(value: float) -> str:
-    return f"{100 * value:.0f}%"
+    """A share in percent (the vocabulary of :func:`~hwnas.latency.metrics.agreement`), rounded."""
+    return f"{value:.0f}%"
 
 
 def main() -> None:
@@ -50,12 +51,13 @@ def main() -> None:
             mset = MeasurementSet.load(train)
             seconds = (datetime.fromisoformat(mset.updated) - datetime.fromisoformat(mset.created)).total_seconds()
             cost = f"{len(mset.rows) + len(mset.repeats)} | {seconds / 60:.1f} min"
-        print(f"| {device} | {resolution} | {figures['n']} | {_pct(figures['acc5'])} | {_pct(figures['acc10'])} | "
-              f"{figures['kendall']:.3f} | {_pct(table.get('acc5', float('nan')))} | "
-              f"{_pct(table.get('acc10', float('nan')))} | {table.get('kendall', float('nan')):.3f} | "
-              f"{_pct(scaled.get('acc5', float('nan')))} | {_pct(scaled.get('acc10', float('nan')))} | "
-              f"{_pct(noise.get('acc5', float('nan')))} | {_pct(noise.get('acc10', float('nan')))} | "
-              f"{noise.get('kendall', float('nan')):.3f} | {predictor.selected} | {cost} |")
+        nan = float("nan")
+        print(f"| {device} | {resolution} | {figures['n']} | {_pct(figures['within5_pct'])} | "
+              f"{_pct(figures['within10_pct'])} | {figures['kendall']:.3f} | {_pct(table.get('within5_pct', nan))} | "
+              f"{_pct(table.get('within10_pct', nan))} | {table.get('kendall', nan):.3f} | "
+              f"{_pct(scaled.get('within5_pct', nan))} | {_pct(scaled.get('within10_pct', nan))} | "
+              f"{_pct(noise.get('within5_pct', nan))} | {_pct(noise.get('within10_pct', nan))} | "
+              f"{noise.get('kendall', nan):.3f} | {predictor.selected} | {cost} |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
     python tools/tables_report.py [LOGDIR]
 
 LOGDIR is the folder ``tools/build_tables.sh`` wrote (default ``runs/build-tables``): its ``profile-*.json``
-give each profile's wall time, its ``validate-*/validation.json`` the end-to-end comparisons.
+give each profile's wall time, its ``validate-*/validation.json`` the end-to-end comparisons (read in today's
+vocabulary: a report written when shares were fractions is converted, :func:`~hwnas.latency.metrics.
+figures_in_percent`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from hwnas.latency.metrics import figures_in_percent
 from hwnas.latency.table import LatencyTable, tables_dir
 
 
@@ -37,10 +40,11 @@ def main(logdir: Path) -> None:
     for path in sorted(logdir.glob("validate-*/validation.json")):
         report = json.loads(path.read_text())
         measured = [row["measured_ms"] for row in report["rows"]]
-        for mode, m in report["metrics"].items():
+        for mode, stored in report["metrics"].items():
+            m = figures_in_percent(stored)
             print(f"| {report['device']} {report['space']}@{report['resolution']} | {m['n']} | {mode} | "
-                  f"{100 * m['within_5pct']:.0f}% | {100 * m['within_10pct']:.0f}% | {m['rmse_ms']:.3f} | "
-                  f"{m['kendall_tau']:.3f} | {m['mean_bias_pct']:+.1f}% | {min(measured):.2f}–{max(measured):.2f} |")
+                  f"{m['within5_pct']:.0f}% | {m['within10_pct']:.0f}% | {m['rmse_ms']:.3f} | "
+                  f"{m['kendall']:.3f} | {m['bias_pct']:+.1f}% | {min(measured):.2f}–{max(measured):.2f} |")
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
             f"(quiet latency of {device.name}'s reference network)")
     if noise:
         paired = noise["paired"]
-        text += (f"\nnoise      {noise['n']} networks measured twice: paired ±5% {100 * paired['acc5']:.0f}%, "
-                 f"±10% {100 * paired['acc10']:.0f}%, tau {paired['kendall']:.3f}; raw medians "
-                 f"±5% {100 * noise['raw']['acc5']:.0f}%, ±10% {100 * noise['raw']['acc10']:.0f}%, "
+        text += (f"\nnoise      {noise['n']} networks measured twice: paired ±5% {paired['within5_pct']:.0f}%, "
+                 f"±10% {paired['within10_pct']:.0f}%, tau {paired['kendall']:.3f}; raw medians "
+                 f"±5% {noise['raw']['within5_pct']:.0f}%, ±10% {noise['raw']['within10_pct']:.0f}%, "
                  f"tau {noise['raw']['kendall']:.3f}")
     return {**result, "_text": text}
 
@@ -74,7 +74,7 @@ def cmd_predictor_fit(args: argparse.Namespace) -> dict[str, Any]:
     lines = [f"predictor  {result['out']} ({result['kind']}, {result['space']}@{result['resolution']}, "
              f"{result['n']} networks)"]
     for name, figures in cv.items():
-        lines.append(f"cv {name:<7} ±5% {100 * figures['acc5']:5.1f}%  ±10% {100 * figures['acc10']:5.1f}%  "
+        lines.append(f"cv {name:<7} ±5% {figures['within5_pct']:5.1f}%  ±10% {figures['within10_pct']:5.1f}%  "
                      f"tau {figures['kendall']:.3f}  MAPE {figures['mape']:.2f}%")
     return {**result, "_text": "\n".join(lines)}
 
@@ -91,7 +91,7 @@ def cmd_predictor_eval(args: argparse.Namespace) -> dict[str, Any]:
                                 space=space)
 
     def line(name: str, f: dict[str, Any]) -> str:
-        return (f"{name:<10} n {f['n']}  ±5% {100 * f['acc5']:5.1f}%  ±10% {100 * f['acc10']:5.1f}%  "
+        return (f"{name:<10} n {f['n']}  ±5% {f['within5_pct']:5.1f}%  ±10% {f['within10_pct']:5.1f}%  "
                 f"spearman {f['spearman']:.3f}  tau {f['kendall']:.3f}  MAPE {f['mape']:.2f}%  "
                 f"bias {f['bias_pct']:+.1f}%")
 
@@ -104,8 +104,8 @@ def cmd_predictor_eval(args: argparse.Namespace) -> dict[str, Any]:
     noise = result.get("noise")
     if noise:
         p = noise["paired"]
-        lines.append(f"noise      {noise['n']} re-measured: ±5% {100 * p['acc5']:5.1f}%  "
-                     f"±10% {100 * p['acc10']:5.1f}%  "
+        lines.append(f"noise      {noise['n']} re-measured: ±5% {p['within5_pct']:5.1f}%  "
+                     f"±10% {p['within10_pct']:5.1f}%  "
                      f"tau {p['kendall']:.3f} (the set against itself)")
     return {**result, "_text": "\n".join(lines)}
 

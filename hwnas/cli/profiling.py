@@ -90,7 +90,7 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
                             protocol_overrides=protocol_overrides(args))
     check_out_folder(args.out)
     report = validate_table(table_path, device, Path(args.out), config)
-    text = "\n".join(f"{mode:<7} ±5% {100 * m['within_5pct']:5.1f}%  ±10% {100 * m['within_10pct']:5.1f}%  "
-                     f"RMSE {m['rmse_ms']:.3f} ms  tau {m['kendall_tau']:.3f}  bias {m['mean_bias_pct']:+.1f}%"
+    text = "\n".join(f"{mode:<7} ±5% {m['within5_pct']:5.1f}%  ±10% {m['within10_pct']:5.1f}%  "
+                     f"RMSE {m['rmse_ms']:.3f} ms  tau {m['kendall']:.3f}  bias {m['bias_pct']:+.1f}%"
                      for mode, m in report["metrics"].items())
     return {"metrics": report["metrics"], "out": args.out, "_text": text}

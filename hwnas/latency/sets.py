@@ -103,7 +103,10 @@ class MeasurementSet(MeasuredFile):
         return np.array([self.rows[i].paired.ratio * ref for i in sorted(self.rows)])
 
     def noise(self) -> dict[str, Any] | None:
-        """The set's own noise floor: repeated networks against their first measurement, paired and raw."""
+        """The set's own noise floor: repeated networks against their first measurement, paired and raw, in the
+        vocabulary of :func:`~hwnas.latency.metrics.agreement` (shares in percent). Computed from the rows each
+        time: the file's ``noise`` field is written for people and never read back, so a file written when its
+        shares were fractions (``acc5``, ``acc10``) is not misread."""
         ids = [i for i in self.repeat_ids if i in self.rows and i in self.repeats]
         if len(ids) < 3:
             return None

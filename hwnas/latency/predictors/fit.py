@@ -23,18 +23,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.latency.predictors.base import (Predictor, PredictorMeta, SpacePredictor, predictor_from_dict, rescale,
-                                          versions)
+from hwnas.latency.predictors.base import (Predictor, PredictorMeta, SpacePredictor, predictor_class,
+                                          predictor_from_dict, rescale, versions)
 from hwnas.latency.predictors.calibrated import CalibratedPredictor, fit_calibrated
 from hwnas.latency.predictors.features import Caches, FeatureCache
-from hwnas.latency.predictors.locate import predictor_name
 from hwnas.latency.metrics import agreement, plot_against_measured
 from hwnas.latency.sets import MeasurementSet
 from hwnas.latency.table import LatencyTable
 from hwnas.outputs import check_out_file
 from hwnas.spaces import Architecture, SearchSpace
 
-KINDS = ("calibrated", "transfer", "kernel")
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")  # formats matplotlib's Agg backend writes
 
 
@@ -85,13 +83,9 @@ def check_fit_inputs(kind: str, sets: Sequence[str | Path], csv: str | Path | No
                      prior: str | Path | None) -> None:
     """Refuse, in one line and before any file is read, a fit that could only fail or mean nothing: a predictor
     learns from measured networks, so one of ``sets`` or ``csv`` (with its ``column``) is required."""
-    if kind not in KINDS:
-        raise HwnasError(f"--kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-    if kind == "kernel":  # docs/predictors.md, "Which predictor where"
-        raise HwnasError("--kind kernel: a kernel predictor learns from single kernels measured on the device "
-                         "(hours), not from measured networks: build one with `python tools/build_kernel_predictor.py "
-                         f"--device DEVICE` (in hwnas's source checkout); `hwnas predict` finds "
-                         f"{predictor_name('DEVICE', kind)}")
+    cls = predictor_class(kind, "--kind")
+    if not cls.fits_networks:  # docs/predictors.md, "Which predictor where"
+        raise HwnasError(f"--kind {kind}: a {kind} predictor does not learn from measured networks; {cls.how_to_fit}")
     if sets and csv is not None:
         raise HwnasError("predictor fit: give --set or --measurements, not both")
     if not sets and csv is None:
@@ -99,9 +93,9 @@ def check_fit_inputs(kind: str, sets: Sequence[str | Path], csv: str | Path | No
                          "--measurements CSV --column COL; a predictor of 0 networks would only repeat the table")
     if csv is not None and not column:
         raise HwnasError("predictor fit: --measurements needs --column (the CSV's latency column)")
-    if kind == "transfer" and prior is None:
-        raise HwnasError("--kind transfer needs --prior CSV (other devices' measurements of the same space)")
-    if kind != "transfer" and prior is not None:
+    if cls.needs_prior and prior is None:
+        raise HwnasError(f"--kind {kind} needs --prior CSV (other devices' measurements of the same space)")
+    if not cls.needs_prior and prior is not None:
         raise HwnasError(f"--prior: other devices' measurements are a prior of --kind transfer, not --kind {kind}")
 
 
@@ -127,11 +121,14 @@ def build_predictor(*, space: SearchSpace, kind: str = "calibrated", table: str 
     if (data.space.name, data.space.resolution) != (space.name, space.resolution):
         raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, "
                          f"not --space {space.name}@{space.resolution}")
-    space = data.space
-    if kind == "transfer":
-        return _fit_transfer(space, data, prior or "", seed)
-    table_obj = _table_for(space, table, data)
-    return fit_calibrated(space, data.archs, data.latencies_ms, table=table_obj,
+    return predictor_class(kind).fit_networks(data, table=table, prior=prior, residual=residual, seed=seed)
+
+
+def fit_calibrated_networks(data: Measurements, table: str | Path | LatencyTable | None, residual: str,
+                            seed: int) -> Predictor:
+    """:meth:`CalibratedPredictor.fit_networks`: the given table, else the device's that covers the space."""
+    table_obj = _table_for(data.space, table, data)
+    return fit_calibrated(data.space, data.archs, data.latencies_ms, table=table_obj,
                           meta=_calibrated_meta(data, table_obj), residual=residual, seed=seed, sources=data.sources)
 
 
@@ -175,10 +172,13 @@ def _table_for(space: SearchSpace, table: str | Path | LatencyTable | None,
     return loaded
 
 
-def _fit_transfer(space: SearchSpace, data: Measurements, prior: str | Path, seed: int) -> Predictor:
+def fit_transfer_networks(data: Measurements, prior: str | Path, seed: int) -> Predictor:
+    """:meth:`TransferPredictor.fit_networks`: the prior read from the CSV ``prior`` (the data's own device left
+    out)."""
     from hwnas.latency.predictors.csvdata import read_prior
     from hwnas.latency.predictors.transfer import fit_transfer
 
+    space = data.space
     prior_archs, prior_latencies = read_prior(prior, space, exclude=(data.device,))
     predictor = fit_transfer(space, prior_archs, prior_latencies, data.archs, data.latencies_ms,
                              device=data.device, seed=seed)
@@ -221,7 +221,7 @@ def evaluate_predictor(predictor: Predictor, *, sets: Sequence[str | Path] = (),
                          f"the predictor of {own.name}@{own.resolution}")
     measured, level = data.latencies_ms, _shared_reference_ms(predictor, data)
     predicted = np.array([rescale(predictor.predict(a).ms, predictor, level) for a in data.archs])
-    result = _figures(predicted, measured)
+    result: dict[str, Any] = agreement(predicted, measured)
     result["noise"] = data.noise
     series = {"predictor": predicted}
     if isinstance(predictor, CalibratedPredictor) and predictor.table is not None:
@@ -275,7 +275,7 @@ def _table_figures(predictor: CalibratedPredictor, data: Measurements,
     series to plot beside the predictor's."""
     measured = data.latencies_ms
     table_pred = _table_predictions(predictor, data)
-    result["table"] = _figures(table_pred, measured)
+    result["table"] = agreement(table_pred, measured)
     if not predictor.rows:
         return {"table sum": table_pred}
     scale = float(predictor.table_scale)
@@ -284,14 +284,8 @@ def _table_figures(predictor: CalibratedPredictor, data: Measurements,
     scaled = table_pred * scale
     if predictor.table is not None and predictor.table.reference_ms is None:
         scaled = np.array([rescale(v, predictor, data.reference_ms) for v in scaled])
-    result["table_scaled"] = {**_figures(scaled, measured), "scale": scale}
+    result["table_scaled"] = {**agreement(scaled, measured), "scale": scale}
     return {"table sum x one scale": scaled}
-
-
-def _figures(predicted: np.ndarray, measured: np.ndarray) -> dict[str, Any]:
-    a = agreement(predicted, measured)
-    return {"n": a["n"], "spearman": a["spearman"], "kendall": a["kendall"], "acc5": a["acc5"], "acc10": a["acc10"],
-            "rmse_ms": a["rmse"], "mape": a["mape"], "bias_pct": a["bias_pct"]}
 
 
 def _table_predictions(predictor: CalibratedPredictor, data: Measurements) -> np.ndarray:
@@ -308,7 +302,8 @@ def plot_predictions(measured: np.ndarray, series: dict[str, np.ndarray], path: 
     labelled = {}
     for name, values in series.items():
         a = agreement(values, measured)
-        labelled[f"{name}: ±10% {100 * a['acc10']:.0f}%, ±5% {100 * a['acc5']:.0f}%, τ {a['kendall']:.2f}"] = values
+        label = f"{name}: ±10% {a['within10_pct']:.0f}%, ±5% {a['within5_pct']:.0f}%, τ {a['kendall']:.2f}"
+        labelled[label] = values
     lo = float(min(measured.min(), *(v.min() for v in series.values()))) * 0.9
     hi = float(max(measured.max(), *(v.max() for v in series.values()))) * 1.1
     return plot_against_measured(measured, labelled, path, title=title, alpha=0.75, limits=(lo, hi),

@@ -212,10 +212,11 @@ def _cv_residual(onehot: np.ndarray, residual: np.ndarray, folds: list[np.ndarra
 
 
 def _accuracy_figures(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
-    """MAPE (%), share within +-10% (``acc10``) and Spearman, in the vocabulary of :func:`~hwnas.latency.metrics.
-    agreement` (the figures ``predictor eval`` prints); Spearman only where both sides vary."""
+    """MAPE (%), share within +-10% in percent (``within10_pct``) and Spearman, in the vocabulary of
+    :func:`~hwnas.latency.metrics.agreement` (the figures ``predictor eval`` prints); Spearman only where both
+    sides vary."""
     figures = agreement(predicted, measured)
-    kept = {"mape": figures["mape"], "acc10": figures["acc10"]}
+    kept = {"mape": figures["mape"], "within10_pct": figures["within10_pct"]}
     if len(measured) > 2 and np.ptp(measured) > 0 and np.ptp(predicted) > 0:
         kept["spearman"] = figures["spearman"]
     return kept
@@ -277,6 +278,15 @@ class TransferPredictor(SpacePredictor):
     """An additive per-layer table of a new device, made by :func:`fit_transfer` (file kind ``transfer``)."""
 
     kind: ClassVar[str] = "transfer"
+    fits_networks: ClassVar[bool] = True
+    needs_prior: ClassVar[bool] = True
+
+    @classmethod
+    def fit_networks(cls, data: Any, *, table: Any = None, prior: Any = None, residual: str = "auto",
+                     seed: int = 0) -> TransferPredictor:
+        from hwnas.latency.predictors.fit import fit_transfer_networks
+
+        return fit_transfer_networks(data, prior, seed)
 
     def __init__(self, meta: PredictorMeta, space: SearchSpace, table: LayerTable) -> None:
         super().__init__(meta)
@@ -324,7 +334,7 @@ def fit_transfer(space: SearchSpace, prior_archs: Sequence[Architecture], prior_
     """Fit a new device's predictor from other devices' measurements and k measured networks of the device.
 
     ``meta.training`` records k, the prior devices, the method, the chosen shrinkage and the cross-validated
-    figures on the k networks (``held_out``: MAPE in %, share within +-10% as ``acc10``, Spearman).
+    figures on the k networks (``held_out``: MAPE in %, share within +-10% in % as ``within10_pct``, Spearman).
     """
     prior = fit_prior_tables(space, prior_archs, prior_latencies)
     table, record = fit_transfer_tables(space, prior, archs, latencies, seed=seed)
