@@ -63,6 +63,13 @@ class ArchStep(ABC):
         if state["optimizer"] is not None:
             self._bind(supernet).load_state_dict(state["optimizer"])
 
+    def _configure(self, kwargs: dict[str, Any]) -> Any:
+        """Its ``config_class`` from the defaults and ``kwargs`` (one line for an unknown field), with the optimizer
+        settings and generator set from it."""
+        config = _config(self.config_class, self.name, kwargs)
+        ArchStep.__init__(self, config.lr, config.betas, config.eps, config.seed)
+        return config
+
     def _bind(self, supernet: SuperNet) -> torch.optim.Optimizer:
         params = supernet.arch_parameters()
         if self._optimizer is None or self._bound != [id(p) for p in params]:
@@ -117,8 +124,7 @@ class ProxylessStep(ArchStep):
     config_class = ProxylessConfig
 
     def __init__(self, **kwargs: Any) -> None:
-        self.config = _config(ProxylessConfig, self.name, kwargs)
-        super().__init__(self.config.lr, self.config.betas, self.config.eps, self.config.seed)
+        self.config = self._configure(kwargs)
         self.loss_fn = get_loss(self.config.loss, **self.config.loss_params)
 
     def step(self, supernet: SuperNet, batch: Batch, estimator: LatencyEstimator,
@@ -148,10 +154,10 @@ class MnasStep(ArchStep):
     config_class = MnasConfig
 
     def __init__(self, **kwargs: Any) -> None:
-        self.config = _config(MnasConfig, self.name, kwargs)
-        if self.config.samples < 1 or not 0.0 <= self.config.baseline_momentum < 1.0:
-            raise HwnasError(f"mnas: samples must be >= 1 and baseline_momentum in [0, 1), got {asdict(self.config)}")
-        super().__init__(self.config.lr, self.config.betas, self.config.eps, self.config.seed)
+        config = self._configure(kwargs)
+        if config.samples < 1 or not 0.0 <= config.baseline_momentum < 1.0:
+            raise HwnasError(f"mnas: samples must be >= 1 and baseline_momentum in [0, 1), got {asdict(config)}")
+        self.config = config
         self.reward_fn = get_reward(self.config.reward, **self.config.reward_params)
         self.baseline: float | None = None
 
