@@ -70,7 +70,7 @@ def main() -> None:
         with PairedMeter(device, space, float(predictor.meta.reference_ms)) as meter:
             ends = meter.measure({"fastest": space.build(fastest_arch(space, table)),
                                   "slowest": space.build(slowest_arch(space, table))}, "range")
-            low, high = ends["fastest"]["median_ms"], ends["slowest"]["median_ms"]
+            low, high = ends["fastest"].median_ms, ends["slowest"].median_ms
             for fraction in (float(f) for f in args.fractions.split(",")):
                 target = low + fraction * (high - low)
                 for seed in range(args.seeds):
@@ -83,9 +83,9 @@ def main() -> None:
                     verdict = meter.measure({"table": space.build(table_arch), "predictor": space.build(aimed_arch)},
                                             "verdict")
                     cells = []
-                    table_log = [step.to_dict() for step in table_log]  # LoopStep records, as aim_on_device's log
+                    table_log, aimed_log = ([step.to_dict() for step in log] for log in (table_log, aimed_log))
                     for loop, log in (("table", table_log), ("predictor", aimed_log)):
-                        ratio = verdict[loop]["median_ms"] / target
+                        ratio = verdict[loop].median_ms / target
                         summary[loop].append((len({e["arch"] for e in log}), ratio))
                         cells.append(f"{len({e['arch'] for e in log})} | {ratio:.2f}")
                     print(f"| {name} | {target:.3f} | {seed} | {' | '.join(cells)} |", flush=True)

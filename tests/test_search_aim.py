@@ -20,6 +20,7 @@ from hwnas.latency.table import LatencyTable
 from hwnas.search.aim import aim_on_device, choose_estimator, default_predictor_path
 from hwnas.search.closed_loop import meet_on_device
 from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
+from hwnas.search.records import PairedMeasurement
 from hwnas.search.run_config import SearchConfig
 from hwnas.spaces import get_space
 from tests.test_search_run import measured
@@ -42,7 +43,7 @@ class ScriptedMeter:
         for name, net in nets.items():
             ms = _device_ms(self.space, self.table_estimator, net.arch)
             self.calls.append(ms)
-            out[name] = {"median_ms": ms, "noisy": False, "source": source}
+            out[name] = PairedMeasurement(ms, False, source, ms, 1.0, {}).to_dict()  # a paired record at level 1
         return out
 
 
@@ -75,7 +76,7 @@ def test_refitting_loop_lands_between_085_and_1_of_the_target(setting, seed):
     assert 1 <= len(meter.calls) <= 6 and len(set(meter.calls)) == len(meter.calls)  # each architecture once
     assert len(refitted.rows) - rows_before in (len(meter.calls), len(meter.calls) - 1)  # the last may be accepted
     assert 0.85 * target <= measured <= 0.97 * target
-    assert [entry["measured_ms"] for entry in log] == meter.calls
+    assert [step.measured_ms for step in log] == meter.calls
 
 
 def test_refitting_needs_fewer_measurements_than_the_table_loop(setting):

@@ -39,7 +39,7 @@ def measured_range(device: str, space_name: str, resolution: int, num_classes: i
     if predictor_path.is_file():  # paired, at the level the searches' predictor measures at
         reference_ms = float(load_predictor(predictor_path).meta.reference_ms)
         with PairedMeter(load_device(device), space, reference_ms) as meter:
-            stats = meter.measure(nets, "range")
+            stats = {name: m.to_dict() for name, m in meter.measure(nets, "range").items()}
     else:
         measured, _ = measure_networks(load_device(device), nets, space.input_shape, SearchConfig(), False)
         stats = {name: {"median_ms": m.median_ms} for name, m in measured.items()}

@@ -1,15 +1,15 @@
-"""Aiming with a predictor: choose the latency model, measure paired, and close the loop by refitting.
+"""Aiming with a latency model: choose it, set the target, and the closed loop's refit policy.
 
-Any latency model serves the search; what the closed loop and the verdict do with it follows from what the model
-can do (its capabilities, never its class):
+Any latency model serves the search; what the one closed loop (:func:`hwnas.search.closed_loop.close_loop`) and the
+verdict do with it follows from what the model can do (its capabilities, never its class):
 
-* a kind that refits (``supports_refit``) at a known reference level (:func:`refits`): the loop *learns*. Every
-  architecture it measures (paired with the reference, so a drifting machine does not move the figure) is added to
-  the predictor's training rows with weight ``closed_loop_weight`` and the predictor is refitted before the next
-  decode (:func:`aim_on_device`), so its error near the searched architectures shrinks with every step and the next
-  decode under ``(1 - margin) T`` lands nearer;
+* a kind that refits (``supports_refit``) at a known reference level (:func:`refits`): the loop *learns*
+  (:class:`RefitPolicy`). Every architecture it measures (paired with the reference, so a drifting machine does not
+  move the figure) is added to the predictor's training rows with weight ``closed_loop_weight`` and the predictor is
+  refitted before the next decode, so its error near the searched architectures shrinks with every step and the
+  next decode under ``(1 - margin) T`` lands nearer;
 * any other model (a table, a transfer or kernel predictor) cannot tell which architecture lands near T, so the
-  loop steps its target around it by trial (:func:`hwnas.search.closed_loop.meet_on_device`).
+  loop steps its target around it by trial (:class:`hwnas.search.closed_loop.StepPolicy`).
 
 Where the model's predictions are a multiple of a reference network's latency (:func:`latency_level`: a predictor
 fitted on measurement sets of this space), the loop and the final verdict measure paired,
@@ -22,24 +22,22 @@ from __future__ import annotations
 import math
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-from torch import nn
+from typing import Any, Callable, Mapping, Sequence
 
 from hwnas.devices import DeviceProfile
-from hwnas.errors import HwnasError, RuntimeUnavailable
+from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator, TableEstimator
 from hwnas.latency.predictors import check_device, load_predictor
 from hwnas.latency.predictors.base import Predictor, SpacePredictor
 from hwnas.latency.predictors.locate import find_predictor, user_predictor_path
-from hwnas.latency.reference import prepare_reference, reference_module
 from hwnas.runtimes import get_runtime, runtime_class
 from hwnas.runtimes.fingerprint import full_fingerprint
-from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
 from hwnas.search.decode import (decode_in_band, decode_under_target, fastest_arch, latency_range,
                                  most_probable_arch)
+from hwnas.search.measure import PairedMeter  # noqa: F401 (tools and benchmarks import it from here)
+from hwnas.search.records import LoopStep
 from hwnas.search.run_config import SearchConfig
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -220,111 +218,60 @@ def _build(device: DeviceProfile, space: SearchSpace, table: TableEstimator, con
     return _checked(load_predictor(predictor_path), device, space, None, strict=True)
 
 
-@dataclass
-class PairedMeter:
-    """Measures networks of one space on the device, each paired with the space's reference network.
+class RefitPolicy:
+    """The refit choice of the next target and estimator (module docstring), a
+    :class:`~hwnas.search.closed_loop.LoopPolicy`: each step decodes the most probable architecture predicted within
+    the predictor target (the aim at first, :func:`_decode_aimed`). A new measurement outside the accepted band joins
+    the predictor's rows with weight ``closed_loop_weight`` and the refitted predictor (any kind with
+    ``supports_refit``) decodes the next architecture under the aim; nothing more once the budget is spent. When an
+    architecture measured before is decoded again, the predictor target is scaled by ``aim / measured`` of it, so the
+    loop never stalls; the fastest one decoded again over the aim ends the loop."""
 
-    ``reference_ms`` is the level a ratio is turned into milliseconds at (the predictor's). Use as a context
-    manager: the runtime and the prepared reference live as long as it.
-    """
+    logs_repeats = False
 
-    device: DeviceProfile
-    space: SearchSpace
-    reference_ms: float
-    protocol: PairedProtocol = field(default_factory=PairedProtocol)
+    def __init__(self, space: SearchSpace, predictor: SpacePredictor, log_probs: Sequence[Sequence[float]],
+                 aim_ms: float, config: SearchConfig) -> None:
+        self.space, self.estimator, self.log_probs, self.aim = space, predictor, log_probs, aim_ms
+        self.margin, self.weight = config.closed_loop_margin, config.closed_loop_weight
+        self.target_ms = aim_ms
 
-    def __enter__(self) -> PairedMeter:
-        self._tmp = tempfile.TemporaryDirectory(prefix="hwnas-paired-")
-        self.runtime = get_runtime(self.device.backend, self.device.runtime_config(), Path(self._tmp.name))
-        module, shape, _ = reference_module(self.space)
-        self.reference = prepare_reference(self.runtime, module, shape)
-        return self
+    def first(self) -> tuple[float, Architecture]:
+        return self.target_ms, _decode_aimed(self.space, self.log_probs, self.estimator, self.target_ms, self.margin)
 
-    def __exit__(self, *exc: object) -> None:
-        self.reference.close()
-        self._tmp.cleanup()
+    def next(self, target_ms: float, arch: Architecture, measured_ms: float, new: bool,
+             meter: Any) -> tuple[float, Architecture] | None:
+        if new:
+            self.estimator = self.estimator.with_rows([arch], [measured_ms], weight=self.weight,
+                                                      source="closed loop").for_space(self.space)
+            self.target_ms = self.aim
+            if meter.spent:
+                return None
+        elif arch == fastest_decoded(self.space, self.log_probs, self.estimator) and measured_ms > self.aim:
+            return None
+        else:
+            self.target_ms *= self.aim / measured_ms
+        return self.first()
 
-    def measure(self, nets: dict[str, nn.Module], source: str) -> dict[str, dict[str, Any]]:
-        """Each network's record: ``median_ms`` (= ratio x reference_ms), ``ratio``, the paired statistics."""
-        prepared = {name: self.runtime.prepare(net.eval(), self.space.input_shape, name) for name, net in nets.items()}
-        try:
-            stats = measure_paired(prepared, self.reference, self.protocol)
-        finally:
-            for model in prepared.values():
-                model.close()
-        return {name: paired_record(s, self.reference_ms, source) for name, s in stats.items()}
-
-    def describe(self) -> dict[str, Any]:
-        return self.runtime.describe()
-
-
-def paired_record(stats: PairedStats, reference_ms: float, source: str) -> dict[str, Any]:
-    ms = stats.ratio * reference_ms
-    return {"median_ms": ms, "noisy": stats.noisy, "source": source, "ratio": stats.ratio,
-            "reference_ms": reference_ms, "paired": stats.to_dict(),
-            "attempts": [{"median_ms": ms, "noisy": stats.noisy, "source": source}]}
+    def fallback(self) -> Architecture:
+        decoded = decode_under_target(self.space, self.log_probs, self.estimator, self.aim)
+        return decoded or fastest_decoded(self.space, self.log_probs, self.estimator)
 
 
 def aim_on_device(space: SearchSpace, predictor: SpacePredictor, target_ms: float,
                   log_probs: Sequence[Sequence[float]], meter: Any, config: SearchConfig, *,
-                  known: dict[str, dict[str, Any]] | None = None,
-                  on_measured: Callable[[str, dict[str, Any]], None] | None = None
-                  ) -> tuple[Architecture, list[dict[str, Any]], SpacePredictor]:
-    """The closed loop with refitting (module docstring): returns the slowest architecture measured under the aim
-    ``(1 - margin) T`` (else the fastest measured), one record per measured architecture, and the refitted
-    predictor (any kind with ``supports_refit``). ``meter.measure(nets, source)`` measures; at most
-    ``config.closed_loop_steps`` measurements.
+                  known: Mapping[str, Any] | None = None, on_measured: Callable[[str, Any], None] | None = None
+                  ) -> tuple[Architecture, list[LoopStep], SpacePredictor]:
+    """:func:`~hwnas.search.closed_loop.close_loop` with the :class:`RefitPolicy`, measured paired by ``meter``
+    (:class:`~hwnas.search.measure.PairedMeter`'s ``measure(nets, source)``), at most ``config.closed_loop_steps``
+    measurements: returns the slowest architecture measured under the aim ``(1 - margin) T`` (else the fastest
+    measured), one step per measured architecture, and the refitted predictor. ``known`` and ``on_measured``:
+    :class:`~hwnas.search.closed_loop.LoopMeter`'s (an interrupted loop's records replayed, new ones told)."""
+    from hwnas.search.closed_loop import LoopMeter, close_loop, device_measure, loop_aim  # it imports this module
 
-    Each step decodes the most probable architecture whose predicted latency is within the predictor target
-    (``aim`` at first). A result within ``2 margin`` under the aim ends the loop. Otherwise the measurement joins
-    the predictor's rows and the predictor is refitted; when the refitted predictor decodes an architecture
-    measured before, the predictor target is scaled by ``aim / measured`` of it, so the loop never stalls.
-
-    ``known`` (architecture string -> record) replays an interrupted loop's measurements instead of measuring
-    again; ``on_measured(arch, record)`` is told of each new one (the run's checkpoint).
-    """
-    aim = target_ms * (1.0 - config.closed_loop_margin)
-    good_enough = aim * (1.0 - 2.0 * config.closed_loop_margin)
-    measured: dict[tuple[str, ...], float] = {}
-    log: list[dict[str, Any]] = []
-    predictor_target = aim
-    for _ in range(4 * max(config.closed_loop_steps, 1)):
-        if len(measured) >= config.closed_loop_steps:
-            break
-        arch = _decode_aimed(space, log_probs, predictor, predictor_target, config.closed_loop_margin)
-        if arch.choices in measured:
-            ms = measured[arch.choices]
-            if good_enough <= ms <= aim or arch == fastest_decoded(space, log_probs, predictor) and ms > aim:
-                break
-            predictor_target *= aim / ms
-            continue
-        estimated = predictor.latency_ms(arch)
-        key = " ".join(arch.choices)
-        if known and key in known:
-            record = known[key]
-        else:
-            try:
-                record = meter.measure({"candidate": space.build(arch)}, "closed loop")["candidate"]
-            except RuntimeUnavailable:
-                break
-            if on_measured is not None:
-                on_measured(key, record)
-        ms = record["median_ms"]
-        measured[arch.choices] = ms
-        log.append({"table_target_ms": predictor_target, "estimated_ms": estimated, "measured_ms": ms,
-                    "arch": " ".join(arch.choices), "measured": record})
-        if good_enough <= ms <= aim:
-            break
-        predictor = predictor.with_rows([arch], [ms], weight=config.closed_loop_weight,
-                                        source="closed loop").for_space(space)
-        predictor_target = aim
-    under = [(ms, choices) for choices, ms in measured.items() if ms <= aim]
-    if under:
-        return space.arch(list(max(under)[1])), log, predictor
-    if measured:
-        return space.arch(list(min(measured, key=measured.__getitem__))), log, predictor
-    decoded = decode_under_target(space, log_probs, predictor, aim)
-    return decoded or fastest_decoded(space, log_probs, predictor), log, predictor
+    policy = RefitPolicy(space, predictor, log_probs, loop_aim(target_ms, config.closed_loop_margin), config)
+    loop_meter = LoopMeter(device_measure(space, None, config, meter), config.closed_loop_steps, known=known,
+                           on_measured=on_measured)
+    return close_loop(policy, loop_meter, target_ms, config.closed_loop_margin)
 
 
 def _decode_aimed(space: SearchSpace, log_probs: Sequence[Sequence[float]], predictor: LatencyEstimator,

@@ -1,36 +1,43 @@
 """The closed loop on the device, before training (latency does not depend on the weights): the searched
 architecture and the uniform baseline are decoded, measured and decoded again until one measures just under T.
 
-With a model that refits (:func:`hwnas.search.aim.refits`: a calibrated predictor) the loop refits it with every
-measurement (:func:`hwnas.search.aim.aim_on_device`); with any other model (a table, a transfer or kernel predictor)
-it tunes the model's target by trial (:func:`meet_on_device`), measuring paired with the reference network where the
-model has a reference level (:func:`hwnas.search.aim.latency_level`), else end to end. Either way every measurement
-is recorded in the run's checkpoint and replayed on resume.
+One loop (:func:`close_loop`) measures (each architecture once, within the budget: :class:`LoopMeter`), records
+every measurement in the run's checkpoint (replayed on resume) and decides when to stop; what it tries next comes
+from a small policy object (:class:`LoopPolicy`), chosen by what the latency model can do:
+
+* :class:`~hwnas.search.aim.RefitPolicy` for a model that :func:`~hwnas.search.aim.refits` (``supports_refit`` at a
+  known reference level): every measurement joins the predictor's rows and the refitted predictor decodes the next
+  architecture under the aim;
+* :class:`StepPolicy` for any other model (a table, a transfer or kernel predictor): the model's target is stepped
+  by trial, bracketed between targets decoded over and under the aim.
+
+The loop measures paired with the reference network where the model has a reference level
+(:func:`~hwnas.search.aim.latency_level`), else end to end; each measurement is one typed record
+(:class:`~hwnas.search.records.Measurement` or :class:`~hwnas.search.records.PairedMeasurement`).
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from hwnas.devices import DeviceProfile
 from hwnas.errors import RuntimeUnavailable
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.runtimes.paired import PairedProtocol
-from hwnas.search.aim import PairedMeter, aim_on_device, fastest_decoded, latency_level, refits
+from hwnas.search.aim import RefitPolicy, fastest_decoded, latency_level, refits
 from hwnas.search.checkpoint import RunCheckpoint
-from hwnas.search.decode import decode_under_target, fastest_arch
-from hwnas.search.measure import measure_networks
+from hwnas.search.decode import decode_under_target
+from hwnas.search.measure import PairedMeter, measure_networks, paired_protocol
 from hwnas.search.progress import Progress
-from hwnas.search.records import AnyMeasurement, LoopStep, arch_id, measurement_from_dict
+from hwnas.search.records import AnyMeasurement, LoopStep, arch_id, as_measurement
 from hwnas.search.run_config import SearchConfig
 from hwnas.spaces import Architecture, SearchSpace
 
 BRACKET_CLOSED = 1.002  # tightest over / loosest under table target below which no target lies between them
 MAX_STEP_EXPONENT = 16.0  # a step that decodes the same architecture again is doubled, up to (aim/ms)^16
 
-
+Proposal = tuple[float, Architecture]  # the model's latency target and the architecture decoded under it
 def baseline_candidates(space: SearchSpace) -> list[Architecture]:
     """Uniform MobileNetV2-like architectures: the same op in every layer, at every uniform depth ``d``.
 
@@ -60,51 +67,122 @@ def baseline_arch(space: SearchSpace, estimator: LatencyEstimator, target_ms: fl
     return _slowest_within(baseline_candidates(space), estimator, target_ms)
 
 
-class _MeasureOnce:
-    """Measures each architecture once (with ``meter.measure(nets, source)``, paired, when given; else end to end,
-    :func:`measure_networks`), at most ``budget`` of them; ``known`` (architecture id -> measurement) are replayed,
-    ``on_measured(arch_id, measurement)`` hears of new ones. Calling it returns the measurement, or None when the
-    budget is spent or the runtime is unavailable."""
+class LoopMeter:
+    """Measures each architecture of one closed loop once (``measure(arch)``), at most ``budget`` of them;
+    ``known`` (architecture id -> record or its JSON) are replayed instead of measured, ``on_measured(arch_id,
+    record)`` hears of new ones (the run's checkpoint). Calling it returns the record, or None when the budget is
+    spent or the runtime is unavailable."""
 
-    def __init__(self, space: SearchSpace, device: DeviceProfile, config: SearchConfig, budget: int,
-                 known: dict[str, AnyMeasurement] | None, on_measured: Callable[[str, AnyMeasurement], None] | None,
-                 progress: Progress, meter: Any = None) -> None:
-        self.space, self.device, self.config, self.budget, self.meter = space, device, config, budget, meter
-        self.known, self.on_measured, self.progress = known or {}, on_measured, progress
-        self.measured: dict[tuple[str, ...], AnyMeasurement] = {}
+    def __init__(self, measure: Callable[[Architecture], AnyMeasurement], budget: int, *,
+                 known: Mapping[str, AnyMeasurement | Mapping[str, Any]] | None = None,
+                 on_measured: Callable[[str, AnyMeasurement], None] | None = None,
+                 progress: Progress = Progress()) -> None:
+        self.measure, self.budget, self.on_measured, self.progress = measure, budget, on_measured, progress
+        self.known = {key: as_measurement(value) for key, value in (known or {}).items()}
+        self.measured: dict[tuple[str, ...], tuple[Architecture, AnyMeasurement]] = {}  # by choices, in order
 
-    def _measure(self, arch: Architecture) -> AnyMeasurement:
-        nets = {"candidate": self.space.build(arch)}
-        if self.meter is not None:
-            return measurement_from_dict(self.meter.measure(nets, "closed loop")["candidate"])
-        kept, _ = measure_networks(self.device, nets, self.space.input_shape, self.config, False)
-        return kept["candidate"]
+    @property
+    def spent(self) -> bool:
+        return len(self.measured) >= self.budget
 
     def __call__(self, arch: Architecture) -> AnyMeasurement | None:
         if arch.choices in self.measured:
-            return self.measured[arch.choices]
-        if len(self.measured) == self.budget:
+            return self.measured[arch.choices][1]
+        if self.spent:
             return None
         key = arch_id(arch)
         if key in self.known:
             measurement = self.known[key]
         else:
             try:
-                measurement = self._measure(arch)
+                measurement = self.measure(arch)
             except RuntimeUnavailable:
                 return None
             if self.on_measured is not None:
                 self.on_measured(key, measurement)
-        self.measured[arch.choices] = measurement
+        self.measured[arch.choices] = (arch, measurement)
         self.progress.say(f"closed loop: measured {measurement.median_ms:.4g} ms ({len(self.measured)} of at most "
                           f"{self.budget})")
         return measurement
 
-    def quickest(self) -> Architecture | None:
-        """The fastest architecture measured, None before any."""
-        if not self.measured:
-            return None
-        return self.space.arch(list(min(self.measured, key=lambda choices: self.measured[choices].median_ms)))
+    def chosen(self, aim_ms: float) -> Architecture | None:
+        """The slowest architecture measured under ``aim_ms``, else the fastest measured (the first measured on
+        ties), None before any."""
+        pairs = list(self.measured.values())
+        under = [(arch, m) for arch, m in pairs if m.median_ms <= aim_ms]
+        pick = max(under, key=lambda p: p[1].median_ms) if under else min(pairs, key=lambda p: p[1].median_ms,
+                                                                            default=None)
+        return pick[0] if pick else None
+
+
+def device_measure(space: SearchSpace, device: DeviceProfile | None, config: SearchConfig,
+                   meter: Any = None) -> Callable[[Architecture], AnyMeasurement]:
+    """How the loop measures one architecture: paired with ``meter`` (a :class:`PairedMeter`, or anything with its
+    ``measure(nets, source)``) when given, else end to end on ``device`` (:func:`measure_networks`)."""
+    def measure(arch: Architecture) -> AnyMeasurement:
+        nets = {"candidate": space.build(arch)}
+        if meter is not None:
+            return as_measurement(meter.measure(nets, "closed loop")["candidate"])
+        kept, _ = measure_networks(device, nets, space.input_shape, config, False)
+        return kept["candidate"]
+    return measure
+
+
+class LoopPolicy(Protocol):
+    """The pluggable part of the closed loop: which latency target, and so which architecture, it tries next.
+
+    ``estimator`` is the model the steps' estimates come from (a refitting policy replaces it as it learns);
+    ``logs_repeats``: whether an architecture decoded again (not consecutively) is logged again."""
+
+    estimator: Any
+    logs_repeats: bool
+
+    def first(self) -> Proposal:
+        """The first target and the architecture decoded under it."""
+
+    def next(self, target_ms: float, arch: Architecture, measured_ms: float, new: bool,
+             meter: LoopMeter) -> Proposal | None:
+        """What to try after ``arch`` (decoded under ``target_ms``, newly measured when ``new``) measured
+        ``measured_ms`` outside the accepted band; None ends the loop."""
+
+    def fallback(self) -> Architecture:
+        """The result when nothing was measured (a zero budget, the runtime unavailable)."""
+
+
+def loop_aim(target_ms: float, margin: float) -> float:
+    """What the closed loop aims at: ``(1 - margin) T``."""
+    return target_ms * (1.0 - margin)
+
+
+def close_loop(policy: LoopPolicy, meter: LoopMeter, target_ms: float, margin: float
+               ) -> tuple[Architecture, list[LoopStep], Any]:
+    """The closed loop: measure what ``policy`` proposes until one measures in the accepted band (within ``2 margin``
+    under the aim ``(1 - margin) T``), the policy has nothing more to propose, or ``meter`` stops (its budget spent,
+    the runtime unavailable); at most ``4 x budget`` proposals. Returns the slowest architecture measured under the
+    aim (else the fastest measured; else the policy's :meth:`~LoopPolicy.fallback`), one
+    :class:`~hwnas.search.records.LoopStep` per architecture decoded (a consecutive repeat once; an earlier one
+    again only when ``policy.logs_repeats``), and the policy's final estimator."""
+    aim = loop_aim(target_ms, margin)
+    good_enough = aim * (1.0 - 2.0 * margin)
+    if meter.budget == 0:
+        return policy.fallback(), [], policy.estimator
+    log: list[LoopStep] = []
+    proposal: Proposal | None = policy.first()
+    previous = None
+    for _ in range(4 * meter.budget):
+        if proposal is None:
+            break
+        target, arch = proposal
+        new = arch.choices not in meter.measured
+        measurement = meter(arch)
+        if measurement is None:
+            break
+        if arch != previous and (new or policy.logs_repeats):
+            log.append(LoopStep(target, policy.estimator.latency_ms(arch), arch_id(arch), measurement))
+        if good_enough <= measurement.median_ms <= aim:
+            break
+        proposal, previous = policy.next(target, arch, measurement.median_ms, new, meter), arch
+    return meter.chosen(aim) or policy.fallback(), log, policy.estimator
 
 
 def _next_table_target(table_target: float, measured_ms: float, aim: float, exponent: float,
@@ -121,80 +199,86 @@ def _next_table_target(table_target: float, measured_ms: float, aim: float, expo
     return proposal
 
 
+class StepPolicy:
+    """The step choice of the next target, for a model that does not learn from the loop: over the aim, the table
+    target is scaled down by aim/measured; far under it, up by the same ratio (a step that decodes the same
+    architecture again is doubled, up to :data:`MAX_STEP_EXPONENT`); once a target over and one under are known, the
+    next lies between them (:func:`_next_table_target`). A target under what ``fastest`` needs tries ``fastest``
+    (the end when it was measured); a result under the aim at a target at or over ``ceiling_ms`` (from there on
+    every target decodes the same) ends the loop. ``decode(target)`` is None when nothing fits."""
+
+    logs_repeats = True
+
+    def __init__(self, estimator: LatencyEstimator, target_ms: float, aim_ms: float,
+                 decode: Callable[[float], Architecture | None], fastest: Architecture, ceiling_ms: float) -> None:
+        self.estimator, self.target_ms, self.aim, self.decode = estimator, target_ms, aim_ms, decode
+        self.fastest, self.ceiling_ms = fastest, ceiling_ms
+        self.exponent, self.previous = 1.0, None
+        self.loosest_under: float | None = None  # table targets decoded to an architecture under / over the aim
+        self.tightest_over: float | None = None
+
+    def first(self) -> Proposal:
+        return self.target_ms, self.fallback()
+
+    def fallback(self) -> Architecture:
+        return self.decode(self.target_ms) or self.fastest
+
+    def next(self, target_ms: float, arch: Architecture, measured_ms: float, new: bool,
+             meter: LoopMeter) -> Proposal | None:
+        if measured_ms <= self.aim:
+            self.loosest_under = target_ms if self.loosest_under is None else max(self.loosest_under, target_ms)
+            if target_ms >= self.ceiling_ms:
+                return None
+        else:
+            self.tightest_over = target_ms if self.tightest_over is None else min(self.tightest_over, target_ms)
+        self.exponent = min(self.exponent * 2.0, MAX_STEP_EXPONENT) if arch == self.previous else 1.0
+        proposal = _next_table_target(target_ms, measured_ms, self.aim, self.exponent, self.loosest_under,
+                                      self.tightest_over)
+        if proposal is None:
+            return None
+        self.previous = arch
+        decoded = self.decode(proposal)
+        if decoded is None:  # tighter than the fastest architecture: try that one
+            decoded, proposal = self.fastest, self.estimator.latency_ms(self.fastest)
+            if decoded.choices in meter.measured:
+                return None
+        return proposal, decoded
+
+
 def meet_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float,
                    decode: Callable[[float], Architecture | None], fastest: Architecture, ceiling_ms: float,
-                   device: DeviceProfile, config: SearchConfig, *, known: dict[str, AnyMeasurement] | None = None,
+                   device: DeviceProfile | None, config: SearchConfig, *,
+                   known: Mapping[str, AnyMeasurement | Mapping[str, Any]] | None = None,
                    on_measured: Callable[[str, AnyMeasurement], None] | None = None,
                    progress: Progress = Progress(), meter: Any = None) -> tuple[Architecture, list[LoopStep]]:
-    """Find the table target whose decoded architecture (``decode(table_target)``, None when nothing fits)
-    measures on the device just under T.
-
-    The aim is ``measured <= (1 - margin) * T``; a result within ``2 * margin`` below the aim is accepted. Over
-    the aim, the table target is scaled down by aim/measured; far under it, up by the same ratio (a step that
-    decodes the same architecture again is doubled); once a target over and one under are known, the next lies
-    between them. A table target under what ``fastest`` needs tries ``fastest``; one at or over ``ceiling_ms``
-    (from there on every target decodes the same) ends the loop. At most ``config.closed_loop_steps``
-    measurements (an architecture is measured once). Returns the slowest architecture measured under the aim (the
-    first decoded one when nothing was measured, the fastest measured one when none was under the aim) and one
-    step per decoded architecture (consecutive repeats once). ``known`` (architecture id -> measurement) replays
-    an interrupted loop's measurements; ``on_measured(arch_id, measurement)`` is told of each new one. ``meter``
-    (a :class:`~hwnas.search.aim.PairedMeter`) measures paired with the reference network; None: end to end.
-    """
-    aim = target_ms * (1.0 - config.closed_loop_margin)
-    good_enough = aim * (1.0 - 2.0 * config.closed_loop_margin)
+    """:func:`close_loop` with the :class:`StepPolicy`: the table target whose decoded architecture
+    (``decode(table_target)``) measures on the device just under T, from ``target_ms`` on. At most
+    ``config.closed_loop_steps`` measurements (none when ``config.measure`` is off); ``meter`` (a
+    :class:`PairedMeter`) measures paired with the reference network, None end to end on ``device``. ``known`` and
+    ``on_measured``: :class:`LoopMeter`'s. Returns the architecture and the loop's steps."""
+    policy = StepPolicy(estimator, target_ms, loop_aim(target_ms, config.closed_loop_margin), decode, fastest,
+                        ceiling_ms)
     budget = config.closed_loop_steps if config.measure else 0
-    measure_once = _MeasureOnce(space, device, config, budget, known, on_measured, progress, meter)
-    slowest_under: tuple[float, Architecture] | None = None
-    loosest_under = tightest_over = None  # table targets decoded to an architecture under / over the aim
-    table_target, exponent, previous, log = target_ms, 1.0, None, []
-    arch = decode(target_ms) or fastest
-    for _ in range(4 * budget):
-        measurement = measure_once(arch)
-        if measurement is None:
-            break
-        ms = measurement.median_ms
-        if arch != previous:
-            log.append(LoopStep(table_target, estimator.latency_ms(arch), arch_id(arch), measurement))
-        if ms <= aim:
-            loosest_under = table_target if loosest_under is None else max(loosest_under, table_target)
-            if slowest_under is None or ms > slowest_under[0]:
-                slowest_under = (ms, arch)
-            if ms >= good_enough or table_target >= ceiling_ms:
-                break
-        else:
-            tightest_over = table_target if tightest_over is None else min(tightest_over, table_target)
-        exponent = min(exponent * 2.0, MAX_STEP_EXPONENT) if arch == previous else 1.0
-        proposal = _next_table_target(table_target, ms, aim, exponent, loosest_under, tightest_over)
-        if proposal is None:
-            break
-        previous, table_target = arch, proposal
-        decoded = decode(table_target)
-        if decoded is None:  # tighter than the fastest architecture: try that one
-            decoded, table_target = fastest, estimator.latency_ms(fastest)
-            if decoded.choices in measure_once.measured:
-                break
-        arch = decoded
-    if slowest_under is not None:
-        return slowest_under[1], log
-    return measure_once.quickest() or arch, log
+    loop_meter = LoopMeter(device_measure(space, device, config, meter), budget, known=known,
+                           on_measured=on_measured, progress=progress)
+    arch, log, _ = close_loop(policy, loop_meter, target_ms, config.closed_loop_margin)
+    return arch, log
 
 
-def _replay_table(checkpoint: RunCheckpoint, loop: str) -> dict[str, Any]:
-    """:func:`meet_on_device`'s arguments that replay ``loop``'s recorded measurements and record new ones."""
-    return {"known": {key: measurement_from_dict(m) for key, m in checkpoint.measured(loop).items()},
-            "on_measured": lambda key, measurement: checkpoint.record(loop, key, measurement.to_dict())}
-
-
-def paired_protocol(config: SearchConfig) -> PairedProtocol:
-    return PairedProtocol.from_dict({**PairedProtocol().to_dict(), **config.paired}, "search config: paired")
+def checkpointed_meter(checkpoint: RunCheckpoint, loop: str, measure: Callable[[Architecture], AnyMeasurement],
+                       budget: int, progress: Progress = Progress()) -> LoopMeter:
+    """The meter of ``loop``: it replays the loop's measurements recorded in the checkpoint (written by this version
+    or an earlier one: both records' JSON) and records new ones."""
+    return LoopMeter(measure, budget, known=checkpoint.measured(loop), progress=progress,
+                     on_measured=lambda key, measurement: checkpoint.record(loop, key, measurement.to_dict()))
 
 
 @contextmanager
-def _loop_meter(device: DeviceProfile, space: SearchSpace, estimator: LatencyEstimator,
-                config: SearchConfig) -> Iterator[PairedMeter | None]:
-    """What :func:`meet_on_device` measures with: a :class:`PairedMeter` at the model's reference level when it has
-    one (:func:`~hwnas.search.aim.latency_level`) and the loop measures; None (end to end) otherwise, or when the
-    runtime is unavailable here (the loop then ends at its first measurement, as end to end)."""
+def _loop_measure(device: DeviceProfile, space: SearchSpace, estimator: LatencyEstimator,
+                  config: SearchConfig) -> Iterator[Callable[[Architecture], AnyMeasurement]]:
+    """How the loop measures: paired (:class:`PairedMeter`) at the model's reference level when it has one
+    (:func:`~hwnas.search.aim.latency_level`) and the loop measures; end to end otherwise, or when the runtime is
+    unavailable here (the loop then ends at its first measurement, as end to end)."""
     level = latency_level(estimator)
     with ExitStack() as stack:
         meter = None
@@ -203,38 +287,38 @@ def _loop_meter(device: DeviceProfile, space: SearchSpace, estimator: LatencyEst
                 meter = stack.enter_context(PairedMeter(device, space, level, paired_protocol(config)))
             except RuntimeUnavailable:
                 meter = None
-        yield meter
+        yield device_measure(space, device, config, meter)
+
+
+def _budget(config: SearchConfig) -> int:
+    return config.closed_loop_steps if config.measure else 0
+
+
+def loop_policy(space: SearchSpace, estimator: LatencyEstimator, target_ms: float, slowest_ms: float,
+                log_probs: list[list[float]], config: SearchConfig) -> LoopPolicy:
+    """The searched architecture's policy, chosen by what the model can do: the
+    :class:`~hwnas.search.aim.RefitPolicy` for a model that :func:`~hwnas.search.aim.refits`, else the
+    :class:`StepPolicy` over the decode under the table target (from T up to the target the slowest architecture
+    needs, ``slowest_ms``, where every target decodes the same)."""
+    aim = loop_aim(target_ms, config.closed_loop_margin)
+    if refits(estimator):
+        return RefitPolicy(space, estimator, log_probs, aim, config)
+    decode = lambda t: decode_under_target(space, log_probs, estimator, t)  # noqa: E731
+    fastest = fastest_decoded(space, log_probs, estimator)
+    return StepPolicy(estimator, target_ms, aim, decode, fastest, estimator.latency_ms(decode(slowest_ms) or fastest))
 
 
 def search_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float, slowest_ms: float,
                      log_probs: list[list[float]], device: DeviceProfile, config: SearchConfig,
                      checkpoint: RunCheckpoint, progress: Progress
                      ) -> tuple[Architecture, list[LoopStep], LatencyEstimator]:
-    """The searched architecture after the closed loop (``derived`` in the checkpoint): returns it, the loop's
-    steps, and the estimator (a model that :func:`~hwnas.search.aim.refits` comes back refitted with the loop's
+    """The searched architecture after the closed loop (``derived`` in the checkpoint) with :func:`loop_policy`:
+    returns it, the loop's steps, and the estimator (a model that refits comes back refitted with the loop's
     measurements; any other unchanged, its target stepped instead)."""
-    if refits(estimator):
-        arch, log, refitted = _aim(space, estimator, target_ms, log_probs, device, config, checkpoint)
-        return arch, [LoopStep.from_dict(step) for step in log], refitted
-    decode = lambda t: decode_under_target(space, log_probs, estimator, t)  # noqa: E731
-    fastest = fastest_decoded(space, log_probs, estimator)
-    ceiling_ms = estimator.latency_ms(decode(slowest_ms) or fastest)
-    with _loop_meter(device, space, estimator, config) as meter:
-        arch, steps = meet_on_device(space, estimator, target_ms, decode, fastest, ceiling_ms, device, config,
-                                     progress=progress, meter=meter, **_replay_table(checkpoint, "derived"))
-    return arch, steps, estimator
-
-
-def _aim(space: SearchSpace, predictor: Any, target_ms: float, log_probs: list[list[float]],
-         device: DeviceProfile, config: SearchConfig,
-         checkpoint: RunCheckpoint) -> tuple[Architecture, Sequence[dict[str, Any]], Any]:
-    """The closed loop that refits the model (:func:`hwnas.search.aim.aim_on_device`), paired measurements."""
-    if not config.measure or config.closed_loop_steps == 0:
-        decoded = decode_under_target(space, log_probs, predictor, target_ms * (1.0 - config.closed_loop_margin))
-        return decoded or fastest_arch(space, predictor), [], predictor
-    with PairedMeter(device, space, float(predictor.reference_ms), paired_protocol(config)) as meter:
-        return aim_on_device(space, predictor, target_ms, log_probs, meter, config, known=dict(
-            checkpoint.measured("derived")), on_measured=lambda key, record: checkpoint.record("derived", key, record))
+    policy = loop_policy(space, estimator, target_ms, slowest_ms, log_probs, config)
+    with _loop_measure(device, space, estimator, config) as measure:
+        meter = checkpointed_meter(checkpoint, "derived", measure, _budget(config), progress)
+        return close_loop(policy, meter, target_ms, config.closed_loop_margin)
 
 
 def baseline_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float, device: DeviceProfile,
@@ -244,11 +328,13 @@ def baseline_on_device(space: SearchSpace, estimator: LatencyEstimator, target_m
     (else the fastest candidate), without a loop; with any other, chosen by the same closed loop as the searched
     architecture (``baseline`` in the checkpoint)."""
     uniform = baseline_candidates(space)
+    aim = loop_aim(target_ms, config.closed_loop_margin)
     if refits(estimator):
-        aim = target_ms * (1.0 - config.closed_loop_margin)
         return baseline_arch(space, estimator, aim) or min(uniform, key=estimator.latency_ms), []
     by_latency = sorted(uniform, key=estimator.latency_ms)
-    with _loop_meter(device, space, estimator, config) as meter:
-        return meet_on_device(space, estimator, target_ms, lambda t: _slowest_within(uniform, estimator, t),
-                              by_latency[0], estimator.latency_ms(by_latency[-1]), device, config, progress=progress,
-                              meter=meter, **_replay_table(checkpoint, "baseline"))
+    policy = StepPolicy(estimator, target_ms, aim, lambda t: _slowest_within(uniform, estimator, t), by_latency[0],
+                        estimator.latency_ms(by_latency[-1]))
+    with _loop_measure(device, space, estimator, config) as measure:
+        meter = checkpointed_meter(checkpoint, "baseline", measure, _budget(config), progress)
+        arch, log, _ = close_loop(policy, meter, target_ms, config.closed_loop_margin)
+    return arch, log

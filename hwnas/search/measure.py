@@ -1,4 +1,5 @@
-"""End-to-end measurement of whole networks during a search: repeated attempts, and each network's quietest one.
+"""Measurement of whole networks during a search: end to end in repeated attempts, keeping each network's quietest
+one (:func:`measure_networks`), or paired with the space's reference network (:class:`PairedMeter`).
 
 On a shared CPU interference only adds time, and its bursts last seconds to minutes, so the quietest of attempts
 spread in time is the best estimate of a network's own latency (docs/search.md: "A verdict from the quietest
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from torch import nn
@@ -18,10 +20,13 @@ from tqdm import tqdm
 
 from hwnas.devices import DeviceProfile
 from hwnas.devices import device_protocol
+from hwnas.latency.reference import prepare_reference, reference_module
 from hwnas.runtimes import get_runtime
+from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
 from hwnas.runtimes.protocol import Stats, measure
-from hwnas.search.records import Attempt, Measurement
-from hwnas.search.run_config import MeasurementOptions
+from hwnas.search.records import Attempt, Measurement, PairedMeasurement
+from hwnas.search.run_config import MeasurementOptions, SearchConfig
+from hwnas.spaces import SearchSpace
 
 AttemptSet = dict[str, Stats]  # one attempt: every network's statistics, measured in the same interleaved rounds
 
@@ -96,3 +101,53 @@ def quietest_per_network(attempts: list[AttemptSet], earlier: dict[str, list[Sta
         stats, source = min(quiet, key=lambda h: h[0].median_ms)
         kept[name] = Measurement(stats, source, [Attempt(s.median_ms, s.noisy, src) for s, src in history])
     return kept
+
+
+def paired_protocol(config: SearchConfig) -> PairedProtocol:
+    """The paired protocol of a search: the defaults with ``config.paired``'s fields over them."""
+    return PairedProtocol.from_dict({**PairedProtocol().to_dict(), **config.paired}, "search config: paired")
+
+
+@dataclass
+class PairedMeter:
+    """Measures networks of one space on the device, each paired with the space's reference network.
+
+    ``reference_ms`` is the level a ratio is turned into milliseconds at (the predictor's). Use as a context
+    manager: the runtime and the prepared reference live as long as it.
+    """
+
+    device: DeviceProfile
+    space: SearchSpace
+    reference_ms: float
+    protocol: PairedProtocol = field(default_factory=PairedProtocol)
+
+    def __enter__(self) -> PairedMeter:
+        self._tmp = tempfile.TemporaryDirectory(prefix="hwnas-paired-")
+        self.runtime = get_runtime(self.device.backend, self.device.runtime_config(), Path(self._tmp.name))
+        module, shape, _ = reference_module(self.space)
+        self.reference = prepare_reference(self.runtime, module, shape)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reference.close()
+        self._tmp.cleanup()
+
+    def measure(self, nets: dict[str, nn.Module], source: str) -> dict[str, PairedMeasurement]:
+        """Each network's record (``median_ms = ratio x reference_ms``), one paired measurement each."""
+        prepared = {name: self.runtime.prepare(net.eval(), self.space.input_shape, name) for name, net in nets.items()}
+        try:
+            stats = measure_paired(prepared, self.reference, self.protocol)
+        finally:
+            for model in prepared.values():
+                model.close()
+        return {name: paired_measurement(s, self.reference_ms, source) for name, s in stats.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return self.runtime.describe()
+
+
+def paired_measurement(stats: PairedStats, reference_ms: float, source: str) -> PairedMeasurement:
+    """The record of one paired measurement at the level ``reference_ms``: one attempt, ``ratio x reference_ms``."""
+    ms = stats.ratio * reference_ms
+    return PairedMeasurement(ms, stats.noisy, source, stats.ratio, reference_ms, stats.to_dict(),
+                             [Attempt(ms, stats.noisy, source)])

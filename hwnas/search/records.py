@@ -67,8 +67,9 @@ class Measurement:
 
 @dataclass
 class PairedMeasurement:
-    """A network's latency from one paired measurement against the reference network (:mod:`hwnas.search.aim`):
-    ``median_ms = ratio x reference_ms``; ``paired`` holds the pairs' statistics.
+    """A network's latency from one paired measurement against the reference network
+    (:class:`~hwnas.search.measure.PairedMeter`): ``median_ms = ratio x reference_ms``; ``paired`` holds the pairs'
+    statistics.
 
     JSON: ``median_ms``, ``noisy``, ``source``, ``ratio``, ``reference_ms``, ``paired``, ``attempts``.
     """
@@ -102,7 +103,8 @@ def measurement_from_dict(data: Mapping[str, Any]) -> AnyMeasurement:
 
 
 def as_measurement(value: AnyMeasurement | Mapping[str, Any]) -> AnyMeasurement:
-    """``value`` as a record (the predictor's loop in :mod:`hwnas.search.aim` hands over its JSON form)."""
+    """``value`` as a record: a record stays, its JSON (a checkpoint's, written by this version or an earlier one;
+    a meter's that answers in JSON) is read back."""
     return value if isinstance(value, (Measurement, PairedMeasurement)) else measurement_from_dict(value)
 
 

@@ -18,10 +18,9 @@ from typing import Any
 from hwnas.devices import DeviceProfile
 from hwnas.errors import RuntimeUnavailable
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.search.aim import PairedMeter, latency_level
+from hwnas.search.aim import latency_level
 from hwnas.search.checkpoint import RunCheckpoint
-from hwnas.search.closed_loop import paired_protocol
-from hwnas.search.measure import measure_networks
+from hwnas.search.measure import PairedMeter, measure_networks, paired_protocol
 from hwnas.search.progress import Progress
 from hwnas.search.records import (AnyMeasurement, LoopStep, Measurement, TrainedNetwork, last_step_of,
                                   measurement_from_dict)
@@ -110,8 +109,7 @@ def _paired(device: DeviceProfile, trained: dict[str, TrainedNetwork], space: Se
         records = meter.measure({name: t.net for name, t in trained.items()}, "final (paired)")
         runtime = meter.describe()
     return Verdict(f"end to end on {device.name} ({device.backend}), paired with the reference network "
-                   f"(latency = ratio x {reference_ms:.4g} ms)", runtime,
-                   {name: measurement_from_dict(r) for name, r in records.items()})
+                   f"(latency = ratio x {reference_ms:.4g} ms)", runtime, dict(records))
 
 
 def closed_loop_drift(loop: list[LoopStep], arch: Architecture, measured: AnyMeasurement | None) -> float | None:
