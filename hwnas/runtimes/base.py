@@ -19,6 +19,7 @@ import numpy as np
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.runtimes.interruptions import TimedRuns, WaitSource, is_disturbed, thread_waits
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,9 @@ class PreparedModel(ABC):
     def time_runs(self, n: int) -> list[float]:
         """Time ``n`` consecutive invocations; seconds per invocation.
 
-        The default brackets :meth:`run` with ``time.perf_counter``; GPU runtimes override it with device events.
+        The default brackets :meth:`run` with ``time.perf_counter`` through :func:`time_calls`, which also records
+        which runs were interrupted (CPU runtimes override it with their own call, through :func:`time_calls` too);
+        GPU runtimes override it with device events and report no interruptions.
         """
         return time_calls(self.run, n)
 
@@ -129,15 +132,32 @@ class Runtime(ABC):
         """Runtime name, library versions, threads, precision and options, for the table fingerprint."""
 
 
-def time_calls(call: Callable[..., object], n: int, *args: object) -> list[float]:
-    """Seconds taken by each of ``n`` consecutive ``call(*args)``, each bracketed by ``time.perf_counter``."""
-    clock = time.perf_counter
-    times = []
-    for _ in range(n):
-        start = clock()
-        call(*args)
-        times.append(clock() - start)
-    return times
+def time_calls(call: Callable[..., object], n: int, *args: object, clock: Callable[[], float] = time.perf_counter,
+               waits: WaitSource | None = None) -> TimedRuns:
+    """Seconds taken by each of ``n`` consecutive ``call(*args)``, each bracketed by ``clock``, and whether each
+    run was interrupted (:mod:`hwnas.runtimes.interruptions`).
+
+    The counters are read once before the first run and once after each (outside the bracket), so detection adds
+    wall time between runs, never measured time. ``waits`` (default: :func:`thread_waits` of the calling thread)
+    and ``clock`` are the seam a test scripts.
+    """
+    source = thread_waits() if waits is None else waits
+    times, disturbed, waited = [], [], []
+    try:
+        reading = source.read()
+        for _ in range(n):
+            start = clock()
+            call(*args)
+            times.append(clock() - start)
+            after = source.read()
+            flag, wait_s = is_disturbed(reading, after)
+            disturbed.append(flag)
+            waited.append(wait_s)
+            reading = after
+    finally:
+        if waits is None:
+            source.close()
+    return TimedRuns(times, disturbed, waited, source.detection)
 
 
 def resolve_options(runtime: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,18 +9,23 @@ A latency is then ``ratio x reference_ms``, with the reference's quiet latency r
 
 A turn runs a model enough times to last ``min_turn_s`` (microsecond kernels are timed in small batches, a
 whole network once), so the timer's resolution and the ~20 us call cost do not dominate small kernels.
+
+Pairing does not cancel the time slices another process takes: they add a fixed time to whichever turn they hit.
+A pair whose network turn or reference turn was interrupted (:mod:`hwnas.runtimes.interruptions`) is dropped and
+taken again, so the ratio uses clean turns of both sides.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.runtimes.base import PreparedModel
+from hwnas.runtimes.interruptions import RetimeBudget, detection_of, disturbed_runs
 from hwnas.runtimes.protocol import Stats, TimingConfig, time_chunk, warm_up
 
 
@@ -64,6 +69,8 @@ class PairedStats:
 
     ``network`` and ``reference`` are the usual :class:`Stats` of the per-turn times (ms per run) during the
     pairs; ``half_ratios`` are the ratios of the first and second half of the pairs (the agreement check).
+    ``discarded``: pairs dropped because a turn was interrupted, and taken again (each side's ``discarded``: its
+    own interrupted turns); ``noisy_reason``: why ``noisy``.
     """
 
     ratio: float
@@ -72,13 +79,17 @@ class PairedStats:
     half_ratios: list[float]
     noisy: bool = False
     remeasured: int = 0
+    discarded: int = 0
+    noisy_reason: str = ""
 
     def latency_ms(self, reference_ms: float) -> float:
         return self.ratio * reference_ms
 
     def to_dict(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "network": self.network.to_dict(), "reference": self.reference.to_dict(),
-                "half_ratios": list(self.half_ratios), "noisy": self.noisy, "remeasured": self.remeasured}
+                "half_ratios": list(self.half_ratios), "noisy": self.noisy, "remeasured": self.remeasured,
+                **({"discarded": self.discarded} if self.discarded else {}),
+                **({"noisy_reason": self.noisy_reason} if self.noisy_reason else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "paired stats") -> PairedStats:
@@ -93,7 +104,8 @@ class PairedStats:
         return cls(ratio=float(ratio), network=Stats.from_dict(data["network"], f"{source}: network"),
                    reference=Stats.from_dict(data["reference"], f"{source}: reference"),
                    half_ratios=[float(v) for v in data.get("half_ratios", [])], noisy=bool(data.get("noisy", False)),
-                   remeasured=int(data.get("remeasured", 0)))
+                   remeasured=int(data.get("remeasured", 0)), discarded=int(data.get("discarded", 0)),
+                   noisy_reason=str(data.get("noisy_reason", "")))
 
 
 def measure_paired(
@@ -110,31 +122,79 @@ def measure_paired(
     """
     results: dict[str, PairedStats] = {}
     for key, model in prepared.items():
-        net_turns: list[float] = []
-        ref_turns: list[float] = []
-        passes = 0
-        while True:
-            runs_net = _turn_runs(model, protocol)
-            runs_ref = _turn_runs(reference, protocol)
-            for _ in range(protocol.pairs):
-                net_turns.append(_turn(model, runs_net))
-                ref_turns.append(_turn(reference, runs_ref))
-            passes += 1
-            halves = _half_ratios(net_turns, ref_turns)
-            agree = abs(halves[0] - halves[1]) / min(halves) <= protocol.noise_threshold
-            if agree or passes > protocol.max_remeasure:
-                break
-        net_ms, ref_ms = np.asarray(net_turns) * 1e3, np.asarray(ref_turns) * 1e3
-        stats = PairedStats(
-            ratio=float(np.median(net_ms) / np.median(ref_ms)),
-            network=Stats.from_samples(list(net_ms / 1e3), [float(np.median(net_ms))]),
-            reference=Stats.from_samples(list(ref_ms / 1e3), [float(np.median(ref_ms))]),
-            half_ratios=halves, noisy=not agree, remeasured=passes - 1,
-        )
+        stats = _measure_one(model, reference, protocol)
         results[key] = stats
         if on_done is not None:
             on_done(key, stats)
     return results
+
+
+@dataclass
+class _Pairs:
+    """Clean turns (mean seconds per run) of both sides, and the evidence of what was dropped."""
+
+    net: list[float] = field(default_factory=list)
+    ref: list[float] = field(default_factory=list)
+    dropped: int = 0  # pairs
+    dropped_net: int = 0  # interrupted network turns
+    dropped_ref: int = 0
+    short: list[str] = field(default_factory=list)
+    detection: str = ""
+
+
+def _measure_one(model: PreparedModel, reference: PreparedModel, protocol: PairedProtocol) -> PairedStats:
+    """Passes of ``pairs`` clean pairs until the halves agree (or ``max_remeasure`` extra passes)."""
+    pairs, passes = _Pairs(), 0
+    while True:
+        runs_net = _turn_runs(model, protocol)
+        runs_ref = _turn_runs(reference, protocol)
+        _take_pairs(pairs, model, reference, (runs_net, runs_ref), protocol)
+        passes += 1
+        halves = _half_ratios(pairs.net, pairs.ref)
+        difference = abs(halves[0] - halves[1]) / min(halves)
+        if difference <= protocol.noise_threshold or passes > protocol.max_remeasure:
+            break
+    reasons = list(pairs.short)
+    if difference > protocol.noise_threshold:
+        reasons.insert(0, f"halves disagree: ratios {halves[0]:.4g} and {halves[1]:.4g} differ by {difference:.1%} "
+                          f"(> {protocol.noise_threshold:.1%}) after {passes - 1} extra passes")
+    net_ms, ref_ms = np.asarray(pairs.net) * 1e3, np.asarray(pairs.ref) * 1e3
+    return PairedStats(
+        ratio=float(np.median(net_ms) / np.median(ref_ms)),
+        network=Stats.from_samples(list(net_ms / 1e3), [float(np.median(net_ms))], discarded=pairs.dropped_net,
+                                   detection=pairs.detection),
+        reference=Stats.from_samples(list(ref_ms / 1e3), [float(np.median(ref_ms))], discarded=pairs.dropped_ref,
+                                     detection=pairs.detection),
+        half_ratios=halves, noisy=bool(reasons), remeasured=passes - 1, discarded=pairs.dropped,
+        noisy_reason="; ".join(reasons),
+    )
+
+
+def _take_pairs(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, runs: tuple[int, int],
+                protocol: PairedProtocol) -> None:
+    """One pass: alternate turns until ``protocol.pairs`` clean pairs are added to ``pairs``, dropping a pair whose
+    turn of either side was interrupted, within a :class:`RetimeBudget`; a pass left with fewer than 2 clean pairs
+    keeps its dropped ones (its figures are then flagged noisy)."""
+    budget, clean, clean_s, dropped, dropped_s = RetimeBudget(protocol.pairs), 0, 0.0, [], 0.0
+    while clean < protocol.pairs:
+        if budget.exhausted(len(dropped), dropped_s, clean_s):
+            pairs.short.append(f"{clean} clean pairs of {protocol.pairs} asked; {len(dropped)} pairs with an "
+                               "interrupted turn dropped")
+            break
+        net, net_bad = _turn(model, runs[0], pairs)
+        ref, ref_bad = _turn(reference, runs[1], pairs)
+        if net_bad or ref_bad:
+            dropped.append((net, ref))
+            dropped_s += net * runs[0] + ref * runs[1]
+            pairs.dropped_net, pairs.dropped_ref = pairs.dropped_net + net_bad, pairs.dropped_ref + ref_bad
+            continue
+        pairs.net.append(net)
+        pairs.ref.append(ref)
+        clean, clean_s = clean + 1, clean_s + net * runs[0] + ref * runs[1]
+    pairs.dropped += len(dropped)
+    if clean < 2:
+        pairs.net += [net for net, _ in dropped]
+        pairs.ref += [ref for _, ref in dropped]
 
 
 def _turn_runs(model: PreparedModel, protocol: PairedProtocol) -> int:
@@ -145,9 +205,11 @@ def _turn_runs(model: PreparedModel, protocol: PairedProtocol) -> int:
     return max(1, min(protocol.max_turn_runs, math.ceil(protocol.min_turn_s / per_run)))
 
 
-def _turn(model: PreparedModel, runs: int) -> float:
+def _turn(model: PreparedModel, runs: int, pairs: _Pairs) -> tuple[float, bool]:
+    """Mean seconds per run of one turn, and whether any of its runs was interrupted (noting the detection)."""
     times = time_chunk(model, runs)
-    return sum(times) / len(times)
+    pairs.detection = pairs.detection or detection_of(times)
+    return sum(times) / len(times), any(disturbed_runs(times))
 
 
 def _half_ratios(net: list[float], ref: list[float]) -> list[float]:

@@ -21,9 +21,12 @@ from torch import nn
 from hwnas.checks import check_finite, check_known, check_required, check_type, dataclass_hints
 from hwnas.errors import HwnasError
 from hwnas.runtimes.base import PreparedModel, Runtime
+from hwnas.runtimes.interruptions import RetimeBudget, detection_of, disturbed_runs
 
 STAT_FIELDS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n")
 """The statistics every :class:`Stats` record holds (the rest: evidence with defaults)."""
+_OMITTED_AT_DEFAULT = {"discarded": 0, "noisy_reason": "", "detection": ""}
+"""Fields newer than the shipped files: written only when set, so an old record round-trips unchanged."""
 _MAX_CHUNK = 32  # timed runs per time_runs() call: small enough to stop soon after min_time_s is reached
 
 
@@ -117,7 +120,9 @@ class Stats:
 
     ``median_ms`` .. ``n`` are computed over the pooled timed runs of the kept rounds (see :func:`measure`);
     ``round_medians_ms`` lists the median of every round in measurement order, kept or dropped, as evidence.
-    ``std_ms`` is the population standard deviation (``ddof=0``).
+    ``std_ms`` is the population standard deviation (``ddof=0``). ``discarded``: timed runs thrown away because
+    they were interrupted (:mod:`hwnas.runtimes.interruptions`) and timed again; ``noisy_reason``: why ``noisy``;
+    ``detection``: how runs were checked for interruptions (``"none: <why>"`` where they were not).
     """
 
     median_ms: float
@@ -129,9 +134,13 @@ class Stats:
     round_medians_ms: list[float] = field(default_factory=list)
     noisy: bool = False
     remeasured: int = 0
+    discarded: int = 0
+    noisy_reason: str = ""
+    detection: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        return {k: v for k, v in data.items() if k not in _OMITTED_AT_DEFAULT or v != _OMITTED_AT_DEFAULT[k]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "stats") -> Stats:
@@ -144,7 +153,7 @@ class Stats:
         check_required(data, STAT_FIELDS, source)
         for name in STAT_FIELDS:
             check_finite(data[name], source, name)
-        for name in ("round_medians_ms", "noisy", "remeasured"):
+        for name in ("round_medians_ms", "noisy", "remeasured", *_OMITTED_AT_DEFAULT):
             if name in data:
                 check_type(data[name], hints[name], source, name)
         values = dict(data)
@@ -153,13 +162,13 @@ class Stats:
 
     @classmethod
     def from_samples(cls, samples_s: list[float], round_medians_ms: list[float], noisy: bool = False,
-                     remeasured: int = 0) -> Stats:
-        """Statistics of timed runs given in seconds."""
+                     remeasured: int = 0, **evidence: Any) -> Stats:
+        """Statistics of timed runs given in seconds (``evidence``: ``discarded``, ``noisy_reason``, ``detection``)."""
         ms = np.asarray(samples_s, dtype=np.float64) * 1e3
         p10, median, p90 = np.percentile(ms, [10, 50, 90])
         return cls(median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90), mean_ms=float(ms.mean()),
                    std_ms=float(ms.std()), n=int(ms.size), round_medians_ms=[float(m) for m in round_medians_ms],
-                   noisy=noisy, remeasured=remeasured)
+                   noisy=noisy, remeasured=remeasured, **evidence)
 
 
 def relative_spread(values: list[float]) -> float:
@@ -192,11 +201,17 @@ def measure(
     p10/p90/std meaningful as the spread of single invocations. Without re-measurement no round is dropped, so
     the protocol adds no optimistic bias to quiet measurements.
 
+    Runs that were interrupted (another process took the CPU: :mod:`hwnas.runtimes.interruptions`) are discarded
+    and timed again within the visit, so the budgets count clean runs only; a visit that cannot get them within
+    its :class:`~hwnas.runtimes.interruptions.RetimeBudget` keeps what it has (all its runs when none was clean),
+    and the model is flagged ``noisy`` with the reason. Without interruptions, runs and figures are those of
+    the protocol without detection.
+
     ``on_done(key, stats)`` is called once per key as soon as its statistics are final.
     """
     rng = random.Random(protocol.seed)
     _prime(prepared, protocol.prime_s)
-    rounds: dict[str, list[list[float]]] = {key: [] for key in prepared}
+    rounds: dict[str, list[_Visit]] = {key: [] for key in prepared}
     results: dict[str, Stats] = {}
     pending = list(prepared)
     for round_index in range(protocol.rounds + protocol.max_remeasure):
@@ -206,13 +221,11 @@ def measure(
             rounds[key].append(_visit(prepared[key], protocol))
             if round_index + 1 < protocol.rounds:
                 continue
-            medians = [float(np.median(samples)) for samples in rounds[key]]
+            medians = [float(np.median(visit.samples)) for visit in rounds[key]]
             kept = sorted(range(len(medians)), key=medians.__getitem__)[:protocol.rounds]
-            settled = relative_spread([medians[i] for i in kept]) <= protocol.noise_threshold
-            if settled or round_index + 1 == protocol.rounds + protocol.max_remeasure:
-                pooled = [t for i in sorted(kept) for t in rounds[key][i]]
-                stats = Stats.from_samples(pooled, [m * 1e3 for m in medians], noisy=not settled,
-                                           remeasured=len(medians) - protocol.rounds)
+            spread = relative_spread([medians[i] for i in kept])
+            if spread <= protocol.noise_threshold or round_index + 1 == protocol.rounds + protocol.max_remeasure:
+                stats = _final_stats(rounds[key], medians, sorted(kept), spread, protocol)
                 results[key] = stats
                 pending.remove(key)
                 if on_done is not None:
@@ -262,18 +275,54 @@ def _prime(prepared: Mapping[str, PreparedModel], seconds: float) -> None:
         total, turn = total + sum(time_chunk(models[turn % len(models)], _MAX_CHUNK)), turn + 1
 
 
-def _visit(model: PreparedModel, protocol: Protocol) -> list[float]:
-    """Warm up, then return the timed runs (seconds) of one visit."""
+@dataclass
+class _Visit:
+    """One visit's clean timed runs (seconds), how many interrupted runs it discarded, why it has too few clean
+    runs ('' when it has enough), and how runs were checked."""
+
+    samples: list[float] = field(default_factory=list)
+    discarded: int = 0
+    short: str = ""
+    detection: str = ""
+
+
+def _visit(model: PreparedModel, protocol: Protocol) -> _Visit:
+    """Warm up, then time runs until the budgets hold for the clean ones (interrupted runs are timed again)."""
     warm_up(model, protocol.warmup_runs, protocol.warmup_s,
             lambda runs, elapsed: _chunk(runs, elapsed, protocol.warmup_runs, protocol.warmup_s, 10**9))
-    samples: list[float] = []
+    visit, budget, rejected = _Visit(), RetimeBudget(protocol.max_runs), []
     total = 0.0
-    while (len(samples) < protocol.min_runs or total < protocol.min_time_s) and len(samples) < protocol.max_runs:
-        chunk = _chunk(len(samples), total, protocol.min_runs, protocol.min_time_s, protocol.max_runs)
-        times = time_chunk(model, chunk)[:chunk]
-        samples += times
+    while ((len(visit.samples) < protocol.min_runs or total < protocol.min_time_s)
+           and len(visit.samples) < protocol.max_runs):
+        if budget.exhausted(len(rejected), sum(rejected), total):
+            visit.short = (f"{len(visit.samples)} clean runs ({total * 1e3:.3g} ms) where {protocol.min_runs} runs and "
+                           f"{protocol.min_time_s * 1e3:.3g} ms were asked; {len(rejected)} interrupted runs discarded")
+            break
+        chunk = _chunk(len(visit.samples), total, protocol.min_runs, protocol.min_time_s, protocol.max_runs)
+        timed = time_chunk(model, chunk)
+        visit.detection = visit.detection or detection_of(timed)
+        flags = disturbed_runs(timed)[:chunk]
+        times = [t for t, bad in zip(timed[:chunk], flags) if not bad]
+        rejected += [t for t, bad in zip(timed[:chunk], flags) if bad]
+        visit.samples += times
         total += sum(times)
-    return samples
+    visit.discarded = len(rejected)
+    if not visit.samples:  # every run interrupted: the figure is theirs, flagged noisy
+        visit.samples = rejected
+    return visit
+
+
+def _final_stats(visits: list[_Visit], medians: list[float], kept: list[int], spread: float,
+                 protocol: Protocol) -> Stats:
+    """The statistics of the ``kept`` rounds' pooled runs, with the evidence of all rounds and why it is noisy."""
+    reasons = [f"round {i + 1}: {visits[i].short}" for i in kept if visits[i].short]
+    if spread > protocol.noise_threshold:
+        reasons.insert(0, f"rounds disagree by {spread:.1%} (> {protocol.noise_threshold:.1%}) after "
+                          f"{len(medians) - protocol.rounds} extra rounds")
+    pooled = [t for i in kept for t in visits[i].samples]
+    return Stats.from_samples(pooled, [m * 1e3 for m in medians], noisy=bool(reasons),
+                              remeasured=len(medians) - protocol.rounds, discarded=sum(v.discarded for v in visits),
+                              noisy_reason="; ".join(reasons), detection=visits[0].detection)
 
 
 def _chunk(done: int, elapsed_s: float, min_runs: int, min_time_s: float, max_runs: int) -> int:
