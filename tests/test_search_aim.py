@@ -127,7 +127,7 @@ def test_choice_of_latency_model(setting, tmp_path, monkeypatch):
     foreign = predictor.with_rows([], [])
     foreign.meta.device = "pixel-9"
     path = foreign.save(tmp_path / "foreign.json")
-    with pytest.raises(HwnasError, match="another device, machine or runtime .*'pixel-9'"):
+    with pytest.raises(HwnasError, match="another device or runtime .*'pixel-9'"):
         choose_estimator(device, space, estimator, SearchConfig(predictor=str(path)), tmp_path, False)
     mine = predictor.with_rows([], [])
     mine.meta.device = device.name

@@ -52,6 +52,10 @@ def warn_foreign_table(table: Any) -> None:
     """One warning line on stderr when ``table`` comes from another machine or runtime."""
     from hwnas.latency.table import foreign_table_note
 
-    note = foreign_table_note(table)
+    warn(foreign_table_note(table))
+
+
+def warn(note: str | None) -> None:
+    """``note`` as one warning line on stderr (nothing for None): a table or predictor from elsewhere."""
     if note:
         print(f"hwnas: warning: {note}", file=sys.stderr)

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import progress, protocol_overrides, warn_foreign_table
+from hwnas.cli.common import progress, protocol_overrides, warn, warn_foreign_table
 from hwnas.errors import HwnasError
 from hwnas.outputs import check_out_file
 
@@ -126,43 +126,60 @@ def _eval_space(args: argparse.Namespace) -> Any:
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.devices import load_device
     from hwnas.latency.predictors import check_device, load_predictor
+    from hwnas.latency.predictors.origin import how_to_build
     from hwnas.latency.predictors.prediction import model_input
 
     device = load_device(args.device)
     # the file checked (an .onnx read, once) before a predictor loads: an empty or foreign file is one line at once
     given = model_input(Path(args.target))
-    path = Path(args.predictor) if args.predictor is not None else _default_predictor(device.name, given.arch)
+    space = _space_of(given.arch)
+    path = Path(args.predictor) if args.predictor is not None else _default_predictor(device, space)
     predictor = load_predictor(path)
-    problems = check_device(predictor, device.name)
-    if problems:
-        raise HwnasError(f"{path}: {problems[0]}")
+    note = check_device(predictor, device)  # another device or runtime: one line, exit 2
+    if note and args.predictor is None:  # the default lookup found no predictor of this machine
+        note += f"; {how_to_build(device.name, space)}"
+    warn(note)
     prediction = predictor.predict(given)  # a kind that cannot read the model says so in one line
     latency, overhead, terms = prediction.ms, prediction.overhead_ms, [dict(t) for t in prediction.terms]
     text = "\n".join(f"{t['type']:<12} {t['ms']:8.4f} ms  {t['key']}" for t in terms)
     text += f"\n{'overhead':<12} {overhead:8.4f} ms\n{'total':<12} {latency:8.4f} ms"
+    machine = (predictor.meta.fingerprint.get("machine") or {}).get("cpu_model")
     result = {"latency_ms": latency, "device": device.name, "predictor": str(path), "kind": predictor.kind,
-              "overhead_ms": overhead, "kernels": terms}
+              "fitted_on": machine, "overhead_ms": overhead, "kernels": terms}
+    if note:
+        result["warning"] = note
+    notes = []
     if latency > 0 and overhead > 0.5 * latency:
-        result["note"] = (f"the per-run overhead is {100 * overhead / latency:.0f}% of the total: the prediction "
-                          "says more about the runtime's fixed cost than about this model")
+        notes.append(f"the per-run overhead is {100 * overhead / latency:.0f}% of the total: the prediction says more "
+                     "about the runtime's fixed cost than about this model")
+    if not predictor.meta.fingerprint:
+        notes.append("the predictor does not record the machine it was fitted on (fitted from a CSV?): it cannot be "
+                     "checked against this one")
+    if notes:
+        result["note"] = "; ".join(notes)
         text += f"\nnote: {result['note']}"
     return {**result, "_text": text}
 
 
-def _default_predictor(device: str, arch: Any) -> Path:
-    """The device's predictor of the architecture's space (calibrated, then transfer), else its kernel predictor;
-    the user's files before the shipped ones (:func:`~hwnas.latency.predictors.locate.default_predictor`)."""
-    from hwnas.latency.predictors.locate import default_predictor, user_predictor_path
+def _space_of(arch: Any) -> Any:
+    """The search space of an architecture (None for a model of no space: an ONNX file)."""
     from hwnas.spaces import get_space
 
-    space = get_space(arch.space, arch.resolution, arch.num_classes) if arch is not None else None
-    found = default_predictor(device, space)
+    return get_space(arch.space, arch.resolution, arch.num_classes) if arch is not None else None
+
+
+def _default_predictor(device: Any, space: Any) -> Path:
+    """The device's predictor of the architecture's space (calibrated, then transfer), else its kernel predictor;
+    the user's files before the shipped ones, and one of this machine before one of another
+    (:func:`~hwnas.latency.predictors.locate.default_predictor`)."""
+    from hwnas.latency.predictors.locate import default_predictor
+    from hwnas.latency.predictors.origin import fits_here, how_to_build
+
+    found = default_predictor(device.name, space, lambda path: fits_here(path, device))
     if found is not None:
         return found
-    build = f"build one with `python tools/build_kernel_predictor.py --device {device}`"
     if space is None:
-        raise HwnasError(f"no kernel predictor for device {device!r}: {build}, or pass --predictor")
-    fit = (f"`hwnas predictor fit --space {space.name} --resolution {space.resolution} --set SET.json --out "
-           f"{user_predictor_path(device, 'calibrated', space)}` (a set from `hwnas measure`)")
-    raise HwnasError(f"no predictor for device {device!r} of {space.name}@{space.resolution} (calibrated, transfer "
-                     f"or kernel): fit one with {fit}, {build}, or pass --predictor")
+        raise HwnasError(f"no kernel predictor for device {device.name!r}: {how_to_build(device.name, None)}, or "
+                         "pass --predictor")
+    raise HwnasError(f"no predictor for device {device.name!r} of {space.name}@{space.resolution} (calibrated, "
+                     f"transfer or kernel): {how_to_build(device.name, space)}, or pass --predictor")

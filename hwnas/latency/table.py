@@ -287,22 +287,9 @@ def default_table_path(device: DeviceProfile | str, space: str, resolution: int)
 def foreign_table_note(table: LatencyTable) -> str | None:
     """One line saying how the machine or runtime libraries ``table`` was measured with differ from this one's
     (None when they match or the table does not say): estimates from it may not hold here."""
-    from importlib import metadata
+    from hwnas.runtimes.fingerprint import foreign_differences
 
-    from hwnas.runtimes.fingerprint import fingerprint_differences, machine_fingerprint
-
-    differences = []
-    stored = table.fingerprint.get("machine")
-    if stored:
-        differences += fingerprint_differences({"machine": stored}, {"machine": machine_fingerprint()})
-    versions = (table.fingerprint.get("runtime") or {}).get("versions") or {}
-    for package, version in sorted(versions.items()):
-        try:
-            installed = metadata.version(package)
-        except (metadata.PackageNotFoundError, ValueError):
-            continue  # not a distribution name, or not installed here (then the runtime says so when used)
-        if str(version) != installed:
-            differences.append(f"runtime.versions.{package}: {version!r} -> {installed!r}")
+    differences = foreign_differences(table.fingerprint)  # the same comparison as a predictor's (predictors.base)
     if not differences:
         return None
     return f"{table.path or 'latency table'}: measured on another machine or runtime ({'; '.join(differences)})"

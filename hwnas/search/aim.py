@@ -184,21 +184,26 @@ def _round_up(ms: float, digits: int = 4) -> float:
 def _checked(predictor: Predictor, device: DeviceProfile, space: SearchSpace, fingerprint: dict[str, Any] | None,
              strict: bool, where: str | None = None) -> SpacePredictor:
     """``predictor``'s estimator of ``space`` (``for_space``: one line when it has none, e.g. another space), when
-    it belongs to ``device``; ``where`` names it in messages. Another machine or runtime (``fingerprint``) is refused
-    when ``strict`` (``auto`` then looks further), else one warning line: a predictor the user names is used, since
-    the closed loop and the verdict measure on this machine."""
+    it belongs to ``device``; ``where`` names it in messages. A predictor of another device or runtime is refused
+    (:func:`~hwnas.latency.predictors.base.check_device`, as ``hwnas predict`` does); one of another machine
+    (``fingerprint``: this runtime's, when built here) is refused when ``strict`` (``auto`` then looks further),
+    else the one warning line ``predict`` gives: a predictor the user names is used, since the closed loop and the
+    verdict measure on this machine."""
     named = str(predictor.path or "predictor")
     where = where or named
     try:
         estimator = predictor.for_space(space)
     except HwnasError as exc:
         raise HwnasError(f"{where}: {str(exc).removeprefix(named + ': ')}") from None
-    problems = check_device(predictor, device.name, fingerprint)
-    if problems:
-        message = f"{where}: predictor from another device, machine or runtime ({'; '.join(problems)})"
-        if strict or check_device(predictor, device.name):
-            raise HwnasError(message)
-        print(f"hwnas: warning: {message}; used as given", file=sys.stderr)
+    try:
+        note = check_device(predictor, device, (fingerprint or {}).get("runtime"))
+    except HwnasError as exc:
+        raise HwnasError(f"{where}: {str(exc).removeprefix(named + ': ')}") from None
+    if note:
+        note = f"{where}: {note.removeprefix(named + ': ')}"
+        if strict:
+            raise HwnasError(note)
+        print(f"hwnas: warning: {note}", file=sys.stderr)
     return estimator
 
 

@@ -18,7 +18,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso, read_json_file, write_json_atomic
@@ -28,6 +28,9 @@ from hwnas.latency.predictors.boosters import booster_from_json, booster_to_json
 from hwnas.latency.predictors.prediction import Prediction, model_input, unsupported
 from hwnas.registry import PREDICTORS
 from hwnas.spaces import Architecture, SearchSpace
+
+if TYPE_CHECKING:
+    from hwnas.devices import DeviceProfile
 
 SCHEMA = "hwnas.predictor/1"
 _KINDS = PREDICTORS  # kind -> class (hwnas.registry: built-ins imported on first lookup, plugins' kinds too)
@@ -193,19 +196,15 @@ def _check_all_finite(value: Any, source: str, where: str) -> None:
             _check_all_finite(item, source, f"{where}[{index}]")
 
 
-def check_device(predictor: Predictor, device_name: str, fingerprint: Mapping[str, Any] | None = None) -> list[str]:
-    """Why ``predictor`` does not belong to ``device_name`` here: [] when it does, else one line per difference.
+def check_device(predictor: Predictor, device: DeviceProfile, runtime: Mapping[str, Any] | None = None) -> str | None:
+    """The one warning line for ``predictor`` used for ``device`` on this machine (fitted on another CPU, caches,
+    CPU features, library versions or runtime settings), None when it was fitted here or its file does not say;
+    a predictor of another device, backend or runtime release line raises one line. ``runtime``: the device's
+    runtime fingerprint section when one was built here (else the installed libraries are compared). See
+    :mod:`hwnas.latency.predictors.origin`."""
+    from hwnas.latency.predictors.origin import check_origin
 
-    A different device name is always reported; fingerprint fields are compared when both sides have them.
-    """
-    from hwnas.runtimes.fingerprint import fingerprint_differences
-
-    problems = []
-    if predictor.meta.device and predictor.meta.device != device_name:
-        problems.append(f"fitted for device {predictor.meta.device!r}, not {device_name!r}")
-    if fingerprint and predictor.meta.fingerprint:
-        problems += fingerprint_differences(predictor.meta.fingerprint, fingerprint)
-    return problems
+    return check_origin(predictor.meta, predictor.path or "predictor", device, runtime)
 
 
 def rescale(predicted_ms: float, predictor: Predictor, reference_ms: float | None) -> float:

@@ -7,12 +7,13 @@ One name per device, kind and (for predictors of a search space) space and resol
 
 below :func:`~hwnas.latency.table.table_folders` (``$HWNAS_DATA/latency_tables``, then the shipped
 ``latency_tables``). A predictor the user fits or builds for a device is found before the shipped one, as a
-table the user profiles is.
+table the user profiles is, and a command may prefer one fitted on this machine (:func:`default_predictor`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from hwnas.spaces import SearchSpace
 
@@ -40,16 +41,18 @@ def user_predictor_path(device: str, kind: str, space: SearchSpace | None = None
     return user_tables_dir() / FOLDER / predictor_name(device, kind, space)
 
 
-def default_predictor(device: str, space: SearchSpace | None) -> Path | None:
+def default_predictor(device: str, space: SearchSpace | None,
+                      fits_here: Callable[[Path], bool] | None = None) -> Path | None:
     """The predictor a command uses when none is named: for an architecture of ``space``, the device's predictor of
     it (the kinds that refit first: calibrated, then transfer); then a predictor of any model (kernel); None if
-    none."""
+    none. With ``fits_here``, the first file it accepts (a predictor of this machine: one shipped from another
+    machine gives way to one the user built here), else the first found."""
     candidates = [(kind, space) for kind in space_kinds()] if space is not None else []
-    for kind, of in [*candidates, *((kind, None) for kind in model_kinds())]:
-        found = find_predictor(device, kind, of)
-        if found is not None:
-            return found
-    return None
+    found = [path for kind, of in [*candidates, *((kind, None) for kind in model_kinds())]
+             if (path := find_predictor(device, kind, of)) is not None]
+    if fits_here is not None:
+        return next((path for path in found if fits_here(path)), found[0] if found else None)
+    return found[0] if found else None
 
 
 def space_kinds() -> list[str]:
