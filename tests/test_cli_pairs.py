@@ -148,7 +148,7 @@ def test_fit_transfer_from_two_other_devices(data: dict[str, Path]) -> None:
 def test_fit_kernel_answers_one_line_naming_the_build(data: dict[str, Path], tmp_path: Path, capsys) -> None:
     err = _one_line(["predictor", "fit", "--space", SPACE, "--resolution", str(RESOLUTION), "--kind", "kernel",
                      "--set", str(data["train"]), "--out", str(tmp_path / "k.json")], capsys)
-    assert "tools/build_kernel_predictor.py --device" in err and "kernels measured" in err
+    assert "hwnas predictor build --kind kernel --device" in err and "kernels measured" in err
     assert not (tmp_path / "k.json").exists()
 
 

@@ -99,7 +99,7 @@ def _add_table_commands(sub: Any, commands: ModuleType) -> None:
 
 
 def _add_predictor_commands(sub: Any, commands: ModuleType) -> None:
-    """``measure``, ``predictor fit``, ``predictor eval``."""
+    """``measure``, ``predictor fit``, ``predictor eval``, ``predictor build``."""
     p = _command(sub, "measure", commands.cmd_measure, "measure sampled whole networks of a space end to end, each "
                  "paired with the reference network, into a resumable measurement set")
     p.add_argument("--device", required=True, help="device profile name or path")
@@ -115,8 +115,8 @@ def _add_predictor_commands(sub: Any, commands: ModuleType) -> None:
     p.add_argument("--protocol", action="append", metavar="FIELD=VALUE",
                    help="override a paired-protocol field, e.g. --protocol pairs=60")
 
-    predictor = sub.add_parser("predictor", help="fit or evaluate a learned latency predictor",
-                               description="fit or evaluate a learned latency predictor")
+    predictor = sub.add_parser("predictor", help="fit, evaluate or build a learned latency predictor",
+                               description="fit, evaluate or build a learned latency predictor")
     predictor_sub = predictor.add_subparsers(dest="predictor_command", required=True)
     p = _command(predictor_sub, "fit", commands.cmd_predictor_fit, "fit a predictor",
                  description="fit a predictor of a space's networks")
@@ -142,6 +142,17 @@ def _add_predictor_commands(sub: Any, commands: ModuleType) -> None:
     p.add_argument("--resolution", type=int, help="with --space: input resolution (default: the space's)")
     p.add_argument("--num-classes", type=int, help="with --space: classifier outputs (default: the space's)")
     p.add_argument("--plot", help="predicted vs measured with the ±10%% band (.png, .pdf or .svg)")
+    p = _command(predictor_sub, "build", commands.cmd_predictor_build, "build a device's kernel predictor here",
+                 description="measure kernels and calibration networks on this machine and fit the device's kernel "
+                 "predictor (any ONNX model); rerun the same command to resume after a kill")
+    p.add_argument("--kind", default="kernel", **_registered(PREDICTORS, "KIND"),
+                   help="kernel (the other kinds learn from measured networks: `predictor fit`)")
+    p.add_argument("--device", required=True, help="device profile name or path (ONNX Runtime on the CPU)")
+    p.add_argument("--quick", action="store_true", help="a few minutes: about 650 kernels and 10 calibration "
+                   "networks instead of about 2200 and 24")
+    p.add_argument("--out", help="predictor file (default: your predictor folder's DEVICE__kernel.json, which "
+                   "`hwnas predict` finds first); its measurements file is written beside it")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_search_command(sub: Any, commands: ModuleType) -> None:

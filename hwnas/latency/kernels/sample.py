@@ -44,6 +44,7 @@ class SampleConfig:
     Attributes:
         resolutions: input sizes at which the zoo networks and proxyless architectures give seed kernels.
         proxyless_archs: random ProxylessNAS architectures per resolution (seed kernels).
+        zoo: the zoo networks giving seed kernels (None: all of them; ``()``: none, for a tiny test build).
         initial_random: random neighbours of the seeds measured before the first fit.
         adaptive_rounds / adaptive_batch: rounds of ensemble-disagreement sampling and kernels per round.
         candidates: candidates scored by the ensemble per round.
@@ -56,6 +57,7 @@ class SampleConfig:
 
     resolutions: tuple[int, ...] = (224, 160)
     proxyless_archs: int = 6
+    zoo: tuple[str, ...] | None = None
     initial_random: int = 800
     adaptive_rounds: int = 3
     adaptive_batch: int = 300
@@ -73,6 +75,8 @@ class SampleConfig:
 # -- seeds and neighbours -----------------------------------------------------------------------------------
 def seed_kernels(workdir: Path, config: SampleConfig) -> list[Kernel]:
     """The distinct kernels of the zoo networks and random proxyless architectures at ``config.resolutions``."""
+    import torch
+
     from hwnas.runtimes.converters import cached_onnx
     from hwnas.spaces import get_space
     from hwnas.zoo import build_zoo, zoo_names
@@ -80,11 +84,14 @@ def seed_kernels(workdir: Path, config: SampleConfig) -> list[Kernel]:
     rng = random.Random(config.seed)
     kernels: dict[str, Kernel] = {}
     for resolution in config.resolutions:
-        models = [(f"{name}-{resolution}", build_zoo(name), (1, 3, resolution, resolution)) for name in zoo_names()]
+        models = [(f"{name}-{resolution}", build_zoo(name), (1, 3, resolution, resolution))
+                  for name in (zoo_names() if config.zoo is None else config.zoo)]
         space = get_space("proxyless", resolution)
         for index in range(config.proxyless_archs):
-            models.append((f"proxyless{index}-{resolution}", space.build(space.random_arch(rng)).eval(),
-                           space.input_shape))
+            arch = space.random_arch(rng)
+            with torch.random.fork_rng():  # seeded weights: a resumed build finds the exported file in its cache
+                torch.manual_seed(config.seed + index)
+                models.append((f"proxyless{index}-{resolution}", space.build(arch).eval(), space.input_shape))
         for name, module, shape in models:
             for kernel in split_onnx(cached_onnx(module, shape, workdir / "networks", name)):
                 if kernel.type not in FREE_TYPES:

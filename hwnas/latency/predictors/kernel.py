@@ -62,9 +62,9 @@ class KernelPredictor(Predictor):
 
     kind: ClassVar[str] = "kernel"
     reads_onnx: ClassVar[bool] = True
-    how_to_fit: ClassVar[str] = ("it learns from single kernels measured on the device (hours): build one with "
-                                 "`python tools/build_kernel_predictor.py --device DEVICE` (in hwnas's source "
-                                 "checkout); `hwnas predict` finds DEVICE__kernel.json")
+    how_to_fit: ClassVar[str] = ("it learns from single kernels measured on the device: build one there with "
+                                 "`hwnas predictor build --kind kernel --device DEVICE [--quick]` (minutes); "
+                                 "`hwnas predict` finds it first")
 
     def __init__(self, meta: PredictorMeta, boosters: Mapping[str, Any], fallback: Any, overhead_ratio: float,
                  block: int, correction: Mapping[str, Any] | None = None) -> None:
