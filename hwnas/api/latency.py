@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from hwnas.latency.table import LatencyTable
     from hwnas.spaces import SearchSpace
 
-FIT_KINDS = ("calibrated", "transfer")  # fitted on measured networks; the kernel kind is built by measuring kernels
 
 
 @python_errors
@@ -135,14 +134,17 @@ def fit_predictor(measurements: Any, *, kind: str = "calibrated", table: Latency
     """
     from hwnas.latency.predictors.fit import build_predictor
 
-    if kind == "kernel":
-        raise HwnasError("fit_predictor: kind: a kernel predictor is built by measuring kernels on the device "
-                         "(tools/build_kernel_predictor.py), not fitted on measured networks")
-    check_choice("fit_predictor", "kind", kind, FIT_KINDS)
-    if kind == "transfer" and prior is None:
-        raise HwnasError("fit_predictor: prior: kind='transfer' needs other devices' measurements of the space "
+    from hwnas.latency.predictors.base import predictor_class, predictor_kinds
+
+    check_choice("fit_predictor", "kind", kind, predictor_kinds())
+    cls = predictor_class(kind)
+    if not cls.fits_networks:
+        raise HwnasError(f"fit_predictor: kind: a {kind} predictor does not learn from measured networks; "
+                         f"{cls.how_to_fit}")
+    if cls.needs_prior and prior is None:
+        raise HwnasError(f"fit_predictor: prior: kind={kind!r} needs other devices' measurements of the space "
                          "(a CSV path), got None")
-    if kind != "transfer" and prior is not None:
+    if not cls.needs_prior and prior is not None:
         raise HwnasError(f"fit_predictor: prior: other devices' measurements are the prior of kind='transfer', "
                          f"not kind={kind!r}")
     prior_path = check_path("fit_predictor", "prior", prior) if prior is not None else None
