@@ -50,8 +50,8 @@ class KernelBuildConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     calibration_resolutions: tuple[int, ...] = (224, 192, 160, 128)
     calibration_archs: int = 3
-    calibration_zoo_resolutions: tuple[int, ...] = (160, 192)
     calibration_zoo: tuple[str, ...] | None = None
+    calibration_zoo_resolutions: tuple[int, ...] = (160, 192)
     network_pairs: int = 30
     network_passes: int = 3
     overhead_pairs: int = 40
