@@ -128,7 +128,8 @@ def test_retiming_is_bounded_in_time():
     assert stats.discarded == 4 and stats.noisy  # checked between chunks of 2 runs: 4 x 0.25 s = 1 s
 
 
-PAIRS = PairedProtocol(pairs=4, warmup_runs=0, warmup_s=0.0, min_turn_s=0.0, noise_threshold=1.0, max_remeasure=0)
+PAIRS = PairedProtocol(pairs=4, warmup_runs=0, warmup_s=0.0, min_turn_s=0.0, noise_threshold=1.0, max_remeasure=0,
+                       turn_warmup_runs=0)
 
 
 def test_a_pair_with_an_interrupted_turn_is_dropped_and_taken_again():
@@ -150,7 +151,8 @@ def test_paired_undisturbed_is_as_without_detection():
     """Two passes (the halves disagree): the same figures as without detection, and the ratio by hand."""
     net_ms = [2.0, 2.0, 2.2, 1.9, 1.8, 2.4, 2.1, 2.0, 2.05, 1.95]
     ref_ms = [1.0, 1.0, 1.1, 1.0, 1.0, 1.3, 0.9, 1.2, 1.0, 1.05]
-    protocol = PairedProtocol(pairs=4, warmup_runs=0, warmup_s=0.0, min_turn_s=0.0, noise_threshold=0.01)
+    protocol = PairedProtocol(pairs=4, warmup_runs=0, warmup_s=0.0, min_turn_s=0.0, noise_threshold=0.01,
+                              turn_warmup_runs=0)
     new = measure_paired({"n": ScriptedModel(clean(net_ms), Scheduler())}, ScriptedModel(clean(ref_ms), Scheduler()),
                          protocol)["n"]
     old = measure_paired({"n": ScriptedModel(clean(net_ms), Scheduler(), plain=True)},

@@ -41,10 +41,14 @@ def here() -> dict[str, Any]:
 
 
 def _copy(source: Path, out: Path, fingerprint: dict[str, Any], change: Callable[[dict], None] | None = None,
-          device: str | None = None) -> Path:
-    """A copy of the predictor file ``source`` with ``fingerprint`` (changed in place by ``change``)."""
+          device: str | None = None, turns: str = "warm") -> Path:
+    """A copy of the predictor file ``source`` with ``fingerprint`` (changed in place by ``change``), its training
+    networks timed with ``turns`` ("" leaves the field out, as files fitted before warm turns)."""
     data = json.loads(source.read_text())
     data["meta"]["fingerprint"] = copy.deepcopy(fingerprint)
+    data["meta"]["turns"] = turns
+    if not turns:
+        del data["meta"]["turns"]
     if change is not None:
         change(data["meta"]["fingerprint"])
     if device is not None:
@@ -90,6 +94,22 @@ def test_native_predictor_is_silent_and_another_cpu_warns_once(here, model, tmp_
     assert err.count("\n") == 1 and err.startswith(f"hwnas: warning: {foreign}: fitted on another machine or runtime")
     assert f"machine.cpu_model: 'Other CPU 9000' -> {here['machine']['cpu_model']!r}" in err
     assert "predictor build" not in err  # named by path: no build hint
+
+
+def test_a_predictor_timed_with_cold_turns_warns_and_is_not_this_machines(here, model, tmp_path, capsys) -> None:
+    """Fitted here before warm turns (no ``turns``) or cold on purpose: one line saying its scale is not bench's,
+    and the default lookup does not take it for this machine's predictor."""
+    from hwnas.devices import load_device
+    from hwnas.latency.predictors.origin import fits_here
+
+    for turns in ("", "cold"):
+        old = _copy(KERNEL, tmp_path / f"old{turns}.json", here, turns=turns)
+        code, result, err = _predict(["--device", DEVICE, "--predictor", str(old), str(model)], capsys)
+        assert code == 0 and result["latency_ms"] > 0 and err.count("\n") == 1
+        assert err.startswith(f"hwnas: warning: {old}: its training networks were timed with cold turns")
+        assert "fitted on another machine" not in err
+        assert not fits_here(old, load_device(DEVICE))
+    assert fits_here(_copy(KERNEL, tmp_path / "warm.json", here), load_device(DEVICE))
 
 
 def test_caches_and_cpu_features_are_compared(here, model, tmp_path, capsys) -> None:

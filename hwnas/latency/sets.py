@@ -37,7 +37,7 @@ from hwnas.latency.reference import prepare_reference, reference_arch, reference
 from hwnas.latency.sampling import macs_proxy, sample_stratified
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
-from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
+from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired, turns_of
 from hwnas.spaces import Architecture, SearchSpace, get_space
 
 SCHEMA = "hwnas.measurement_set/1"
@@ -86,6 +86,12 @@ class MeasurementSet(MeasuredFile):
 
     def space_obj(self) -> SearchSpace:
         return get_space(self.space, self.resolution, self.num_classes)
+
+    @property
+    def turns(self) -> str:
+        """``"warm"`` (each turn's first run untimed: ``hwnas bench``'s scale) or ``"cold"`` (a set measured before
+        warm turns, or with ``--protocol turn_warmup_runs=0``): :func:`~hwnas.runtimes.paired.turns_of`."""
+        return turns_of(self.protocol)
 
     @property
     def reference_ms(self) -> float | None:
@@ -297,6 +303,9 @@ def _open_set(path: Path, device: DeviceProfile, space: SearchSpace, fingerprint
         if differences:
             raise HwnasError(f"{path}: refusing to measure into a set from another machine or runtime "
                              f"({'; '.join(differences)}); pass another --out")
+        if mset.turns != turns_of(protocol.to_dict()):
+            raise HwnasError(f"{path}: the set was measured with {mset.turns} turns, this run would time "
+                             f"{turns_of(protocol.to_dict())} turns (another scale); pass another --out")
         return mset
     plan = [a.choices for a in sample_stratified(space, config.n, config.seed, proxy)]
     step = max(1, len(plan) // max(config.repeat, 1))

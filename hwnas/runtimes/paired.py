@@ -1,4 +1,4 @@
-"""Paired measurement: time a network against a fixed reference network, alternating single turns.
+"""Paired measurement: time a network against a fixed reference network, alternating warm turns.
 
 On a machine whose speed drifts (the same ONNX file measured 0.73, 1.11 and 1.67 ms within one minute here),
 an absolute median is a fact about one moment. A *ratio* is not: network and reference take turns
@@ -8,7 +8,13 @@ the ratio of their medians keeps what belongs to the network. Measured on this p
 A latency is then ``ratio x reference_ms``, with the reference's quiet latency recorded once per data set.
 
 A turn runs a model enough times to last ``min_turn_s`` (microsecond kernels are timed in small batches, a
-whole network once), so the timer's resolution and the ~20 us call cost do not dominate small kernels.
+whole network once), so the timer's resolution and the ~20 us call cost do not dominate small kernels. Every turn
+starts with ``turn_warmup_runs`` untimed runs: the other side's turn has just filled the caches with its own
+weights and buffers, and a first run after the switch pays for that (26-64% of a sub-millisecond network on a
+32 MB-L3 AMD EPYC, differently for each network; docs/timing.md). Timed warm, each side is on the scale of
+``hwnas bench`` (the runtime's warm steady state, as onnxruntime_perf_test and benchmark_model report it), and a
+ratio times the reference's warm latency is a network's warm latency. ``turn_warmup_runs=0`` gives the *cold*
+figure on purpose (:data:`COLD`); files measured before warm turns existed are cold (:func:`turns_of`).
 
 Pairing does not cancel the time slices another process takes: they add a fixed time to whichever turn they hit.
 A pair whose network turn or reference turn was interrupted (:mod:`hwnas.runtimes.interruptions`) is dropped and
@@ -29,6 +35,19 @@ from hwnas.runtimes.interruptions import RetimeBudget, detection_of, disturbed_r
 from hwnas.runtimes.protocol import Stats, TimingConfig, time_chunk, warm_up
 
 
+WARM, COLD_TURNS = "warm", "cold"
+"""The scales of paired figures (:func:`turns_of`): warm turns (``hwnas bench``'s scale), or cold single runs."""
+COLD = {"turn_warmup_runs": 0}
+"""``--protocol`` overrides that time each turn's first run after the switch: a model run once between other work."""
+
+
+def turns_of(protocol: Mapping[str, Any] | None) -> str:
+    """:data:`WARM` or :data:`COLD_TURNS` for a stored protocol (a set's, a predictor's training data): a protocol
+    without ``turn_warmup_runs`` was written before warm turns existed, and timed every turn's first run."""
+    runs = (protocol or {}).get("turn_warmup_runs", 0)
+    return WARM if isinstance(runs, int) and not isinstance(runs, bool) and runs >= 1 else COLD_TURNS
+
+
 @dataclass(frozen=True)
 class PairedProtocol(TimingConfig):
     """How a network is timed against the reference.
@@ -43,6 +62,9 @@ class PairedProtocol(TimingConfig):
         noise_threshold: the ratios of the first and the second half of the pairs agree within this relative
             difference, else the network is measured again (``max_remeasure`` times) and flagged ``noisy``.
         max_remeasure: extra passes of ``pairs`` for a network whose halves disagree.
+        turn_warmup_runs: untimed runs at the start of every turn, so each side is timed warm (its weights and
+            buffers back in the cache after the other side's turn), as ``hwnas bench`` times it; 0 times the first
+            run after the switch too: the *cold* figure of a model run once between other work.
     """
 
     pairs: int = 40
@@ -52,6 +74,7 @@ class PairedProtocol(TimingConfig):
     max_turn_runs: int = 200
     noise_threshold: float = 0.05
     max_remeasure: int = 1
+    turn_warmup_runs: int = 1
 
     _LABEL: ClassVar[str] = "paired protocol"
 
@@ -181,8 +204,8 @@ def _take_pairs(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, r
             pairs.short.append(f"{clean} clean pairs of {protocol.pairs} asked; {len(dropped)} pairs with an "
                                "interrupted turn dropped")
             break
-        net, net_bad = _turn(model, runs[0], pairs)
-        ref, ref_bad = _turn(reference, runs[1], pairs)
+        net, net_bad = _turn(model, runs[0], pairs, protocol.turn_warmup_runs)
+        ref, ref_bad = _turn(reference, runs[1], pairs, protocol.turn_warmup_runs)
         if net_bad or ref_bad:
             dropped.append((net, ref))
             dropped_s += net * runs[0] + ref * runs[1]
@@ -205,8 +228,11 @@ def _turn_runs(model: PreparedModel, protocol: PairedProtocol) -> int:
     return max(1, min(protocol.max_turn_runs, math.ceil(protocol.min_turn_s / per_run)))
 
 
-def _turn(model: PreparedModel, runs: int, pairs: _Pairs) -> tuple[float, bool]:
-    """Mean seconds per run of one turn, and whether any of its runs was interrupted (noting the detection)."""
+def _turn(model: PreparedModel, runs: int, pairs: _Pairs, untimed: int) -> tuple[float, bool]:
+    """Mean seconds per run of one turn after ``untimed`` warm runs, and whether any of its timed runs was
+    interrupted (noting the detection)."""
+    if untimed:
+        time_chunk(model, untimed)
     times = time_chunk(model, runs)
     pairs.detection = pairs.detection or detection_of(times)
     return sum(times) / len(times), any(disturbed_runs(times))

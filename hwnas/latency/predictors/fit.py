@@ -48,6 +48,7 @@ class Measurements:
     fingerprint: dict[str, Any]
     sources: list[str]
     noise: dict[str, Any] | None = None
+    turns: str = ""  # "warm" / "cold" for measurement sets (hwnas.runtimes.paired.turns_of), "" for a CSV
 
 
 def load_sets(paths: Sequence[str | Path]) -> Measurements:
@@ -63,12 +64,15 @@ def load_sets(paths: Sequence[str | Path]) -> Measurements:
                              f"for {first.device_name} {first.space}@{first.resolution}; fit them separately")
         if not mset.rows:
             raise HwnasError(f"{mset.path}: the set has no measured rows yet; run `hwnas measure` to fill it")
+        if mset.turns != first.turns:
+            raise HwnasError(f"{mset.path}: measured with {mset.turns} turns, {first.path} with {first.turns} turns "
+                             "(two scales); re-measure the cold one with `hwnas measure`")
         ratios = [mset.rows[i].paired.ratio for i in sorted(mset.rows)]
         archs += mset.archs()
         values += [r * (first.reference_ms or 0.0) for r in ratios]
         sources += [str(mset.path)] * len(ratios)
     return Measurements(first.space_obj(), archs, np.array(values), first.reference_ms, first.device_name,
-                        first.fingerprint, sources, first.noise())
+                        first.fingerprint, sources, first.noise(), first.turns)
 
 
 def load_csv(path: str | Path, space: SearchSpace, column: str) -> Measurements:
@@ -142,7 +146,8 @@ def _calibrated_meta(data: Measurements, table: LatencyTable | None) -> Predicto
         runtime = table.fingerprint.get("runtime", {})
     return PredictorMeta(device=data.device or (table.device_name if table is not None else ""),
                          fingerprint=data.fingerprint or (table.fingerprint if table is not None else {}),
-                         reference_ms=data.reference_ms, training=training, versions=versions(runtime))
+                         reference_ms=data.reference_ms, training=training, versions=versions(runtime),
+                         turns=data.turns)
 
 
 def _table_for(space: SearchSpace, table: str | Path | LatencyTable | None,
@@ -183,7 +188,7 @@ def fit_transfer_networks(data: Measurements, prior: str | Path, seed: int) -> P
     predictor = fit_transfer(space, prior_archs, prior_latencies, data.archs, data.latencies_ms,
                              device=data.device, seed=seed)
     meta = replace(predictor.meta, fingerprint=data.fingerprint, reference_ms=data.reference_ms, versions=versions(),
-                   training={**predictor.meta.training, "sources": sorted(set(data.sources)), "prior": str(prior)})
+                   turns=data.turns, training={**predictor.meta.training, "sources": sorted(set(data.sources)), "prior": str(prior)})
     return predictor_from_dict({**predictor.to_dict(), "meta": meta.to_dict()}, "transfer fit")
 
 

@@ -225,6 +225,7 @@ def _fit(store: KernelStore, networks: dict[str, Path], device: Any, runtime: An
     from hwnas.latency.predictors.kernel import fit_kernel_predictor
     from hwnas.latency.reference import GENERIC_REFERENCE
     from hwnas.runtimes.fingerprint import machine_fingerprint
+    from hwnas.runtimes.paired import PairedProtocol, turns_of
 
     block = store.data["block"]
     calibration = [(split_onnx(path, block), store.data["networks"][name]["ratio"]) for name, path in networks.items()]
@@ -237,7 +238,7 @@ def _fit(store: KernelStore, networks: dict[str, Path], device: Any, runtime: An
         training={"kernels": len(kernels), "calibration_networks": sorted(networks), "date": now_iso(),
                   "measure_wall_s": round(measure_wall_s, 1), "sampler": dataclasses.asdict(config.sample),
                   "build": config.to_dict(), "measurements": store.path.name},
-        versions=versions(runtime.describe()),
+        versions=versions(runtime.describe()), turns=turns_of(PairedProtocol(pairs=config.network_pairs).to_dict()),
     )
     predictor = fit_kernel_predictor(kernels, costs, meta, store.data["overhead"]["ratio"], block, calibration,
                                      ridge=config.ridge, seed=config.seed)

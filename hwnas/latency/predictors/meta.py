@@ -26,6 +26,9 @@ class PredictorMeta:
             hwnas computes is stale and refused).
         training: rows, sources, fit date and cross-validated figures.
         versions: hwnas, xgboost, numpy and runtime versions at fit time.
+        turns: how the training networks were paired (:func:`~hwnas.runtimes.paired.turns_of`): ``"warm"`` (on
+            ``hwnas bench``'s scale), ``"cold"``, or ``""``: not said (a CSV; or a file fitted before warm turns,
+            which :func:`~hwnas.latency.predictors.origin.differences` reads as cold when it has a fingerprint).
     """
 
     device: str = ""
@@ -38,6 +41,7 @@ class PredictorMeta:
     features: list[str] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
+    turns: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +56,7 @@ class PredictorMeta:
             raise HwnasError(f"{source}: field 'meta': unknown field {unknown[0]!r}")
         meta = cls(**dict(data))
         for name, typ in (("device", str), ("fingerprint", dict), ("features", list), ("training", dict),
-                          ("versions", dict)):
+                          ("versions", dict), ("turns", str)):
             if not isinstance(getattr(meta, name), typ):
                 raise HwnasError(f"{source}: field 'meta.{name}': expected {typ.__name__}")
         ref = meta.reference_ms

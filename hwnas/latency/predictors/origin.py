@@ -9,6 +9,9 @@ kernel build's machine and runtime; ``{}`` when unknown, e.g. fitted from a CSV)
 * **foreign** (one warning line, worded as a table's, from the same comparison:
   :func:`~hwnas.runtimes.fingerprint.foreign_differences`): another CPU, caches, CPU features or core count, other
   library versions of the same line, other threads or precision. The figures may not hold here; it is used.
+* **another scale** (one warning line too: :func:`scale_note`): a predictor of this machine whose training networks
+  were paired with cold turns (every turn's first run timed: fitted before warm turns existed, or on purpose with
+  ``turn_warmup_runs=0``), so its figures sit above ``hwnas bench``'s warm ones, by a different amount per network.
 
 ``hwnas predict`` and the search (a predictor named by path) both go through :func:`check_origin`, so they say the
 same thing; the search's ``auto`` lookup and ``predict``'s default lookup prefer a predictor of this machine.
@@ -76,7 +79,20 @@ def check_origin(meta: PredictorMeta, where: str | Path, device: DeviceProfile,
         raise HwnasError(f"{where}: predictor of another device or runtime ({'; '.join(reasons)}); use a predictor "
                          f"of {device.name}")
     found = differences(meta, device, runtime)
-    return f"{where}: fitted on another machine or runtime ({'; '.join(found)})" if found else None
+    notes = [f"fitted on another machine or runtime ({'; '.join(found)})"] if found else []
+    notes += [scale_note(meta)] if scale_note(meta) else []
+    return f"{where}: {'; '.join(notes)}" if notes else None
+
+
+def scale_note(meta: PredictorMeta) -> str | None:
+    """Why a predictor's figures are not on ``hwnas bench``'s warm scale (None: they are, or the file cannot say:
+    no fingerprint, e.g. fitted from a CSV)."""
+    from hwnas.runtimes.paired import WARM
+
+    if not meta.fingerprint or meta.turns == WARM:
+        return None
+    return ("its training networks were timed with cold turns (the first run after the reference's turn; fitted "
+            "before warm turns or with turn_warmup_runs=0), not on hwnas bench's warm scale")
 
 
 def fits_here(path: Path, device: DeviceProfile) -> bool:
