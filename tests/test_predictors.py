@@ -51,7 +51,9 @@ def test_paired_ratio_survives_a_drifting_machine():
     nets = {"a": DriftingModel(0.003, clock, drift=1.02), "b": DriftingModel(0.001, clock, drift=1.02)}
     stats = measure_paired(nets, reference, FAST)
     # Plain medians drift by far more than the ratio's error: 1.02 per call over 8 pairs.
-    assert stats["a"].ratio == pytest.approx(1.5, rel=0.03) and stats["b"].ratio == pytest.approx(0.5, rel=0.03)
+    # the ratio's only error: the drift between a side's timed run and the other's, two calls (its warm run, its
+    # timed run) apart with warm turns
+    assert stats["a"].ratio == pytest.approx(1.5 / 1.02**2) and stats["b"].ratio == pytest.approx(0.5 / 1.02**2)
     assert stats["b"].network.median_ms / (0.001 * 1e3) > 1.3  # the raw median did drift
     assert stats["a"].network.n == FAST.pairs * (1 + stats["a"].remeasured)
 
@@ -67,11 +69,13 @@ def test_paired_turns_batch_small_kernels_and_flag_disagreeing_halves():
     class Jump(DriftingModel):
         def time_runs(self, n: int) -> list[float]:
             self.requests.append(n)
-            return [self.base_s * (1.0 if len(self.requests) <= 5 else 2.0)] * n  # slower after its first half
+            # slower after its first half: a warm-up call, then two calls a turn (its warm run, its timed run)
+            return [self.base_s * (1.0 if len(self.requests) <= 9 else 2.0)] * n
 
     jumpy = Jump(1e-3, [1.0])
     stats = measure_paired({"j": jumpy}, DriftingModel(1e-3, [1.0]), PairedProtocol(pairs=8, warmup_runs=1,
-                                                                                     warmup_s=0.0, max_remeasure=1))
+                                                                                     warmup_s=0.0, max_remeasure=1,
+                                                                                     precision=0))
     assert stats["j"].noisy and stats["j"].remeasured == 1
 
 
@@ -226,7 +230,7 @@ def test_measure_cli_keys_then_fit_and_eval(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert {"rows", "measured", "reused", "reference_ms", "noise"} <= set(result)
     assert result["rows"] == 12 and result["measured"] == 12 and result["reference_ms"] > 0
-    assert set(result["noise"]) == {"n", "paired", "raw"} and result["noise"]["n"] == 4
+    assert set(result["noise"]) >= {"n", "paired", "raw"} and result["noise"]["n"] == 4
     assert main(argv) == 0 and json.loads(capsys.readouterr().out)["reused"] == 12
     mset = MeasurementSet.load(out)
     assert np.allclose(mset.latencies_ms(), [mset.rows[i].paired.ratio * mset.reference_ms for i in sorted(mset.rows)])

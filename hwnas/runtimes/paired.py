@@ -19,6 +19,9 @@ figure on purpose (:data:`COLD`); files measured before warm turns existed are c
 Pairing does not cancel the time slices another process takes: they add a fixed time to whichever turn they hit.
 A pair whose network turn or reference turn was interrupted (:mod:`hwnas.runtimes.interruptions`) is dropped and
 taken again, so the ratio uses clean turns of both sides.
+
+The number of pairs adapts: ``pairs`` is the minimum, and while the ratio's 90% bootstrap interval is wider than
+``precision`` more clean pairs are taken, up to ``max_pairs`` and ``max_s`` of turn time (docs/timing.md).
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ WARM, COLD_TURNS = "warm", "cold"
 """The scales of paired figures (:func:`turns_of`): warm turns (``hwnas bench``'s scale), or cold single runs."""
 COLD = {"turn_warmup_runs": 0}
 """``--protocol`` overrides that time each turn's first run after the switch: a model run once between other work."""
+DROPPED_PER_PAIR = 4
+"""A pass (or an adaptive step) of n pairs may drop up to this many times n interrupted pairs before it gives up:
+it still completes when one pair in five comes clean (two busy loops on a 2-core machine drop most pairs), and its
+dropped turn time stays bounded by :class:`RetimeBudget`'s max(1 s, the clean turns' time)."""
+BOOTSTRAP_RESAMPLES = 400
+BOOTSTRAP_SEED = 0
+"""The ratio's interval: a percentile bootstrap over pairs with this many resamples of a freshly seeded generator,
+so a measurement's figures depend on its turns only."""
 
 
 def turns_of(protocol: Mapping[str, Any] | None) -> str:
@@ -65,6 +76,19 @@ class PairedProtocol(TimingConfig):
         turn_warmup_runs: untimed runs at the start of every turn, so each side is timed warm (its weights and
             buffers back in the cache after the other side's turn), as ``hwnas bench`` times it; 0 times the first
             run after the switch too: the *cold* figure of a model run once between other work.
+        precision: the target relative half-width of the ratio's 90% bootstrap interval (pairs resampled jointly):
+            while wider, more clean pairs are taken in steps of ``pairs // 2``; 0 turns adaptation off (a fixed
+            ``pairs``, the protocol before it). A sub-millisecond network re-measured within 4.1% (median) from 30
+            pairs on a noisy 2-core machine, so a fixed count is not enough there.
+        max_pairs: adaptation stops at this many clean pairs (``pairs`` is always taken, and each halves pass).
+        max_s: and once this much turn time (timed and untimed runs of both sides, dropped pairs included) is
+            spent on the network. Bounded without reaching ``precision``: ``noisy``, the reason naming the figures.
+
+    Halves and adaptation: each pass (the first, or one taken because the halves disagreed) is followed by the
+    adaptive steps, then the halves check runs on every clean pair so far. More pairs make the halves' medians
+    steadier, so noise alone rarely fails the check; a real shift of the ratio (a change of the machine's state
+    that pairing does not cancel) still does, and gets its extra pass, after which adaptation goes on within the
+    same ``max_pairs`` / ``max_s`` (they bound the whole measurement, not each pass).
     """
 
     pairs: int = 40
@@ -75,6 +99,9 @@ class PairedProtocol(TimingConfig):
     noise_threshold: float = 0.05
     max_remeasure: int = 1
     turn_warmup_runs: int = 1
+    precision: float = 0.02
+    max_pairs: int = 160
+    max_s: float = 10.0
 
     _LABEL: ClassVar[str] = "paired protocol"
 
@@ -93,7 +120,11 @@ class PairedStats:
     ``network`` and ``reference`` are the usual :class:`Stats` of the per-turn times (ms per run) during the
     pairs; ``half_ratios`` are the ratios of the first and second half of the pairs (the agreement check).
     ``discarded``: pairs dropped because a turn was interrupted, and taken again (each side's ``discarded``: its
-    own interrupted turns); ``noisy_reason``: why ``noisy``.
+    own interrupted turns); ``noisy_reason``: why ``noisy``. ``ratio_all``: the ratio of medians over *all* pairs
+    taken, the dropped ones included (what the measurement would have said without detection); ``clean_pairs``:
+    the clean pairs the ratio comes from; ``ci_pct``: the half-width of the ratio's 90% bootstrap interval, in
+    percent of the ratio (only when the protocol's ``precision`` asked for it). The last three are None in files
+    written before them, and written only when set, so those files load and write back unchanged.
     """
 
     ratio: float
@@ -104,15 +135,20 @@ class PairedStats:
     remeasured: int = 0
     discarded: int = 0
     noisy_reason: str = ""
+    ratio_all: float | None = None
+    clean_pairs: int | None = None
+    ci_pct: float | None = None
 
     def latency_ms(self, reference_ms: float) -> float:
         return self.ratio * reference_ms
 
     def to_dict(self) -> dict[str, Any]:
+        optional = {"ratio_all": self.ratio_all, "clean_pairs": self.clean_pairs, "ci_pct": self.ci_pct}
         return {"ratio": self.ratio, "network": self.network.to_dict(), "reference": self.reference.to_dict(),
                 "half_ratios": list(self.half_ratios), "noisy": self.noisy, "remeasured": self.remeasured,
                 **({"discarded": self.discarded} if self.discarded else {}),
-                **({"noisy_reason": self.noisy_reason} if self.noisy_reason else {})}
+                **({"noisy_reason": self.noisy_reason} if self.noisy_reason else {}),
+                **{name: value for name, value in optional.items() if value is not None}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "paired stats") -> PairedStats:
@@ -128,7 +164,21 @@ class PairedStats:
                    reference=Stats.from_dict(data["reference"], f"{source}: reference"),
                    half_ratios=[float(v) for v in data.get("half_ratios", [])], noisy=bool(data.get("noisy", False)),
                    remeasured=int(data.get("remeasured", 0)), discarded=int(data.get("discarded", 0)),
-                   noisy_reason=str(data.get("noisy_reason", "")))
+                   noisy_reason=str(data.get("noisy_reason", "")), **_optional_fields(data, source))
+
+
+def _optional_fields(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``ratio_all``, ``clean_pairs`` and ``ci_pct`` where present (None otherwise), checked."""
+    values: dict[str, Any] = {}
+    for name, kind in (("ratio_all", float), ("clean_pairs", int), ("ci_pct", float)):
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf or (
+                kind is int and value != int(value)):
+            raise HwnasError(f"{source}: field {name!r}: expected a non-negative number, got {value!r}")
+        values[name] = kind(value)
+    return values
 
 
 def measure_paired(
@@ -154,24 +204,28 @@ def measure_paired(
 
 @dataclass
 class _Pairs:
-    """Clean turns (mean seconds per run) of both sides, and the evidence of what was dropped."""
+    """Clean turns (mean seconds per run) of both sides, every pair taken, and the evidence of what was dropped."""
 
     net: list[float] = field(default_factory=list)
     ref: list[float] = field(default_factory=list)
+    all_net: list[float] = field(default_factory=list)  # every pair taken, dropped ones included: ratio_all
+    all_ref: list[float] = field(default_factory=list)
     dropped: int = 0  # pairs
     dropped_net: int = 0  # interrupted network turns
     dropped_ref: int = 0
+    turn_s: float = 0.0  # run time of every turn, untimed runs and dropped pairs included: max_s
     short: list[str] = field(default_factory=list)
     detection: str = ""
 
 
 def _measure_one(model: PreparedModel, reference: PreparedModel, protocol: PairedProtocol) -> PairedStats:
-    """Passes of ``pairs`` clean pairs until the halves agree (or ``max_remeasure`` extra passes)."""
-    pairs, passes = _Pairs(), 0
+    """Passes of ``pairs`` clean pairs, each followed by the adaptive steps, until the halves agree (or
+    ``max_remeasure`` extra passes); see :class:`PairedProtocol` for how the two interact."""
+    pairs, passes, bound = _Pairs(), 0, ""
     while True:
-        runs_net = _turn_runs(model, protocol)
-        runs_ref = _turn_runs(reference, protocol)
-        _take_pairs(pairs, model, reference, (runs_net, runs_ref), protocol)
+        runs = (_turn_runs(model, protocol), _turn_runs(reference, protocol))
+        complete = _take_pairs(pairs, model, reference, runs, protocol, protocol.pairs)
+        bound = _adapt(pairs, model, reference, runs, protocol) if complete and protocol.precision > 0 else ""
         passes += 1
         halves = _half_ratios(pairs.net, pairs.ref)
         difference = abs(halves[0] - halves[1]) / min(halves)
@@ -181,6 +235,15 @@ def _measure_one(model: PreparedModel, reference: PreparedModel, protocol: Paire
     if difference > protocol.noise_threshold:
         reasons.insert(0, f"halves disagree: ratios {halves[0]:.4g} and {halves[1]:.4g} differ by {difference:.1%} "
                           f"(> {protocol.noise_threshold:.1%}) after {passes - 1} extra passes")
+    ci = _ci_half_width(pairs.net, pairs.ref) if protocol.precision > 0 else None
+    if ci is not None and ci > protocol.precision:
+        reasons.append(f"ratio +-{ci:.1%} (90% bootstrap) after {len(pairs.net)} pairs, asked "
+                       f"+-{protocol.precision:.1%}" + (f" ({bound})" if bound else ""))
+    return _stats(pairs, protocol, halves, passes, reasons, ci)
+
+
+def _stats(pairs: _Pairs, protocol: PairedProtocol, halves: list[float], passes: int, reasons: list[str],
+           ci: float | None) -> PairedStats:
     net_ms, ref_ms = np.asarray(pairs.net) * 1e3, np.asarray(pairs.ref) * 1e3
     return PairedStats(
         ratio=float(np.median(net_ms) / np.median(ref_ms)),
@@ -189,23 +252,58 @@ def _measure_one(model: PreparedModel, reference: PreparedModel, protocol: Paire
         reference=Stats.from_samples(list(ref_ms / 1e3), [float(np.median(ref_ms))], discarded=pairs.dropped_ref,
                                      detection=pairs.detection),
         half_ratios=halves, noisy=bool(reasons), remeasured=passes - 1, discarded=pairs.dropped,
-        noisy_reason="; ".join(reasons),
+        noisy_reason="; ".join(reasons), ratio_all=float(np.median(pairs.all_net) / np.median(pairs.all_ref)),
+        clean_pairs=len(pairs.all_net) - pairs.dropped, ci_pct=None if ci is None else round(ci * 100, 4),
     )
 
 
+def _adapt(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, runs: tuple[int, int],
+           protocol: PairedProtocol) -> str:
+    """Steps of ``pairs // 2`` clean pairs while the ratio's interval is wider than ``precision``, within
+    ``max_pairs`` and ``max_s``; returns the bound that stopped it ("" when the precision was reached, or a step
+    came up short of clean pairs, which its own reason reports)."""
+    step = max(1, protocol.pairs // 2)
+    while _ci_half_width(pairs.net, pairs.ref) > protocol.precision:
+        room = protocol.max_pairs - len(pairs.net)
+        per_pair_s = pairs.turn_s / max(len(pairs.all_net), 1)
+        affordable = math.floor((protocol.max_s - pairs.turn_s) / per_pair_s) if per_pair_s > 0 else step
+        if room <= 0:
+            return f"max_pairs {protocol.max_pairs} reached"
+        if affordable < 1:
+            return f"max_s {protocol.max_s:g} s of turns reached"
+        if not _take_pairs(pairs, model, reference, runs, protocol, min(step, room, affordable)):
+            return ""
+    return ""
+
+
+def _ci_half_width(net: list[float], ref: list[float]) -> float:
+    """Half the width of the 90% percentile-bootstrap interval of median(net) / median(ref), relative to that
+    ratio: pairs resampled jointly (a pair's two turns share the machine's moment), vectorized."""
+    net_a, ref_a = np.asarray(net, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if net_a.size < 2:
+        return math.inf
+    index = np.random.default_rng(BOOTSTRAP_SEED).integers(0, net_a.size, (BOOTSTRAP_RESAMPLES, net_a.size))
+    ratios = np.median(net_a[index], axis=1) / np.median(ref_a[index], axis=1)
+    low, high = np.percentile(ratios, [5, 95])
+    return float((high - low) / 2 / (np.median(net_a) / np.median(ref_a)))
+
+
 def _take_pairs(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, runs: tuple[int, int],
-                protocol: PairedProtocol) -> None:
-    """One pass: alternate turns until ``protocol.pairs`` clean pairs are added to ``pairs``, dropping a pair whose
-    turn of either side was interrupted, within a :class:`RetimeBudget`; a pass left with fewer than 2 clean pairs
-    keeps its dropped ones (its figures are then flagged noisy)."""
-    budget, clean, clean_s, dropped, dropped_s = RetimeBudget(protocol.pairs), 0, 0.0, [], 0.0
-    while clean < protocol.pairs:
+                protocol: PairedProtocol, count: int) -> bool:
+    """Alternate turns until ``count`` clean pairs are added to ``pairs``, dropping a pair whose turn of either
+    side was interrupted, within a :class:`RetimeBudget` of ``DROPPED_PER_PAIR * count`` pairs; a pass left with
+    fewer than 2 clean pairs keeps its dropped ones (its figures are then flagged noisy). Returns whether all
+    ``count`` came clean."""
+    budget, clean, clean_s, dropped, dropped_s = RetimeBudget(DROPPED_PER_PAIR * count), 0, 0.0, [], 0.0
+    while clean < count:
         if budget.exhausted(len(dropped), dropped_s, clean_s):
-            pairs.short.append(f"{clean} clean pairs of {protocol.pairs} asked; {len(dropped)} pairs with an "
+            pairs.short.append(f"{clean} clean pairs of {count} asked; {len(dropped)} pairs with an "
                                "interrupted turn dropped")
             break
         net, net_bad = _turn(model, runs[0], pairs, protocol.turn_warmup_runs)
         ref, ref_bad = _turn(reference, runs[1], pairs, protocol.turn_warmup_runs)
+        pairs.all_net.append(net)
+        pairs.all_ref.append(ref)
         if net_bad or ref_bad:
             dropped.append((net, ref))
             dropped_s += net * runs[0] + ref * runs[1]
@@ -218,6 +316,7 @@ def _take_pairs(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, r
     if clean < 2:
         pairs.net += [net for net, _ in dropped]
         pairs.ref += [ref for _, ref in dropped]
+    return clean == count
 
 
 def _turn_runs(model: PreparedModel, protocol: PairedProtocol) -> int:
@@ -230,11 +329,12 @@ def _turn_runs(model: PreparedModel, protocol: PairedProtocol) -> int:
 
 def _turn(model: PreparedModel, runs: int, pairs: _Pairs, untimed: int) -> tuple[float, bool]:
     """Mean seconds per run of one turn after ``untimed`` warm runs, and whether any of its timed runs was
-    interrupted (noting the detection)."""
+    interrupted (noting the detection and adding the turn's run time to ``pairs.turn_s``)."""
     if untimed:
-        time_chunk(model, untimed)
+        pairs.turn_s += sum(time_chunk(model, untimed))
     times = time_chunk(model, runs)
     pairs.detection = pairs.detection or detection_of(times)
+    pairs.turn_s += sum(times)
     return sum(times) / len(times), any(disturbed_runs(times))
 
 
