@@ -11,6 +11,7 @@ from torch import nn
 from hwnas.devices import DeviceProfile, device_protocol
 from hwnas.errors import HwnasError
 from hwnas.runtimes import PreparedModel, Runtime, get_runtime
+from hwnas.runtimes.machine_state import LoadWatcher
 from hwnas.runtimes.protocol import Stats, measure
 from hwnas.spaces import Architecture, get_space
 
@@ -54,9 +55,12 @@ def bench(device: DeviceProfile, target: str, protocol_overrides: dict[str, Any]
         with tempfile.TemporaryDirectory(prefix="hwnas-bench-") as tmp:
             runtime = get_runtime(device.backend, device.runtime_config(), Path(tmp))
             prepared = prepare_target(runtime, target)
+            watcher = LoadWatcher("model")  # other processes' load while timing: one line at the end
             try:
-                return measure({"target": prepared}, protocol)["target"]
+                stats = measure({"target": prepared}, protocol, on_done=lambda _, s: watcher.note(s))["target"]
             finally:
                 prepared.close()
+        watcher.warn()
+        return stats
     except KeyboardInterrupt:
         raise KeyboardInterrupt("bench keeps no partial measurement; rerun it to measure") from None

@@ -29,6 +29,7 @@ from hwnas.ops import OpSpec, build_op
 from hwnas.outputs import check_env_folder
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
+from hwnas.runtimes.machine_state import LoadWatcher
 from hwnas.runtimes.protocol import Protocol, Stats, measure, measure_overhead
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -152,11 +153,13 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
     bar = tqdm(total=len(specs), initial=len(specs) - len(missing), unit="op", disable=not config.progress,
                desc=f"profile {device.name} {space.name}@{space.resolution}", dynamic_ncols=True)
     noisy: list[str] = []
+    watcher = LoadWatcher("op")  # other processes' load and the reference's level: one line at the end
 
     def record(key: str, stats: Stats) -> None:
         table.entries[key] = TableEntry(stats, measured_at=now_iso()).to_dict()
         table.save()
         bar.update(1)
+        watcher.note(stats)
         if stats.noisy:
             noisy.append(key)
 
@@ -175,9 +178,11 @@ def profile_device(device: DeviceProfile, space: SearchSpace, out: Path | None =
                 for model in prepared.values():
                     model.close()
             _record_reference(table, [s.key() for s in chunk], stats[REFERENCE_KEY], reference_arch)
+            watcher.note_reference(stats[REFERENCE_KEY].median_ms)
     finally:
         bar.close()
         if reference is not None:
             reference.close()
+    watcher.warn()  # after the bar is closed, so the line is not mangled
     return ProfileResult(path, len(table.entries), len(missing), len(specs) - len(missing), len(noisy),
                          time.perf_counter() - start)

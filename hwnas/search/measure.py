@@ -22,6 +22,7 @@ from hwnas.devices import DeviceProfile
 from hwnas.devices import device_protocol
 from hwnas.latency.reference import prepare_reference, reference_module
 from hwnas.runtimes import get_runtime
+from hwnas.runtimes.machine_state import LoadWatcher
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
 from hwnas.runtimes.protocol import Stats, measure
 from hwnas.search.records import Attempt, Measurement, PairedMeasurement
@@ -113,15 +114,19 @@ class PairedMeter:
     """Measures networks of one space on the device, each paired with the space's reference network.
 
     ``reference_ms`` is the level a ratio is turned into milliseconds at (the predictor's). Use as a context
-    manager: the runtime and the prepared reference live as long as it.
+    manager: the runtime and the prepared reference live as long as it, and so does a
+    :class:`~hwnas.runtimes.machine_state.LoadWatcher` that prints one warning line on exit when the machine was
+    busy while it measured (``during`` names what it measured).
     """
 
     device: DeviceProfile
     space: SearchSpace
     reference_ms: float
     protocol: PairedProtocol = field(default_factory=PairedProtocol)
+    during: str = "measuring"
 
     def __enter__(self) -> PairedMeter:
+        self.watcher = LoadWatcher("network", self.during)
         self._tmp = tempfile.TemporaryDirectory(prefix="hwnas-paired-")
         self.runtime = get_runtime(self.device.backend, self.device.runtime_config(), Path(self._tmp.name))
         module, shape, _ = reference_module(self.space)
@@ -131,12 +136,14 @@ class PairedMeter:
     def __exit__(self, *exc: object) -> None:
         self.reference.close()
         self._tmp.cleanup()
+        if exc[0] is None:
+            self.watcher.warn()
 
     def measure(self, nets: dict[str, nn.Module], source: str) -> dict[str, PairedMeasurement]:
         """Each network's record (``median_ms = ratio x reference_ms``), one paired measurement each."""
         prepared = {name: self.runtime.prepare(net.eval(), self.space.input_shape, name) for name, net in nets.items()}
         try:
-            stats = measure_paired(prepared, self.reference, self.protocol)
+            stats = measure_paired(prepared, self.reference, self.protocol, on_done=lambda _, s: self.watcher.note(s))
         finally:
             for model in prepared.values():
                 model.close()

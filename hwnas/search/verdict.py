@@ -105,7 +105,7 @@ def _paired(device: DeviceProfile, trained: dict[str, TrainedNetwork], space: Se
             config: SearchConfig) -> Verdict:
     """One paired measurement of each trained network against the reference, ``latency = ratio x reference_ms``
     at the model's reference level."""
-    with PairedMeter(device, space, reference_ms, paired_protocol(config)) as meter:
+    with PairedMeter(device, space, reference_ms, paired_protocol(config), "measuring the final verdict") as meter:
         records = meter.measure({name: t.net for name, t in trained.items()}, "final (paired)")
         runtime = meter.describe()
     return Verdict(f"end to end on {device.name} ({device.backend}), paired with the reference network "
