@@ -120,7 +120,7 @@ def _table(function: str, table: Any) -> LatencyTable:
 @python_errors
 def fit_predictor(measurements: Any, *, kind: str = "calibrated", table: LatencyTable | str | Path | None = None,
                   prior: str | Path | None = None, space: SearchSpace | None = None, column: str | None = None,
-                  residual: str = "auto", seed: int = 0) -> Predictor:
+                  residual: str = "auto", seed: int = 0, allow_noisy: bool = False) -> Predictor:
     """A new predictor fitted on measured networks; nothing is written and the inputs are left as they were.
 
     Args:
@@ -131,6 +131,8 @@ def fit_predictor(measurements: Any, *, kind: str = "calibrated", table: Latency
             a CSV of other devices' measurements of the same space).
         table: for ``calibrated``, the table whose sum is corrected (None: the measured device's covering table).
         residual: ``linear``, ``xgb`` or ``auto`` (the trees when they help in cross-validation).
+        allow_noisy: fit a set whose own re-measure agrees far below its runtime's, with one warning line on
+            stderr (else refused: :mod:`hwnas.latency.set_noise`).
     """
     from hwnas.latency.predictors.fit import build_predictor
 
@@ -149,6 +151,8 @@ def fit_predictor(measurements: Any, *, kind: str = "calibrated", table: Latency
                          f"not kind={kind!r}")
     prior_path = check_path("fit_predictor", "prior", prior) if prior is not None else None
     check_int("fit_predictor", "seed", seed)
+    if not isinstance(allow_noisy, bool):
+        raise argument_error("fit_predictor", "allow_noisy", "True or False", allow_noisy)
     table_obj = _table("fit_predictor", table) if table is not None else None
     sets, csv = _measurement_files(measurements, column)
     if csv is not None:
@@ -158,7 +162,8 @@ def fit_predictor(measurements: Any, *, kind: str = "calibrated", table: Latency
 
         space = MeasurementSet.load(sets[0]).space_obj()
     return build_predictor(space=search_space("fit_predictor", space), kind=kind, table=table_obj, sets=sets,
-                           csv=csv, column=column, prior=prior_path, residual=residual, seed=seed)
+                           csv=csv, column=column, prior=prior_path, residual=residual, seed=seed,
+                           allow_noisy=allow_noisy, noisy_flag="allow_noisy=True")
 
 
 def _measurement_files(measurements: Any, column: str | None) -> tuple[list[Path], Path | None]:

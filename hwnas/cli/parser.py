@@ -131,6 +131,8 @@ def _add_predictor_commands(sub: Any, commands: ModuleType) -> None:
     p.add_argument("--residual", default="auto", choices=["auto", "linear", "xgb"],
                    help="calibrated: additive only, with XGBoost trees, or whichever cross-validates better")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-noisy", action="store_true",
+                   help="fit a set whose own re-measure agrees far below its runtime's (one warning line)")
     p.add_argument("--out", required=True, help="predictor file (.json)")
     p = _command(predictor_sub, "eval", commands.cmd_predictor_eval, "evaluate a predictor on held-out measurements")
     p.add_argument("--predictor", required=True)

@@ -45,6 +45,11 @@ def cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
                  f"±10% {paired['within10_pct']:.0f}%, tau {paired['kendall']:.3f}; raw medians "
                  f"±5% {noise['raw']['within5_pct']:.0f}%, ±10% {noise['raw']['within10_pct']:.0f}%, "
                  f"tau {noise['raw']['kendall']:.3f}")
+        if "all_runs" in noise:
+            text += f" (all runs, interrupted ones kept: ±5% {noise['all_runs']['within5_pct']:.0f}%)"
+    if result.get("remeasured_disturbed"):
+        text += (f"\ndisturbed  {result['remeasured_disturbed']} networks re-measured at the end (many pairs "
+                 "interrupted, or noisy): each keeps the less disturbed measurement")
     return {**result, "_text": text}
 
 
@@ -69,7 +74,7 @@ def cmd_predictor_fit(args: argparse.Namespace) -> dict[str, Any]:
     space = get_space(args.space, resolution, num_classes)
     result = fit_predictor(space=space, out=Path(args.out), kind=kind, table=args.table, sets=args.set or (),
                            csv=args.measurements, column=args.column, prior=args.prior, residual=args.residual,
-                           seed=args.seed)
+                           seed=args.seed, allow_noisy=args.allow_noisy)
     cv = result["training"].get("cv") or {}
     lines = [f"predictor  {result['out']} ({result['kind']}, {result['space']}@{result['resolution']}, "
              f"{result['n']} networks)"]

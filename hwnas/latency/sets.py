@@ -35,8 +35,10 @@ from hwnas.latency.metrics import agreement
 from hwnas.latency.profile import artifacts_dir
 from hwnas.latency.reference import prepare_reference, reference_arch, reference_module
 from hwnas.latency.sampling import macs_proxy, sample_stratified
+from hwnas.latency.set_noise import remeasure_disturbed
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
+from hwnas.runtimes.machine_state import LoadWatcher
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired, turns_of
 from hwnas.spaces import Architecture, SearchSpace, get_space
 
@@ -83,6 +85,8 @@ class MeasurementSet(MeasuredFile):
     repeats: dict[int, SetRow] = field(default_factory=dict)
     repeat_ids: list[int] = field(default_factory=list)
     proxy: str = "macs"
+    disturbed_first: dict[int, SetRow] = field(default_factory=dict)  # replaced (and unused re-measures below):
+    disturbed_again: dict[int, SetRow] = field(default_factory=dict)  # evidence of hwnas.latency.set_noise
 
     def space_obj(self) -> SearchSpace:
         return get_space(self.space, self.resolution, self.num_classes)
@@ -98,6 +102,10 @@ class MeasurementSet(MeasuredFile):
         """The reference's quiet latency: the 10th percentile of its medians over every paired measurement."""
         medians = [r.paired.reference.median_ms for r in [*self.rows.values(), *self.repeats.values()]]
         return float(np.percentile(medians, 10)) if medians else None
+
+    @property
+    def remeasured_disturbed(self) -> list[int]:  # rows re-measured at the end of hwnas measure
+        return sorted({*self.disturbed_first, *self.disturbed_again})
 
     def archs(self) -> list[Architecture]:
         """The measured networks, in plan order."""
@@ -120,7 +128,11 @@ class MeasurementSet(MeasuredFile):
         second = [self.repeats[i].paired for i in ids]
         paired = agreement([p.ratio for p in second], [p.ratio for p in first])
         raw = agreement([p.network.median_ms for p in second], [p.network.median_ms for p in first])
-        return {"n": len(ids), "paired": paired, "raw": raw}
+        result = {"n": len(ids), "paired": paired, "raw": raw}
+        all_runs = [[getattr(p, "ratio_all", None) for p in side] for side in (second, first)]
+        if all(r is not None for side in all_runs for r in side):  # interrupted pairs kept: what detection bought
+            result["all_runs"] = agreement(*all_runs)
+        return result
 
     def to_dict(self) -> dict[str, Any]:
         ref = self.reference_ms
@@ -133,6 +145,9 @@ class MeasurementSet(MeasuredFile):
             "rows": [self.rows[i].to_dict(ref) for i in sorted(self.rows)],
             "repeat_ids": list(self.repeat_ids),
             "repeats": [self.repeats[i].to_dict(ref) for i in sorted(self.repeats)],
+            "remeasured_disturbed": self.remeasured_disturbed,
+            **{key: [rows[i].to_dict(ref) for i in sorted(rows)] for key, rows in
+               (("disturbed_first", self.disturbed_first), ("disturbed_again", self.disturbed_again))},
             "noise": self.noise(),
         }
 
@@ -164,7 +179,10 @@ class MeasurementSet(MeasuredFile):
         repeats = {r.id: r for r in (SetRow.from_dict(raw, f"{source}: repeats[{i}]")
                                      for i, raw in enumerate(data.get("repeats", [])))}
         return cls(**header, seed=data["seed"], plan=plan, rows=rows, repeats=repeats,
-                   repeat_ids=[int(i) for i in data.get("repeat_ids", [])], proxy=str(data.get("proxy", "macs")))
+                   repeat_ids=[int(i) for i in data.get("repeat_ids", [])], proxy=str(data.get("proxy", "macs")),
+                   **{key: {r.id: r for r in (SetRow.from_dict(raw, f"{source}: {key}[{i}]")
+                                              for i, raw in enumerate(data.get(key, [])))}
+                      for key in ("disturbed_first", "disturbed_again")})
 
 
 # -- measuring -----------------------------------------------------------------------------------------------
@@ -198,15 +216,20 @@ class MeasureResult:
     reference_ms: float | None
     noise: dict[str, Any] | None
     seconds: float
+    machine: dict[str, Any] | None = None  # what the LoadWatcher saw (None where it is inert)
+    remeasured_disturbed: int = 0  # rows of the set re-measured at its end (hwnas.latency.set_noise)
 
     def to_dict(self) -> dict[str, Any]:
         return {"out": str(self.path), "rows": self.rows, "measured": self.measured, "reused": self.reused,
-                "reference_ms": self.reference_ms, "noise": self.noise, "seconds": round(self.seconds, 1)}
+                "reference_ms": self.reference_ms, "noise": self.noise, "seconds": round(self.seconds, 1),
+                "remeasured_disturbed": self.remeasured_disturbed,
+                **({"machine": self.machine} if self.machine is not None else {})}
 
 
 def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: MeasureConfig = MeasureConfig(),
                 proxy: LatencyEstimator | None = None) -> MeasureResult:
-    """Measure (or resume) the set at ``out``: every planned network paired with the reference, then repeats.
+    """Measure (or resume) the set at ``out``: every planned network paired with the reference, then repeats, then
+    the disturbed rows again (:mod:`hwnas.latency.set_noise`).
 
     Converted models are kept in the device's artifact cache (:func:`~hwnas.latency.profile.artifacts_dir`), so
     repeats and resumed runs do not convert again."""
@@ -215,8 +238,8 @@ def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: Me
         raise HwnasError(f"measure: --repeat must be >= 0 and --chunk >= 1, got {config.repeat}, {config.chunk}")
     protocol = PairedProtocol.from_dict({**PairedProtocol().to_dict(), **config.protocol}, "--protocol")
     config = _capped(config, space)
-    # the bar shows from the start: planning (a table estimate per pooled network) and converting the reference
-    # take a while before the first network is measured
+    watcher = LoadWatcher("network")  # other processes' load and the reference's level: one line at the end
+    # the bar shows from the start: planning and converting the reference take a while
     bar = tqdm(total=config.n + min(config.repeat, config.n), unit="net", disable=not config.progress,
                desc=f"measure {device.name} {space.name}@{space.resolution}", dynamic_ncols=True)
     bar.set_postfix_str("planning")
@@ -234,11 +257,14 @@ def measure_set(device: DeviceProfile, space: SearchSpace, out: Path, config: Me
         reference = prepare_reference(runtime, module, shape)
         try:
             for ids, store in ((todo, mset.rows), (repeats, mset.repeats)):
-                _measure_rows(runtime, reference, mset, ids, store, protocol, config.chunk, bar)
+                _measure_rows(runtime, reference, mset, ids, store, protocol, config.chunk, bar, watcher)
+            remeasured = remeasure_disturbed(mset, lambda ids, store: _measure_rows(
+                runtime, reference, mset, ids, store, protocol, config.chunk, bar, watcher), bar)
         finally:
             reference.close()
+    state = watcher.warn()  # after the bar is closed, so the line is not mangled
     return MeasureResult(mset.path or Path(out), len(mset.rows), len(todo), reused, mset.reference_ms, mset.noise(),
-                         time.perf_counter() - start)
+                         time.perf_counter() - start, state.to_dict() if state else None, remeasured)
 
 
 def _capped(config: MeasureConfig, space: SearchSpace) -> MeasureConfig:
@@ -267,7 +293,7 @@ def network_items(space: SearchSpace, plan: Sequence[tuple[str, ...]],
 
 
 def _measure_rows(runtime: Any, reference: Any, mset: MeasurementSet, ids: list[int], store: dict[int, SetRow],
-                  protocol: PairedProtocol, chunk: int, bar: tqdm) -> None:
+                  protocol: PairedProtocol, chunk: int, bar: tqdm, watcher: LoadWatcher | None = None) -> None:
     space = mset.space_obj()
     for start in range(0, len(ids), chunk):
         part = ids[start:start + chunk]
@@ -279,6 +305,8 @@ def _measure_rows(runtime: Any, reference: Any, mset: MeasurementSet, ids: list[
             mset.save()
             bar.update(1)
             bar.set_postfix_str(f"ratio {stats.ratio:.3f}" + (" noisy" if stats.noisy else ""))
+            if watcher is not None:
+                watcher.note(stats)
 
         try:
             measure_paired(prepared, reference, protocol, on_done=record)

@@ -28,6 +28,7 @@ from hwnas.latency.predictors.base import (Predictor, PredictorMeta, SpacePredic
 from hwnas.latency.predictors.calibrated import CalibratedPredictor, fit_calibrated
 from hwnas.latency.predictors.features import Caches, FeatureCache
 from hwnas.latency.metrics import agreement, plot_against_measured
+from hwnas.latency.set_noise import check_noise
 from hwnas.latency.sets import MeasurementSet
 from hwnas.latency.table import LatencyTable
 from hwnas.outputs import check_out_file
@@ -105,10 +106,11 @@ def check_fit_inputs(kind: str, sets: Sequence[str | Path], csv: str | Path | No
 
 def fit_predictor(*, space: SearchSpace, out: Path, kind: str = "calibrated", table: str | Path | None = None,
                   sets: Sequence[str | Path] = (), csv: str | Path | None = None, column: str | None = None,
-                  prior: str | Path | None = None, residual: str = "auto", seed: int = 0) -> dict[str, Any]:
+                  prior: str | Path | None = None, residual: str = "auto", seed: int = 0,
+                  allow_noisy: bool = False) -> dict[str, Any]:
     """:func:`build_predictor`, saved to ``out``; returns ``{"out", "n", "kind", ...}`` (the CLI's answer)."""
     predictor = build_predictor(space=space, kind=kind, table=table, sets=sets, csv=csv, column=column, prior=prior,
-                                residual=residual, seed=seed)
+                                residual=residual, seed=seed, allow_noisy=allow_noisy)
     predictor.save(out)
     training = predictor.meta.training
     return {"out": str(out), "n": int(training.get("n", 0)), "kind": predictor.kind, "space": predictor.meta.space,
@@ -117,10 +119,13 @@ def fit_predictor(*, space: SearchSpace, out: Path, kind: str = "calibrated", ta
 
 def build_predictor(*, space: SearchSpace, kind: str = "calibrated", table: str | Path | LatencyTable | None = None,
                     sets: Sequence[str | Path] = (), csv: str | Path | None = None, column: str | None = None,
-                    prior: str | Path | None = None, residual: str = "auto", seed: int = 0) -> Predictor:
+                    prior: str | Path | None = None, residual: str = "auto", seed: int = 0, allow_noisy: bool = False,
+                    noisy_flag: str = "--allow-noisy") -> Predictor:
     """A new predictor of ``space`` fitted on measured networks (sets or a CSV); nothing is written, the inputs are
-    read only."""
+    read only. A set whose own re-measure agrees far below its runtime's is refused in one line naming
+    ``noisy_flag`` (:func:`~hwnas.latency.set_noise.check_noise`), or with ``allow_noisy`` fitted with a warning."""
     check_fit_inputs(kind, sets, csv, column, prior)
+    check_noise([MeasurementSet.load(p) for p in sets], allow_noisy, noisy_flag)
     data = load_sets(sets) if sets else load_csv(csv or "", space, column or "")
     if (data.space.name, data.space.resolution) != (space.name, space.resolution):
         raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, "
