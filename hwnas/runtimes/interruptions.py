@@ -135,6 +135,16 @@ def disturbed_runs(times: Sequence[float]) -> list[bool]:
     return list(flags) if flags is not None and len(flags) == len(times) else [False] * len(times)
 
 
+def run_times_less_waits(times: Sequence[float]) -> list[float]:
+    """Per run, its time less the calling thread's wait for a CPU: the run's time on the CPU where the runtime runs
+    in the calling thread (one intra-op thread), a lower estimate otherwise (worker threads' waits are not read);
+    the plain times without detection."""
+    waits = getattr(times, "waits_s", None)
+    if waits is None or len(waits) != len(times):
+        return list(times)
+    return [max(t - w, 0.0) for t, w in zip(times, waits)]
+
+
 def detection_of(times: Sequence[float]) -> str:
     """How ``times`` were checked for interruptions (:data:`NOT_REPORTED` for a plain list)."""
     return getattr(times, "detection", NOT_REPORTED)
