@@ -3,8 +3,8 @@
 A set is one JSON file: the device, fingerprint, space and resolution, the sampling seed, the planned
 architectures, one row per measured network (its paired statistics, ``ratio`` and ``latency_ms``), the
 re-measured subset and the noise floor computed from it. ``latency_ms = ratio x reference_ms`` where
-``reference_ms`` is the reference's quiet latency over the whole set (the 10th percentile of the reference's
-medians during all pairs). The file is saved atomically after every network, so a killed run resumes with
+``reference_ms`` is the reference's level over the whole set (the median of the reference's warm medians during
+all pairs: ``hwnas bench``'s scale). The file is saved atomically after every network, so a killed run resumes with
 no row lost.
 
 The planned networks are sampled stratified over a latency proxy (:mod:`hwnas.latency.sampling`, re-exported
@@ -39,7 +39,7 @@ from hwnas.latency.set_noise import remeasure_disturbed
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.fingerprint import fingerprint_differences, full_fingerprint
 from hwnas.runtimes.machine_state import LoadWatcher
-from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired, turns_of
+from hwnas.runtimes.paired import WARM, PairedProtocol, PairedStats, measure_paired, turns_of
 from hwnas.spaces import Architecture, SearchSpace, get_space
 
 SCHEMA = "hwnas.measurement_set/1"
@@ -99,9 +99,10 @@ class MeasurementSet(MeasuredFile):
 
     @property
     def reference_ms(self) -> float | None:
-        """The reference's quiet latency: the 10th percentile of its medians over every paired measurement."""
+        """The reference's level: the median of its warm medians over every paired measurement, ``hwnas bench``'s
+        scale at a typical moment (a set of cold turns, measured before warm turns, keeps its 10th percentile)."""
         medians = [r.paired.reference.median_ms for r in [*self.rows.values(), *self.repeats.values()]]
-        return float(np.percentile(medians, 10)) if medians else None
+        return float(np.percentile(medians, 50 if self.turns == WARM else 10)) if medians else None
 
     @property
     def remeasured_disturbed(self) -> list[int]:  # rows re-measured at the end of hwnas measure

@@ -63,11 +63,12 @@ class KernelStore:
         write_json_atomic(self.path, self.data)
 
     def reference_ms(self) -> float:
-        """The reference's quiet latency: 10th percentile of its medians over every paired measurement."""
+        """The reference's level: the median of its medians over every paired measurement (``hwnas bench``'s
+        scale at a typical moment, as a measurement set's)."""
         medians = [v["ref_ms"] for v in self.kernels.values()] + [v["ref_ms"] for v in self.data["networks"].values()]
         if not medians:
             raise HwnasError(f"{self.path}: no measurements yet")
-        return float(np.percentile(medians, 10))
+        return float(np.median(medians))
 
     def training_set(self) -> tuple[list[Kernel], np.ndarray]:
         """Measured kernels and their costs in reference units (ratio minus the per-run overhead)."""
