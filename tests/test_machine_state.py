@@ -53,8 +53,7 @@ def test_busy_machine_gives_the_exact_line(capsys):
     state = watcher.warn()
     assert capsys.readouterr().err == (
         "hwnas: warning: the machine was busy while measuring (other processes: 1.4 of 2 cores on average, 1.9 at "
-        "peak; the reference's clean level moved 23%): 12 interrupted pairs discarded and taken again, 1 of 3 "
-        "networks noisy\n")
+        "peak): 12 interrupted pairs discarded and taken again, 1 of 3 networks noisy\n")  # 23%: under 50%
     assert state.busy and state.other_cores == pytest.approx(1.4) and state.peak_other_cores == pytest.approx(1.9)
     assert state.to_dict()["reference_drift_pct"] == 23.0 and state.to_dict()["discarded_pairs"] == 12
     watcher.warn()
@@ -79,11 +78,11 @@ def test_a_busy_stretch_alone_counts_and_runs_are_counted_as_runs():
 
 
 def test_reference_drift_alone_is_reported():
-    line = watch(QUIET, [paired(1.0), paired(1.2)]).warning_line()
-    assert line == ("hwnas: warning: the machine was busy while measuring (other processes: 0.1 of 2 cores on average, "
-                    "0.1 at peak; the reference's clean level moved 20%): no interrupted run detected, 0 of 2 networks "
-                    "noisy")
-    assert watch(QUIET, [paired(1.0), paired(1.14)]).warning_line() is None  # within 15%: not drift
+    line = watch(QUIET, [paired(1.0), paired(1.6)]).warning_line()
+    assert line == ("hwnas: warning: the machine changed speed while measuring (other processes: 0.1 of 2 cores on "
+                    "average, 0.1 at peak; the reference's clean level moved 60%): no interrupted run detected, 0 of 2 "
+                    "networks noisy")
+    assert watch(QUIET, [paired(1.0), paired(1.45)]).warning_line() is None  # within 50%: a VM's own drift
 
 
 def test_too_brief_a_command_gets_no_cpu_verdict():
