@@ -114,8 +114,7 @@ class MeasurementSet(MeasuredFile):
         return [space.arch(self.rows[i].choices) for i in sorted(self.rows)]
 
     def latencies_ms(self) -> np.ndarray:
-        ref = self.reference_ms or 0.0
-        return np.array([self.rows[i].paired.ratio * ref for i in sorted(self.rows)])
+        return np.array([self.rows[i].paired.ratio * (self.reference_ms or 0.0) for i in sorted(self.rows)])
 
     def noise(self) -> dict[str, Any] | None:
         """The set's own noise floor: repeated networks against their first measurement, paired and raw, in the

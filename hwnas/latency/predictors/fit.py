@@ -192,8 +192,9 @@ def fit_transfer_networks(data: Measurements, prior: str | Path, seed: int) -> P
     prior_archs, prior_latencies = read_prior(prior, space, exclude=(data.device,))
     predictor = fit_transfer(space, prior_archs, prior_latencies, data.archs, data.latencies_ms,
                              device=data.device, seed=seed)
+    training = {**predictor.meta.training, "sources": sorted(set(data.sources)), "prior": str(prior)}
     meta = replace(predictor.meta, fingerprint=data.fingerprint, reference_ms=data.reference_ms, versions=versions(),
-                   turns=data.turns, training={**predictor.meta.training, "sources": sorted(set(data.sources)), "prior": str(prior)})
+                   turns=data.turns, training=training)
     return predictor_from_dict({**predictor.to_dict(), "meta": meta.to_dict()}, "transfer fit")
 
 
