@@ -21,17 +21,23 @@ from hwnas.spaces import get_space
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _stop_once_working(command: list[str], tmp_path: Path, prefix: str, sig: signal.Signals) -> tuple[int, str, Path]:
-    """Run ``hwnas command`` with a fresh TMPDIR, send ``sig`` once its ``prefix`` temporary folder exists (it is
-    then inside the command, measuring); returns the exit status, stderr and the TMPDIR."""
+def _stop_once_working(command: list[str], tmp_path: Path, working: str, sig: signal.Signals) -> tuple[int, str, Path]:
+    """Run ``hwnas command`` with a fresh TMPDIR, send ``sig`` once ``working`` exists (a temporary folder's name
+    prefix in TMPDIR, or a file the command writes when it starts measuring); returns the exit status, stderr and
+    the TMPDIR. Not there within 120 s: the test fails (the signal would not reach the measurement)."""
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmpdir)}
     process = subprocess.Popen([sys.executable, "-m", "hwnas.cli", *command], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not any(p.name.startswith(prefix) for p in tmpdir.iterdir()) and time.monotonic() < deadline:
+
+    def started() -> bool:
+        return Path(working).is_file() or any(p.name.startswith(working) for p in tmpdir.iterdir())
+
+    while not started():
         assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{working} did not appear within 120 s"
         time.sleep(0.02)
     time.sleep(0.3)  # well inside the measurement
     assert process.poll() is None, process.communicate()
@@ -45,7 +51,7 @@ def test_measure_stopped_by_a_signal_says_so_and_leaves_no_temporary_folder(tmp_
                                                                            status: int) -> None:
     command = ["measure", "--device", "cpu-torch", "--space", "tiny", "--resolution", "32", "--n", "3",
                "--out", str(tmp_path / "set.json"), "--quiet", "--protocol", "pairs=100000"]
-    code, err, tmpdir = _stop_once_working(command, tmp_path, "hwnas-measure-", sig)
+    code, err, tmpdir = _stop_once_working(command, tmp_path, str(tmp_path / "set.json"), sig)  # saved, planned
     by = " by SIGTERM" if sig == signal.SIGTERM else ""
     assert code == status and err.strip().splitlines()[-1] == (
         f"hwnas: interrupted{by} (completed measurements are saved; rerun to resume)"), err
