@@ -188,9 +188,8 @@ class LoadWatcher:
                         f"{state.peak_other_cores:.1f} at peak")
         if state.reference_drift_pct is not None and state.reference_drift_pct > (DRIFT_RATIO - 1) * 100:
             seen.append(f"the reference's clean level moved {state.reference_drift_pct:.0f}%")
-        drifted = state.reference_drift_pct is not None and state.reference_drift_pct > (DRIFT_RATIO - 1) * 100
-        cpu_busy = state.busy and not (drifted and not _cpu_busy(state.other_cores, state.peak_other_cores))
-        what = "was busy" if cpu_busy else "changed speed"  # no other load: a clock, thermal or neighbour-VM change
+        # busy by the drift alone, with no other load: a clock, thermal or neighbour-VM change
+        what = "was busy" if _cpu_busy(state.other_cores, state.peak_other_cores) else "changed speed"
         return (f"hwnas: warning: the machine {what} while {self.during} ({'; '.join(seen)}): "
                 f"{', '.join(_what_was_done(state, self.unit))}")
 

@@ -52,9 +52,10 @@ class Measurements:
     turns: str = ""  # "warm" / "cold" for measurement sets (hwnas.runtimes.paired.turns_of), "" for a CSV
 
 
-def load_sets(paths: Sequence[str | Path]) -> Measurements:
-    """One or more measurement sets of the same space and device, at the first set's reference level."""
-    sets = [MeasurementSet.load(p) for p in paths]
+def load_sets(paths: Sequence[str | Path | MeasurementSet]) -> Measurements:
+    """One or more measurement sets (files, or sets already loaded) of the same space and device, at the first
+    set's reference level."""
+    sets = [p if isinstance(p, MeasurementSet) else MeasurementSet.load(p) for p in paths]
     first = sets[0]
     archs: list[Architecture] = []
     values: list[float] = []
@@ -125,8 +126,9 @@ def build_predictor(*, space: SearchSpace, kind: str = "calibrated", table: str 
     read only. A set whose own re-measure agrees far below its runtime's is refused in one line naming
     ``noisy_flag`` (:func:`~hwnas.latency.set_noise.check_noise`), or with ``allow_noisy`` fitted with a warning."""
     check_fit_inputs(kind, sets, csv, column, prior)
-    check_noise([MeasurementSet.load(p) for p in sets], allow_noisy, noisy_flag)
-    data = load_sets(sets) if sets else load_csv(csv or "", space, column or "")
+    loaded = [MeasurementSet.load(p) for p in sets]  # read once: the noise gate, then the fit
+    check_noise(loaded, allow_noisy, noisy_flag)
+    data = load_sets(loaded) if loaded else load_csv(csv or "", space, column or "")
     if (data.space.name, data.space.resolution) != (space.name, space.resolution):
         raise HwnasError(f"{data.sources[0]}: measurements are of {data.space.name}@{data.space.resolution}, "
                          f"not --space {space.name}@{space.resolution}")
