@@ -44,8 +44,8 @@ def _one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--device", "cpu-litert"], "no kernel splitter for backend 'litert'"),
-    (["--device", "cpu-torch"], "no kernel splitter for backend 'torch'"),
+    (["--device", "cuda-onnxruntime"], "no kernel splitter for backend 'onnxruntime' on 'cuda'"),
+    (["--device", "android-litert"], "no kernel splitter for backend 'adb' on 'android'"),
     (["--device", "no-such-device"], "unknown device 'no-such-device'"),
     (["--kind", "calibrated", "--device", DEVICE], "`hwnas predictor fit`"),
 ])

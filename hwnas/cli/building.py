@@ -28,7 +28,8 @@ def cmd_predictor_build(args: argparse.Namespace) -> dict[str, Any]:
     config = KernelBuildConfig.quick() if args.quick else KernelBuildConfig()
     workdir = cache_dir() / "kernel-build" / device.name
     build = build_kernel_predictor(device, out, workdir, config, progress=progress(args))
-    found = "" if args.out else f"; `hwnas predict --device {device.name} MODEL.onnx` finds it"
+    model = {"litert": "MODEL.tflite", "torch": "MODEL.onnx (or a module, in Python)"}.get(device.backend, "MODEL.onnx")
+    found = "" if args.out else f"; `hwnas predict --device {device.name} {model}` finds it"
     text = "\n".join([
         f"predictor     {out} (kernel, {device.name}{', quick' if args.quick else ''}{found})",
         f"measurements  {build.measurements}: {build.kernels} kernels ({build.measured_now} measured now, "

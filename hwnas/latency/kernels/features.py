@@ -14,7 +14,10 @@ import numpy as np
 from hwnas.latency.kernels.record import Kernel, padded
 
 ACT_CODES = {"none": 0, "Relu": 1, "Clip": 2, "Sigmoid": 3, "Tanh": 4, "LeakyRelu": 5, "HardSigmoid": 6,
-             "HardSwish": 7, "QuickGelu": 8}
+             "HardSwish": 7, "QuickGelu": 8,  # ORT's (and torch's, spelled the same); 9: any other
+             "Silu": 10, "Gelu": 11, "Elu": 12,  # torch's own
+             "RELU": 1, "RELU6": 2, "LOGISTIC": 3, "TANH": 4, "LEAKY_RELU": 5, "HARD_SWISH": 7,  # LiteRT's
+             "RELU_N1_TO_1": 13, "ADD_CONST": 14, "SUB_CONST": 15, "MUL_CONST": 16, "DIV_CONST": 17}
 FEATURES = ["log_macs", "log_in", "log_out", "log_weights", "log_intensity", "cin", "cout", "hin", "hout", "k", "s",
             "g_is_depthwise", "log_cin_per_group", "cin_padded", "cout_padded", "pad_waste", "act", "sum", "n",
             "bcast", "blocked", "op_hash"]

@@ -50,9 +50,15 @@ def read_onnx(path: str | Path) -> Any:
 
 def split_model(model: Any, block: int | None = None, source: str = "model") -> list[Kernel]:
     """:func:`split_onnx` on a loaded ``onnx.ModelProto`` (batch dimensions are set to 1)."""
+    block = nchwc_block_size() if block is None else block
+    graph = static_graph(model, source)
+    return NchwcLayout(graph, fuse(graph), block).run()
+
+
+def static_graph(model: Any, source: str = "model") -> OnnxGraph:
+    """The :class:`OnnxGraph` of ``model`` with batch dimensions set to 1 and ONNX shape inference run."""
     import onnx
 
-    block = nchwc_block_size() if block is None else block
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].dim_value:
@@ -61,5 +67,4 @@ def split_model(model: Any, block: int | None = None, source: str = "model") -> 
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:  # onnx raises InferenceError and others
         raise HwnasError(f"{source}: ONNX shape inference failed ({exc.__class__.__name__})") from None
-    graph = OnnxGraph(model, source)
-    return NchwcLayout(graph, fuse(graph), block).run()
+    return OnnxGraph(model, source)

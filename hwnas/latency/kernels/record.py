@@ -16,11 +16,11 @@ from typing import Any, Iterable
 from hwnas.errors import HwnasError
 
 KERNEL_TYPES = ("conv", "pwconv", "dwconv", "gconv", "pool", "gpool", "gemm", "act", "add", "mul", "concat", "split",
-                "transpose", "reshape", "reorder_in", "reorder_out", "other")
+                "transpose", "reshape", "reorder_in", "reorder_out", "pad", "norm", "copy", "other")
 ALIGNMENT = 4  # a blocked conv needs cin (group 1) or c (depthwise) to be a multiple of this (ORT 1.32 pads the rest)
-_KEY = re.compile(r"(?P<type>[a-z_]+)-op:(?P<op>[A-Za-z.]+)-in:(?P<cin>\d+)x(?P<hin>\d+)x(?P<win>\d+)"
+_KEY = re.compile(r"(?P<type>[a-z_]+)-op:(?P<op>[A-Za-z0-9_.]+)-in:(?P<cin>\d+)x(?P<hin>\d+)x(?P<win>\d+)"
                   r"-out:(?P<cout>\d+)x(?P<hout>\d+)x(?P<wout>\d+)-k:(?P<k>\d+)-s:(?P<s>\d+)-g:(?P<g>\d+)"
-                  r"-act:(?P<act>[A-Za-z]+)-sum:(?P<sum>\d)-n:(?P<n>\d+)-b:(?P<bcast>\d)")
+                  r"-act:(?P<act>[A-Za-z0-9_]+)-sum:(?P<sum>\d)-n:(?P<n>\d+)-b:(?P<bcast>\d)")
 
 
 def nchwc_block_size() -> int:

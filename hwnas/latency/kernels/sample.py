@@ -2,7 +2,8 @@
 
 1. *Seeds*: the kernels of the zoo networks and of random ProxylessNAS architectures at a few resolutions.
 2. *Random neighbours*: each seed's shapes varied over wide ranges (spatial 1..224, channels 8..2048, kernel
-   1/3/5/7, stride 1/2, activations), keeping what decides how ORT runs it (blocked or not, channel alignment).
+   1/3/5/7, stride 1/2, activations), keeping what decides how the runtime runs it (the backend's ``neighbour``:
+   for ORT, blocked or not and channel alignment).
 3. *Adaptive rounds*: fit an ensemble of XGBoost models per kernel type on bootstrap samples of what was
    measured, draw many candidates, and measure next those the ensemble disagrees on most (the largest standard
    deviation of the predicted log latency).
@@ -14,7 +15,6 @@ Every kernel is measured paired with the generic reference network and kept in a
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -23,18 +23,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hwnas.latency.kernels.backends import KernelBackend, kernel_backend
 from hwnas.latency.kernels.features import feature_matrix, fit_booster, predict_booster
-from hwnas.latency.kernels.generators import FREE_TYPES
-from hwnas.latency.kernels.onnx_split import split_onnx
-from hwnas.latency.kernels.record import ALIGNMENT, Kernel, nchwc_block_size
+from hwnas.latency.kernels.onnx_backend import clamp
+from hwnas.latency.kernels.record import Kernel
 from hwnas.latency.kernels.store import KernelStore, measure_kernels, remeasure_noisy
 from hwnas.runtimes.base import PreparedModel, Runtime
 from hwnas.runtimes.paired import PairedProtocol
 
 MAX_MACS = 400_000_000  # a sampled kernel runs at most ~10 ms here, so measuring it stays short
 MAX_ELEMENTS = 4_000_000  # and none of its tensors exceeds 16 MB
-# activations a sampled conv gets: a blocked conv may have none, a FusedConv (NCHW) has one of the others
-_SAMPLED_CONV_ACTS = ("none", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid")
 
 
 @dataclass(frozen=True)
@@ -74,15 +72,18 @@ class SampleConfig:
 
 
 # -- seeds and neighbours -----------------------------------------------------------------------------------
-def seed_kernels(workdir: Path, config: SampleConfig) -> list[Kernel]:
-    """The distinct kernels of the zoo networks and random proxyless architectures at ``config.resolutions``."""
+def seed_kernels(workdir: Path, config: SampleConfig, backend: KernelBackend | None = None,
+                 block: int | None = None) -> list[Kernel]:
+    """The distinct kernels of the zoo networks and random proxyless architectures at ``config.resolutions``, as
+    ``backend``'s runtime (default ORT) runs them."""
     import torch
 
-    from hwnas.runtimes.converters import cached_onnx
     from hwnas.spaces import get_space
     from hwnas.zoo import build_zoo, zoo_names
 
     rng = random.Random(config.seed)
+    backend = kernel_backend("onnxruntime") if backend is None else backend
+    block = backend.block() if block is None else block
     kernels: dict[str, Kernel] = {}
     for resolution in config.resolutions:
         models = [(f"{name}-{resolution}", build_zoo(name), (1, 3, resolution, resolution))
@@ -94,23 +95,23 @@ def seed_kernels(workdir: Path, config: SampleConfig) -> list[Kernel]:
                 torch.manual_seed(config.seed + index)
                 models.append((f"proxyless{index}-{resolution}", space.build(arch).eval(), space.input_shape))
         for name, module, shape in models:
-            for kernel in split_onnx(cached_onnx(module, shape, workdir / "networks", name)):
-                if kernel.type not in FREE_TYPES:
+            for kernel in backend.split_network(module, shape, workdir / "networks", name, block):
+                if kernel.type not in backend.free_types:
                     kernels.setdefault(kernel.key, kernel)
     return list(kernels.values())
 
 
-def perturb(kernel: Kernel, rng: random.Random, block: int | None = None) -> Kernel | None:
-    """A random neighbour of ``kernel`` that ORT runs the same way (same type and op), or None if none fits."""
-    block = nchwc_block_size() if block is None else block
+def perturb(kernel: Kernel, rng: random.Random, block: int | None = None,
+            backend: KernelBackend | None = None) -> Kernel | None:
+    """A random neighbour of ``kernel`` that the runtime (default ORT) runs the same way (same type and op), or
+    None if none fits: sizes drawn here, what decides how the runtime runs it kept by ``backend.neighbour``."""
+    backend = kernel_backend("onnxruntime") if backend is None else backend
+    block = backend.block() if block is None else block
     k = kernel
-    h = _clamp(round(k.hin * 2 ** rng.uniform(-1.5, 1.5)) if rng.random() < 0.8 else rng.randint(1, 224), 1, 224)
-    c_in = _clamp(round(k.cin * 2 ** rng.uniform(-1.5, 1.5)), 8, 2048)
-    c_out = _clamp(round(k.cout * 2 ** rng.uniform(-1.5, 1.5)), 8, 2048)
-    if k.type in ("conv", "pwconv", "dwconv", "gconv"):
-        fields = _conv_neighbour(k, rng, block, h, c_in, c_out)
-    else:
-        fields = _other_neighbour(k, rng, block, h, c_in)
+    h = clamp(round(k.hin * 2 ** rng.uniform(-1.5, 1.5)) if rng.random() < 0.8 else rng.randint(1, 224), 1, 224)
+    c_in = clamp(round(k.cin * 2 ** rng.uniform(-1.5, 1.5)), 8, 2048)
+    c_out = clamp(round(k.cout * 2 ** rng.uniform(-1.5, 1.5)), 8, 2048)
+    fields = backend.neighbour(k, rng, block, h, c_in, c_out)
     if fields is None:
         return None
     try:
@@ -120,75 +121,6 @@ def perturb(kernel: Kernel, rng: random.Random, block: int | None = None) -> Ker
     if new.macs > MAX_MACS or max(new.input_elements, new.output_elements, new.weight_elements) > MAX_ELEMENTS:
         return None
     return new
-
-
-def _conv_neighbour(k: Kernel, rng: random.Random, block: int, h: int, c_in: int, c_out: int) -> dict[str, Any]:
-    """A conv's new fields: stride, kernel size and activation redrawn, channels kept on the kernel's side of ORT's
-    blocked-layout rule (aligned when it ran blocked, unaligned when it ran NCHW)."""
-    blocked_op = k.op.startswith("nchwc.")
-    s = k.s if rng.random() < 0.7 else rng.choice((1, 2))
-    size = k.k if (k.type == "pwconv" or rng.random() < 0.6) else rng.choice((3, 5, 7))
-    act = k.act if rng.random() < 0.6 else rng.choice(_SAMPLED_CONV_ACTS if blocked_op else _SAMPLED_CONV_ACTS[1:])
-    if k.op == "Conv":
-        act = "none"
-    if k.type == "dwconv":
-        c = _align(c_in, ALIGNMENT) if blocked_op else _unaligned(c_in)
-        c_in = c_out = g = c
-    elif k.type == "gconv":
-        g = k.g
-        c_in, c_out = _align(c_in, g * block), _align(c_out, g * block)
-    else:
-        g = 1
-        if k.cin < block:
-            c_in = k.cin
-        elif blocked_op:
-            c_in = max(_align(c_in, ALIGNMENT), block)
-        else:
-            c_in = _unaligned(c_in)
-    return {"hin": h, "cin": c_in, "cout": c_out, "k": size, "s": s, "g": g, "act": act, "hout": math.ceil(h / s),
-            "sum": k.sum if rng.random() < 0.8 else int(blocked_op and rng.random() < 0.3)}
-
-
-def _other_neighbour(k: Kernel, rng: random.Random, block: int, h: int, c_in: int) -> dict[str, Any] | None:
-    """The new sizes of a kernel other than a conv (None for a type that is not sampled)."""
-    blocked_op = k.op.startswith("nchwc.")
-    if k.type == "pool":
-        c = _align(c_in, block) if blocked_op else _unaligned(c_in)
-        pad = k.k // 2
-        return {"hin": h, "cin": c, "cout": c, "hout": max(1, (h + 2 * pad - k.k) // k.s + 1)}
-    if k.type == "gpool":
-        c = _align(c_in, block) if blocked_op else c_in
-        return {"hin": h, "cin": c, "cout": c, "hout": 1}
-    if k.type == "gemm":
-        return {"hin": 1, "cin": _clamp(round(k.cin * 2 ** rng.uniform(-2, 2)), 8, 4096),
-                "cout": _clamp(round(k.cout * 2 ** rng.uniform(-2, 2)), 8, 4096), "hout": 1}
-    if k.type == "concat":
-        part = _align(max(c_in // k.n, 1), block if k.op.startswith("blocked.") else 2)
-        return {"hin": h, "cin": part * k.n, "cout": part * k.n, "hout": h}
-    if k.type in ("split", "transpose"):
-        c = _align(c_in, 2)
-        return {"hin": h, "cin": c, "cout": c, "hout": h}
-    if k.type == "reorder_in":
-        c = _align(c_in, ALIGNMENT)
-        return {"hin": h, "cin": c, "cout": c, "hout": h}
-    if k.type in ("reorder_out", "act", "add", "mul"):
-        h = h if k.hin > 1 else 1
-        return {"hin": h, "cin": c_in, "cout": c_in, "hout": h if k.hout > 1 else 1}
-    return None
-
-
-def _clamp(value: int, low: int, high: int) -> int:
-    return max(low, min(high, int(value)))
-
-
-def _align(value: int, multiple: int) -> int:
-    return max(multiple, round(value / multiple) * multiple)
-
-
-def _unaligned(value: int) -> int:
-    """A channel count that is not a multiple of 4 (such convs stay NCHW)."""
-    value = max(6, value)
-    return value if value % ALIGNMENT else value + 2
 
 
 # -- adaptive sampling -------------------------------------------------------------------------------------
@@ -218,22 +150,24 @@ def disagreement(measured: Sequence[Kernel], costs: np.ndarray, candidates: Sequ
 
 def sample_and_measure(runtime: Runtime, reference: PreparedModel, store: KernelStore, workdir: Path,
                        config: SampleConfig = SampleConfig(), quiet: bool = False) -> dict[str, Any]:
-    """The whole sampling run (seeds, random neighbours, adaptive rounds); returns counts and wall times."""
+    """The whole sampling run (seeds, random neighbours, adaptive rounds) on the store's backend; returns counts
+    and wall times."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     rng = random.Random(config.seed)
     block = store.data["block"]
     protocol = config.protocol()
-    seeds = seed_kernels(workdir, config)
-    neighbours = _neighbours(seeds, config.initial_random, rng, block)
-    initial = _distinct_measurable(seeds + neighbours)
+    backend = store.backend
+    seeds = seed_kernels(workdir, config, backend, block)
+    neighbours = _neighbours(seeds, config.initial_random, rng, block, backend)
+    initial = _distinct_measurable(seeds + neighbours, backend)
     total = len(initial) + config.adaptive_rounds * config.adaptive_batch
     bar = tqdm(total=total, initial=min(len(store.kernels), total), desc="kernels", unit="k", disable=quiet)
     measure_kernels(initial, runtime, reference, store, protocol, workdir, bar.update, config.save_every)
     for round_index in range(store.data.get("adaptive_rounds_done", 0), config.adaptive_rounds):
         measured, costs = store.training_set()
-        pool = _distinct_measurable(_neighbours(measured, config.candidates, rng, block))
+        pool = _distinct_measurable(_neighbours(measured, config.candidates, rng, block, backend), backend)
         pool = [k for k in pool if k.key not in store.kernels]
         scores = disagreement(measured, costs, pool, block, config.ensemble, config.seed + round_index)
         chosen = [pool[i] for i in np.argsort(-scores)[:config.adaptive_batch]]
@@ -247,7 +181,8 @@ def sample_and_measure(runtime: Runtime, reference: PreparedModel, store: Kernel
             "wall_s": time.perf_counter() - started}
 
 
-def _neighbours(kernels: Sequence[Kernel], count: int, rng: random.Random, block: int) -> list[Kernel]:
+def _neighbours(kernels: Sequence[Kernel], count: int, rng: random.Random, block: int,
+                backend: KernelBackend) -> list[Kernel]:
     """``count`` draws of random neighbours; half pick the kernel type uniformly first, so rare types (pool, concat,
     gemm) are sampled as densely as convs."""
     by_type: dict[str, list[Kernel]] = {}
@@ -257,14 +192,14 @@ def _neighbours(kernels: Sequence[Kernel], count: int, rng: random.Random, block
     draws = []
     for index in range(count):
         origin = rng.choice(by_type[rng.choice(types)]) if index % 2 else rng.choice(kernels)
-        draws.append(perturb(origin, rng, block))
+        draws.append(perturb(origin, rng, block, backend))
     return [k for k in draws if k is not None]
 
 
-def _distinct_measurable(kernels: Any) -> list[Kernel]:
+def _distinct_measurable(kernels: Any, backend: KernelBackend) -> list[Kernel]:
     """One kernel per key, without the Nones of failed draws and without free kernels (never measured)."""
     seen: dict[str, Kernel] = {}
     for kernel in kernels:
-        if kernel is not None and kernel.type not in FREE_TYPES:
+        if kernel is not None and kernel.type not in backend.free_types:
             seen.setdefault(kernel.key, kernel)
     return list(seen.values())

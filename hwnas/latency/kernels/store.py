@@ -1,10 +1,10 @@
 """Paired kernel measurements on one device, kept in a resumable JSON file, and the loops that fill it.
 
 Every kernel is measured *paired* with the generic reference network (:func:`measure_paired`) through its
-single-kernel model (:mod:`.generators`), so the machine's drift cancels; a kernel's cost is
-``ratio - overhead_ratio`` reference units, where the overhead is the paired ratio of a one-ReLU model (what any
-``run()`` costs). The file is written atomically after every few kernels, so an interrupted build resumes where
-it stopped.
+single-kernel model (the backend's ``prepare_kernel``: for ORT :mod:`.generators`), so the machine's drift cancels;
+a kernel's cost is ``ratio - overhead_ratio`` reference units, where the overhead is the paired ratio of a one-ReLU
+model (what any ``run()`` costs). The file is written atomically after every few kernels, so an interrupted build
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso, read_json_file, write_json_atomic
-from hwnas.latency.kernels.generators import write_kernel_model
+from hwnas.latency.kernels.backends import kernel_backend
 from hwnas.latency.kernels.record import Kernel, kernel_from_key
 from hwnas.runtimes.base import PreparedModel, Runtime
 from hwnas.runtimes.paired import PairedProtocol, PairedStats, measure_paired
@@ -31,10 +31,12 @@ class KernelStore:
     one-ReLU model; ``networks`` holds whole networks' paired ratios for the network-level correction.
     """
 
-    def __init__(self, path: Path, device: str, runtime: dict[str, Any], block: int) -> None:
+    def __init__(self, path: Path, device: str, runtime: dict[str, Any], block: int,
+                 backend: str = "onnxruntime") -> None:
         self.path = Path(path)
-        self.data: dict[str, Any] = {"schema": STORE_SCHEMA, "device": device, "runtime": runtime, "block": block,
-                                     "created": now_iso(), "overhead": None, "kernels": {}, "networks": {}}
+        self.data: dict[str, Any] = {"schema": STORE_SCHEMA, "device": device, "backend": backend,
+                                     "runtime": runtime, "block": block, "created": now_iso(), "overhead": None,
+                                     "kernels": {}, "networks": {}}
         if self.path.is_file():
             stored = read_json_file(self.path, "kernel measurements")
             if not isinstance(stored, dict) or stored.get("schema") != STORE_SCHEMA:
@@ -43,6 +45,7 @@ class KernelStore:
                 raise HwnasError(f"{self.path}: measured on device {stored.get('device')!r} (block "
                                  f"{stored.get('block')}), not {device!r} (block {block}); use another file")
             self.data = stored
+        self.backend = kernel_backend(self.data.get("backend", "onnxruntime"))  # files before LiteRT/torch: ORT
 
     @property
     def kernels(self) -> dict[str, dict[str, Any]]:
@@ -115,13 +118,11 @@ def _measure_each(kernels: Sequence[Kernel], runtime: Runtime, reference: Prepar
     """Measure each kernel into ``store``, saving it whenever the running count ``done`` reaches a multiple of
     ``save_every``; returns the running count."""
     for kernel in kernels:
-        path = write_kernel_model(kernel, workdir / "kernels", store.data["block"])
-        prepared = runtime.prepare_file(path)
+        prepared = store.backend.prepare_kernel(runtime, kernel, workdir / "kernels", store.data["block"])
         try:
             stats = measure_paired({kernel.key: prepared}, reference, protocol)[kernel.key]
         finally:
             prepared.close()
-            path.unlink(missing_ok=True)
         store.add(kernel.key, stats)
         done += 1
         if progress is not None:

@@ -35,12 +35,11 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.latency.kernels.features import FEATURES, feature_matrix, fit_booster, predict_booster
-from hwnas.latency.kernels.generators import FREE_TYPES
 from hwnas.latency.kernels.onnx_split import read_onnx, split_model
 from hwnas.latency.kernels.record import Kernel
 from hwnas.latency.predictors.base import (Predictor, PredictorMeta, booster_from_json, booster_to_json,
                                           register_predictor)
-from hwnas.latency.predictors.prediction import Prediction
+from hwnas.latency.predictors.prediction import Prediction, model_input, unsupported
 from hwnas.spaces import SearchSpace
 
 if TYPE_CHECKING:
@@ -67,7 +66,7 @@ class KernelPredictor(Predictor):
                                  "`hwnas predict` finds it first")
 
     def __init__(self, meta: PredictorMeta, boosters: Mapping[str, Any], fallback: Any, overhead_ratio: float,
-                 block: int, correction: Mapping[str, Any] | None = None) -> None:
+                 block: int, correction: Mapping[str, Any] | None = None, backend: str = "onnxruntime") -> None:
         super().__init__(meta)
         if not meta.reference_ms:
             raise HwnasError("kernel predictor: meta.reference_ms is required (latencies are ratio x reference)")
@@ -75,6 +74,8 @@ class KernelPredictor(Predictor):
         self.fallback = fallback
         self.overhead_ratio = float(overhead_ratio)
         self.block = int(block)
+        self.backend = backend  # whose kernels: the runtime that splits the networks it predicts
+        self._kernels: Any = None  # its KernelBackend, made when first needed
         self.correction = dict(correction or {"coef": [1.0] * len(GROUPS), "intercept": 0.0})
         self._op_splits: dict[tuple[str, tuple[bool, str], int], Any] = {}  # for_space: ops split in place
 
@@ -82,9 +83,10 @@ class KernelPredictor(Predictor):
     def kernel_costs(self, kernels: Sequence[Kernel]) -> np.ndarray:
         """Uncorrected cost of each kernel in reference units (free kernels cost 0)."""
         costs = np.zeros(len(kernels))
+        free = self._backend().free_types
         rows_by_booster: dict[str, list[int]] = {}  # kernel type -> rows; "": the all-types fallback's rows
         for index, kernel in enumerate(kernels):
-            if kernel.type not in FREE_TYPES:
+            if kernel.type not in free:
                 rows_by_booster.setdefault(kernel.type if kernel.type in self.boosters else "", []).append(index)
         for name, rows in rows_by_booster.items():
             booster = self.boosters[name] if name else self.fallback
@@ -105,30 +107,66 @@ class KernelPredictor(Predictor):
         return total * reference_ms, terms
 
     def predict_onnx(self, path: str | Path) -> tuple[float, list[dict[str, Any]]]:
-        """Latency (ms) of the ``.onnx`` file and its kernels' terms ``{type, key, op, input, output, ..., ms}``."""
-        return self.predict_model(read_onnx(path), str(path))
+        """Latency (ms) of the model file (``.onnx``; ``.tflite`` for LiteRT) and its kernels' terms ``{type, key,
+        op, input, output, ..., ms}``."""
+        backend = self._backend()
+        if Path(path).suffix not in backend.file_suffixes:
+            raise HwnasError(f"{path}: a kernel predictor of {backend.name} reads "
+                             f"{' or '.join(backend.file_suffixes)} files (what that runtime loads)")
+        if self.backend == "onnxruntime":
+            return self.predict_model(read_onnx(path), str(path))
+        return self.predict_kernels(backend.split_file(Path(path), self.block))
 
     def predict_model(self, model: Any, source: str = "model") -> tuple[float, list[dict[str, Any]]]:
         """:meth:`predict_onnx` of a loaded ``onnx.ModelProto`` (``source`` names it in messages)."""
-        return self.predict_kernels(split_model(model, self.block, source))
+        if self.backend == "onnxruntime":
+            return self.predict_kernels(split_model(model, self.block, source))
+        import onnx
+
+        with tempfile.TemporaryDirectory(prefix="hwnas-predict-") as tmp:
+            onnx.save(model, str(Path(tmp) / "model.onnx"))
+            return self.predict_onnx(Path(tmp) / "model.onnx")
+
+    def predict_module(self, module: Any, input_shape: Sequence[int]) -> tuple[float, list[dict[str, Any]]]:
+        """Latency (ms) of a torch module as the runtime runs it (exported or converted as hwnas's runtime does)."""
+        with tempfile.TemporaryDirectory(prefix="hwnas-predict-") as tmp:
+            kernels = self._backend().split_network(module.eval(), tuple(input_shape), Path(tmp), "model", self.block)
+        return self.predict_kernels(kernels)
 
     def predict_arch(self, arch: Any) -> tuple[float, list[dict[str, Any]]]:
-        """Latency (ms) of a search-space architecture: exported to ONNX like the runtime does, then split."""
-        from hwnas.runtimes.converters import to_onnx
+        """Latency (ms) of a search-space architecture: exported or converted like the runtime does, then split."""
         from hwnas.spaces import get_space
 
         space = get_space(arch.space, arch.resolution, arch.num_classes)
-        with tempfile.TemporaryDirectory(prefix="hwnas-predict-") as tmp:
-            path = to_onnx(space.build(arch).eval(), space.input_shape, Path(tmp) / "arch.onnx")
-            return self.predict_onnx(path)
+        return self.predict_module(space.build(arch), space.input_shape)
+
+    def predict(self, model: Any, *, input_shape: Sequence[int] | None = None) -> Prediction:
+        """:meth:`Predictor.predict`; a LiteRT predictor also reads ``.tflite`` files, and a torch or LiteRT one
+        splits a torch module itself (its runtime's own kernels, not the ONNX export's)."""
+        given = model_input(model, input_shape=input_shape, read_onnx=self.backend == "onnxruntime")
+        if given.arch is not None:
+            ms, terms = self.predict_arch(given.arch)
+        elif given.path is not None and (self.backend != "onnxruntime" or given.onnx is None):
+            ms, terms = self.predict_onnx(given.path)  # a LiteRT .tflite, or a file this runtime splits itself
+        elif given.module is not None and self.backend != "onnxruntime":
+            ms, terms = self.predict_module(given.module, given.input_shape or ())
+        else:
+            ms, terms = self.predict_model(given.onnx, given.source)
+        return Prediction(ms, tuple(terms), self.overhead_ms, self.kind)
 
     def _predict_arch(self, arch: Any) -> Prediction:
-        ms, terms = self.predict_arch(arch)
-        return Prediction(ms, tuple(terms), self.overhead_ms, self.kind)
+        return self.predict(arch)
 
     def _predict_onnx(self, model: Any, source: str) -> Prediction:
         ms, terms = self.predict_model(model, source)
         return Prediction(ms, tuple(terms), self.overhead_ms, self.kind)
+
+    def _backend(self) -> Any:
+        if self._kernels is None:
+            from hwnas.latency.kernels.backends import kernel_backend
+
+            self._kernels = kernel_backend(self.backend)
+        return self._kernels
 
     def for_space(self, space: SearchSpace) -> KernelSpacePredictor:
         """This predictor's latency of ``space``'s architectures as a search's estimator: each op exported and split
@@ -136,6 +174,10 @@ class KernelPredictor(Predictor):
         depend on the op and ``block`` only), so another call costs only the kernels' predictions."""
         from hwnas.latency.predictors.kernel_space import build_space_predictor
 
+        if self.backend != "onnxruntime":
+            raise unsupported(f"{self.backend} kernel", f"cannot aim a search of {space.name}@{space.resolution} "
+                              "(ops are split in place for ONNX Runtime's layouts only)",
+                              "the search builds a calibrated predictor of the space on this machine instead")
         return build_space_predictor(self, space, self._op_splits)
 
     @property
@@ -149,7 +191,8 @@ class KernelPredictor(Predictor):
         return list(FEATURES)
 
     def model_to_dict(self) -> dict[str, Any]:
-        return {"block": self.block, "overhead_ratio": self.overhead_ratio, "correction": self.correction,
+        return {"backend": self.backend, "block": self.block, "overhead_ratio": self.overhead_ratio,
+                "correction": self.correction,
                 "boosters": {name: booster_to_json(b) for name, b in self.boosters.items()},
                 "fallback": booster_to_json(self.fallback)}
 
@@ -173,8 +216,14 @@ class KernelPredictor(Predictor):
         ratio = data["overhead_ratio"]
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < math.inf:
             raise HwnasError(f"{source}: field 'model.overhead_ratio': expected a non-negative number")
+        backend = data.get("backend", "onnxruntime")  # files before LiteRT and torch: ONNX Runtime's
+        from hwnas.latency.kernels.backends import KERNEL_BACKENDS
+
+        if backend not in KERNEL_BACKENDS:
+            raise HwnasError(f"{source}: field 'model.backend': expected one of {', '.join(KERNEL_BACKENDS)}, "
+                             f"got {backend!r}")
         return cls(meta, boosters, booster_from_json(data["fallback"], f"{source}: model.fallback"), ratio,
-                   int(data["block"]), correction)
+                   int(data["block"]), correction, backend)
 
 
 def fit_kernel_predictor(
@@ -186,6 +235,7 @@ def fit_kernel_predictor(
     networks: Sequence[tuple[Sequence[Kernel], float]] = (),
     ridge: float = 0.05,
     seed: int = 0,
+    backend: str = "onnxruntime",
 ) -> KernelPredictor:
     """Fit the per-type models on measured ``costs`` (reference units), then the network-level correction on
     ``networks`` = [(its kernels, its measured paired ratio)] (none: no correction)."""
@@ -198,7 +248,7 @@ def fit_kernel_predictor(
         rows = [i for i, k in enumerate(kernels) if k.type == type_]
         if len(rows) >= MIN_TYPE_ROWS:
             boosters[type_] = fit_booster(x[rows], y[rows], seed)
-    predictor = KernelPredictor(meta, boosters, fit_booster(x, y, seed), overhead_ratio, block)
+    predictor = KernelPredictor(meta, boosters, fit_booster(x, y, seed), overhead_ratio, block, backend=backend)
     if networks:
         predictor.correction = _fit_correction(predictor, networks, ridge)
     return predictor

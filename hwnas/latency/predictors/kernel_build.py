@@ -12,8 +12,8 @@ The steps (``hwnas predictor build --kind kernel``, and ``tools/build_kernel_pre
    stays beside it (``NAME.measurements.json``), written every few kernels, so that running the same build again
    after a kill continues where it stopped.
 
-Only ONNX Runtime's CPU execution provider has a kernel splitter (:mod:`hwnas.latency.kernels.onnx_split`, which
-replays its fusions and blocked layout); LiteRT (XNNPACK) and torch need splitters of their own.
+Each CPU runtime gives its own kernels (:mod:`hwnas.latency.kernels.backends`): ONNX Runtime's fusions and blocked
+layout, the operators of a ``.tflite`` file as XNNPACK runs them, the aten operators torch's eager mode dispatches.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.latency.kernels.backends import KERNEL_BACKENDS, kernel_backend
 from hwnas.latency.kernels.sample import SampleConfig
 from hwnas.latency.kernels.store import KernelStore
 
-SPLITTER_BACKENDS = ("onnxruntime",)  # backends whose kernels hwnas can split (on the CPU)
+Network = tuple[Any, tuple[int, ...]]  # a calibration network: (torch module, input shape)
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,10 @@ class KernelBuild:
 
 def check_kernel_device(device: Any) -> None:
     """Refuse, before anything is measured, a device whose runtime's kernels hwnas cannot split."""
-    if device.backend not in SPLITTER_BACKENDS or device.device != "cpu":
+    if device.backend not in KERNEL_BACKENDS or device.device != "cpu":
         raise HwnasError(f"--device {device.name}: no kernel splitter for backend {device.backend!r} on "
-                         f"{device.device!r}: only ONNX Runtime's CPU runs are split (e.g. cpu-onnxruntime); "
-                         "LiteRT and torch need splitters of their own, not written yet")
+                         f"{device.device!r}: kernel predictors are built for CPU runs of "
+                         f"{', '.join(KERNEL_BACKENDS)} (e.g. cpu-onnxruntime, cpu-litert, cpu-torch)")
 
 
 def measurements_path(out: Path) -> Path:
@@ -124,14 +125,14 @@ def build_kernel_predictor(device: Any, out: Path, workdir: Path, config: Kernel
 
     A KeyboardInterrupt (Ctrl-C, SIGTERM through the CLI) saves the measurements file first; SIGKILL loses at most
     the kernels measured since its last write (``config.sample.save_every``)."""
-    from hwnas.latency.kernels.onnx_split import nchwc_block_size
     from hwnas.latency.reference import generic_reference, prepare_reference
     from hwnas.runtimes import get_runtime
 
     check_kernel_device(device)
     started = time.perf_counter()
     runtime = get_runtime(device.backend, device.runtime_config(), workdir / "runtime")
-    store = KernelStore(measurements_path(out), device.name, runtime.describe(), nchwc_block_size())
+    backend = kernel_backend(device.backend)
+    store = KernelStore(measurements_path(out), device.name, runtime.describe(), backend.block(), backend.name)
     reused, network_runs_before = len(store.kernels), _network_runs(store)
     module, shape, arch = generic_reference()
     reference = prepare_reference(runtime, module, shape)
@@ -140,14 +141,14 @@ def build_kernel_predictor(device: Any, out: Path, workdir: Path, config: Kernel
         from hwnas.latency.kernels.sample import sample_and_measure
 
         sampled = sample_and_measure(runtime, reference, store, workdir, config.sample, quiet=not progress)
-        networks = calibration_networks(workdir, config)
-        _measure_networks(runtime, reference, store, networks, config, progress)
+        networks = calibration_networks(config)
+        _measure_networks(runtime, reference, store, networks, workdir, config, progress)
     except KeyboardInterrupt:
         store.save()
         raise KeyboardInterrupt(f"measurements saved in {store.path}; run the same build again to continue") from None
     finally:
         reference.close()
-    predictor = _fit(store, networks, device, runtime, arch, config, time.perf_counter() - started)
+    predictor = _fit(store, networks, workdir, device, runtime, arch, config, time.perf_counter() - started)
     predictor.save(out)
     return KernelBuild(
         out=out, measurements=store.path, device=device.name, kernels=len(store.kernels),
@@ -183,44 +184,46 @@ def _network_ratios(entry: dict[str, Any] | None) -> list[float]:
     return list(entry.get("ratios", [entry["ratio"]])) if entry else []
 
 
-def _measure_networks(runtime: Any, reference: Any, store: KernelStore, networks: dict[str, Path],
+def _measure_networks(runtime: Any, reference: Any, store: KernelStore, networks: dict[str, Network], workdir: Path,
                       config: KernelBuildConfig, progress: bool) -> None:
     """Each calibration network's paired ratio, the median of ``network_passes`` interleaved passes (a burst of
-    load hits one pass of a network); a stored entry of another file under the same name is measured again."""
+    load hits one pass of a network); a stored entry of another network (weights, code) under the same name is
+    measured again."""
     from tqdm import tqdm
 
+    from hwnas.runtimes.converters import module_digest
     from hwnas.runtimes.paired import PairedProtocol, measure_paired
 
     stored = store.data["networks"]
-    for name, path in networks.items():
-        if name in stored and stored[name].get("file", path.name) != path.name:
+    digests = {name: module_digest(module, shape) for name, (module, shape) in networks.items()}
+    for name, digest in digests.items():
+        if name in stored and stored[name].get("digest", digest) != digest:
             del stored[name]
     done = sum(min(len(_network_ratios(stored.get(name))), config.network_passes) for name in networks)
     protocol = PairedProtocol(pairs=config.network_pairs)
     with tqdm(total=len(networks) * config.network_passes, initial=done, desc="networks", unit="net",
               disable=not progress, dynamic_ncols=True) as bar:
         for passes in range(1, config.network_passes + 1):
-            for name, path in networks.items():
+            for name, (module, shape) in networks.items():
                 ratios = _network_ratios(stored.get(name))
                 if len(ratios) >= passes:
                     continue
-                prepared = runtime.prepare_file(path)
+                prepared, file = store.backend.prepare_network(runtime, module, shape, workdir / "networks", name)
                 try:
                     stats = measure_paired({name: prepared}, reference, protocol)[name]
                 finally:
                     prepared.close()
                 ratios.append(stats.ratio)
-                stored[name] = {"ratio": float(np.median(ratios)), "ratios": ratios, "file": path.name,
-                                "ref_ms": stats.reference.median_ms, "noisy": stats.noisy}
+                stored[name] = {"ratio": float(np.median(ratios)), "ratios": ratios, "file": file,
+                                "digest": digests[name], "ref_ms": stats.reference.median_ms, "noisy": stats.noisy}
                 store.save()
                 bar.update(1)
 
 
-def _fit(store: KernelStore, networks: dict[str, Path], device: Any, runtime: Any, reference_arch: Any,
-         config: KernelBuildConfig, measure_wall_s: float) -> Any:
+def _fit(store: KernelStore, networks: dict[str, Network], workdir: Path, device: Any, runtime: Any,
+         reference_arch: Any, config: KernelBuildConfig, measure_wall_s: float) -> Any:
     """The predictor fitted on the store's kernels, corrected on the calibration networks' ratios."""
     from hwnas.io import now_iso
-    from hwnas.latency.kernels.onnx_split import split_onnx
     from hwnas.latency.predictors.base import PredictorMeta, versions
     from hwnas.latency.predictors.kernel import fit_kernel_predictor
     from hwnas.latency.reference import GENERIC_REFERENCE
@@ -228,7 +231,7 @@ def _fit(store: KernelStore, networks: dict[str, Path], device: Any, runtime: An
     from hwnas.runtimes.paired import PairedProtocol, turns_of
 
     block = store.data["block"]
-    calibration = [(split_onnx(path, block), store.data["networks"][name]["ratio"]) for name, path in networks.items()]
+    calibration = _calibration(store.backend, networks, store.data["networks"], workdir, block)
     kernels, costs = store.training_set()
     meta = PredictorMeta(
         device=device.name, fingerprint={"machine": machine_fingerprint(), "runtime": runtime.describe()},
@@ -241,7 +244,7 @@ def _fit(store: KernelStore, networks: dict[str, Path], device: Any, runtime: An
         versions=versions(runtime.describe()), turns=turns_of(PairedProtocol(pairs=config.network_pairs).to_dict()),
     )
     predictor = fit_kernel_predictor(kernels, costs, meta, store.data["overhead"]["ratio"], block, calibration,
-                                     ridge=config.ridge, seed=config.seed)
+                                     ridge=config.ridge, seed=config.seed, backend=store.backend.name)
     predictor.meta.features = list(predictor.expected_features(meta) or [])
     predictor.meta.training["correction"] = predictor.correction
     return predictor
@@ -251,7 +254,6 @@ def refit_correction(path: Path, workdir: Path, config: KernelBuildConfig = Kern
     """Refit the predictor at ``path``'s network-level correction on its stored calibration ratios (the networks
     exported and split again; nothing measured, fingerprint and boosters kept); returns (previous, new)."""
     from hwnas.io import now_iso, read_json_file
-    from hwnas.latency.kernels.onnx_split import split_onnx
     from hwnas.latency.predictors import load_predictor
     from hwnas.latency.predictors.kernel import KernelPredictor, _fit_correction
 
@@ -259,8 +261,8 @@ def refit_correction(path: Path, workdir: Path, config: KernelBuildConfig = Kern
     if not isinstance(predictor, KernelPredictor):
         raise HwnasError(f"{path}: not a kernel predictor")
     stored = read_json_file(measurements_path(path), "kernel measurements")["networks"]
-    networks = {name: p for name, p in calibration_networks(workdir, config).items() if name in stored}
-    calibration = [(split_onnx(p, predictor.block), stored[name]["ratio"]) for name, p in networks.items()]
+    networks = {name: n for name, n in calibration_networks(config).items() if name in stored}
+    calibration = _calibration(kernel_backend(predictor.backend), networks, stored, workdir, predictor.block)
     previous = predictor.correction
     predictor.correction = _fit_correction(predictor, calibration, config.ridge)
     predictor.meta.training["correction"] = predictor.correction
@@ -269,12 +271,18 @@ def refit_correction(path: Path, workdir: Path, config: KernelBuildConfig = Kern
     return previous, predictor.correction
 
 
-def calibration_networks(workdir: Path, config: KernelBuildConfig) -> dict[str, Path]:
-    """Whole networks for the network-level correction, exported to ONNX (cached in ``workdir/networks``; seeded
-    weights, so that a rerun finds the same files and a measured entry names the file it was measured from)."""
+def _calibration(backend: Any, networks: dict[str, Network], stored: dict[str, Any], workdir: Path,
+                 block: int) -> list[tuple[list[Any], float]]:
+    """(kernels, measured ratio) of each calibration network, split as ``backend``'s runtime runs it."""
+    return [(backend.split_network(module, shape, workdir / "networks", name, block), stored[name]["ratio"])
+            for name, (module, shape) in networks.items()]
+
+
+def calibration_networks(config: KernelBuildConfig) -> dict[str, Network]:
+    """Whole networks for the network-level correction (seeded weights, so that a rerun finds the same converted
+    files in its cache and a measured entry's digest names the network it was measured from)."""
     import torch
 
-    from hwnas.runtimes.converters import cached_onnx
     from hwnas.spaces import get_space
     from hwnas.zoo import build_zoo, zoo_names
 
@@ -287,10 +295,9 @@ def calibration_networks(workdir: Path, config: KernelBuildConfig) -> dict[str, 
             with torch.random.fork_rng():
                 torch.manual_seed(config.seed + index)
                 module = space.build(space.random_arch(rng)).eval()
-            networks[name] = cached_onnx(module, space.input_shape, workdir / "networks", name)
+            networks[name] = (module, tuple(space.input_shape))
     zoo = zoo_names() if config.calibration_zoo is None else config.calibration_zoo
     for resolution in config.calibration_zoo_resolutions:
         for name in zoo:
-            networks[f"{name}-{resolution}"] = cached_onnx(build_zoo(name), (1, 3, resolution, resolution),
-                                                           workdir / "networks", f"{name}-{resolution}")
+            networks[f"{name}-{resolution}"] = (build_zoo(name), (1, 3, resolution, resolution))
     return networks

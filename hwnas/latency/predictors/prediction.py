@@ -1,10 +1,11 @@
 """What every predictor kind answers, and what it can be asked about.
 
-``predictor.predict(model)`` takes any of the things a user holds: an :class:`~hwnas.spaces.Architecture` of a search
-space, the path of an architecture ``.json`` or of an ``.onnx`` file, a loaded ``onnx.ModelProto``, or a torch module
-(with ``input_shape``). It answers a :class:`Prediction`: the latency and the terms it is made of (one per searchable
-layer for a predictor of a space, one per kernel for the kernel predictor). A kind that cannot read a kind of model
-says so in one line (:class:`~hwnas.errors.HwnasError`), never with a traceback.
+``predictor.predict(model)`` takes any of the things a user holds: an :class:`~hwnas.spaces.Architecture` of a
+search space, the path of an architecture ``.json``, of an ``.onnx`` or of a ``.tflite`` file, a loaded
+``onnx.ModelProto``, or a torch module (with ``input_shape``). It answers a :class:`Prediction`: the latency and the
+terms it is made of (one per searchable layer for a predictor of a space, one per kernel for the kernel predictor).
+A kind that cannot read a kind of model says so in one line (:class:`~hwnas.errors.HwnasError`), never with a
+traceback.
 """
 
 from __future__ import annotations
@@ -45,11 +46,15 @@ class Prediction:
 
 @dataclass(frozen=True)
 class ModelInput:
-    """A model to predict, normalized: an architecture, or an ONNX graph (read only when the kind reads ONNX)."""
+    """A model to predict, normalized: an architecture, or an ONNX graph (read only when the kind reads ONNX), with
+    the file or the torch module it came from (a kernel predictor of LiteRT or torch splits those itself)."""
 
     arch: Architecture | None
     onnx: Any | None
     source: str
+    path: Path | None = None
+    module: Any = None
+    input_shape: tuple[int, ...] | None = None
 
 
 def model_input(model: Any, *, input_shape: Sequence[int] | None = None, read_onnx: bool = True) -> ModelInput:
@@ -65,13 +70,15 @@ def model_input(model: Any, *, input_shape: Sequence[int] | None = None, read_on
         return ModelInput(model, None, f"architecture of {model.space}@{model.resolution}")
     if isinstance(model, (str, Path)):
         path = Path(model)
-        if path.suffix not in (".onnx", ".json"):
-            raise HwnasError(f"{path}: expected an architecture .json or an .onnx file")
+        if path.suffix not in (".onnx", ".tflite", ".json"):
+            raise HwnasError(f"{path}: expected an architecture .json, an .onnx or a .tflite file")
         if not path.is_file():
-            raise HwnasError(f"{path}: no such {'model' if path.suffix == '.onnx' else 'architecture'} file")
+            raise HwnasError(f"{path}: no such {'architecture' if path.suffix == '.json' else 'model'} file")
         if path.suffix == ".json":
             return ModelInput(Architecture.load(path), None, str(path))
-        return ModelInput(None, _read(path) if read_onnx else None, str(path))
+        if path.suffix == ".tflite":
+            return ModelInput(None, None, str(path), path=path)
+        return ModelInput(None, _read(path) if read_onnx else None, str(path), path=path)
     if type(model).__name__ == "ModelProto":
         return ModelInput(None, model, "onnx.ModelProto")
     import torch
@@ -80,8 +87,10 @@ def model_input(model: Any, *, input_shape: Sequence[int] | None = None, read_on
         if input_shape is None:
             raise HwnasError(f"predict: a torch module ({type(model).__name__}) needs input_shape=(1, C, H, W) to be "
                              "exported and predicted")
-        return ModelInput(None, _export(model, input_shape) if read_onnx else None, type(model).__name__)
-    raise HwnasError(f"predict: expected an Architecture, an .onnx or architecture .json path, an onnx.ModelProto or "
+        onnx = _export(model, input_shape) if read_onnx else None
+        return ModelInput(None, onnx, type(model).__name__, module=model, input_shape=tuple(input_shape))
+    raise HwnasError(f"predict: expected an Architecture, an .onnx, .tflite or architecture .json path, an "
+                     "onnx.ModelProto or "
                      f"a torch module, got {type(model).__name__}")
 
 
