@@ -1,12 +1,15 @@
 """Check the kernel predictor on the zoo networks at 224 against paired end-to-end measurements.
 
-    python benchmarks/eval_kernel_predictor.py --device cpu-onnxruntime
+    python benchmarks/eval_kernel_predictor.py --device cpu-onnxruntime   # also cpu-litert, cpu-torch
 
-Each zoo network is exported to ONNX at 224x224 (a resolution the build never measured whole networks at),
-predicted with ``hwnas predict --json`` and measured whole, paired with the same reference network the kernels
-were measured against (``--passes`` passes, the median ratio kept). Measured latencies are put on the
-predictor's reference level (``ratio x predictor reference_ms``), so a drift of the machine between build and
-evaluation cancels. Prints a table (network, predicted ms, measured ms, error %) and the share within +-10%,
+Each zoo network at 224x224 (a resolution the build never measured whole networks at) is predicted and measured
+whole, paired with the same reference network the kernels were measured against (``--passes`` passes, the median
+ratio kept). What is predicted and measured is what the device's runtime runs: ONNX Runtime the exported ``.onnx``
+(``hwnas predict --json``); LiteRT the ``.tflite`` conversion (``hwnas predict`` of the ``.tflite`` file, and of the
+``.onnx`` file as a second column: the split of a graph as its conversion would run); torch the module itself
+(``predictor.predict(module, input_shape=...)``: eager runs the module, with its BatchNorms). Measured latencies are
+put on the predictor's reference level (``ratio x predictor reference_ms``), so a drift of the machine between build
+and evaluation cancels. Prints a table (network, predicted ms, measured ms, error %) and the share within +-10%,
 and saves the plot to docs/img/kernel_predictor.png.
 """
 
@@ -26,7 +29,7 @@ from hwnas.devices import load_device
 from hwnas.latency.predictors import load_predictor
 from hwnas.latency.reference import generic_reference, prepare_reference
 from hwnas.runtimes import get_runtime
-from hwnas.runtimes.converters import cached_onnx
+from hwnas.runtimes.converters import cached_onnx, cached_tflite
 from hwnas.runtimes.paired import PairedProtocol, measure_paired
 from hwnas.zoo import build_zoo, zoo_names
 
@@ -46,7 +49,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu-onnxruntime")
     parser.add_argument("--predictor", help="default: latency_tables/predictors/DEVICE__kernel.json")
     parser.add_argument("--workdir", default="runs/kernel-eval")
-    parser.add_argument("--plot", default=str(ROOT / "docs" / "img" / "kernel_predictor.png"))
+    parser.add_argument("--plot", help="default: docs/img/kernel_predictor[_BACKEND].png")
     args = parser.parse_args()
     config = EvalConfig()
 
@@ -59,12 +62,23 @@ def main() -> None:
     module, shape, _ = generic_reference()
     reference = prepare_reference(runtime, module, shape)
     size = config.resolution
-    paths = {name: cached_onnx(build_zoo(name), (1, 3, size, size), workdir, f"{name}-{size}") for name in zoo_names()}
-
-    predicted = {name: _hwnas_predict(device.name, predictor_path, path) for name, path in paths.items()}
+    modules = {name: build_zoo(name) for name in zoo_names()}
+    shape = (1, 3, size, size)
+    onnx_paths = {name: cached_onnx(module, shape, workdir, f"{name}-{size}") for name, module in modules.items()}
+    second: dict[str, float] = {}
+    if device.backend == "litert":
+        paths = {name: cached_tflite(module, shape, workdir, f"{name}-{size}") for name, module in modules.items()}
+        second = {name: _hwnas_predict(device.name, predictor_path, path) for name, path in onnx_paths.items()}
+    if device.backend == "torch":
+        predicted = {name: predictor.predict(module, input_shape=shape).ms for name, module in modules.items()}
+        prepared = {name: runtime.prepare(module, shape, name) for name, module in modules.items()}
+        paths = onnx_paths
+    else:
+        paths = paths if device.backend == "litert" else onnx_paths
+        predicted = {name: _hwnas_predict(device.name, predictor_path, path) for name, path in paths.items()}
+        prepared = {name: runtime.prepare_file(path) for name, path in paths.items()}
     ratios: dict[str, list[float]] = {name: [] for name in paths}
     reference_medians = []
-    prepared = {name: runtime.prepare_file(path) for name, path in paths.items()}
     for _ in range(config.passes):
         for name, stats in measure_paired(prepared, reference, PairedProtocol(pairs=config.pairs)).items():
             ratios[name].append(stats.ratio)
@@ -73,19 +87,26 @@ def main() -> None:
 
     print(f"predictor {predictor_path.name}: reference {reference_ms:.3f} ms (this run's reference quiet latency: "
           f"{np.percentile(reference_medians, 10):.3f} ms)")
-    print("| network | predicted ms | measured ms | error % | pass spread % |")
-    print("|---|---|---|---|---|")
+    extra = " | .onnx predicted ms | .onnx error %" if second else ""
+    print(f"| network | predicted ms | measured ms | error % | pass spread %{extra} |")
+    print("|---|---|---|---|---|" + ("---|---|" if second else ""))
     errors = {}
     for name in paths:
         errors[name] = predicted[name] / measured[name] - 1
         spread = (max(ratios[name]) - min(ratios[name])) / float(np.median(ratios[name]))
+        more = f" | {second[name]:.3f} | {100 * (second[name] / measured[name] - 1):+.1f}" if second else ""
         print(f"| {name} | {predicted[name]:.3f} | {measured[name]:.3f} | {100 * errors[name]:+.1f} | "
-              f"{100 * spread:.1f} |")
+              f"{100 * spread:.1f}{more} |")
     within = sum(abs(e) <= config.tolerance for e in errors.values())
     print(f"within +-{config.tolerance:.0%}: {within}/{len(errors)} ({within / len(errors):.0%}); "
           f"mean |error| {100 * np.mean(np.abs(list(errors.values()))):.1f}%")
-    _plot(predicted, measured, config.tolerance, Path(args.plot))
-    print(f"wrote {args.plot}")
+    if second:
+        within = sum(abs(second[n] / measured[n] - 1) <= config.tolerance for n in paths)
+        print(f".onnx files (split as their conversion runs) within +-{config.tolerance:.0%}: {within}/{len(paths)}")
+    suffix = "" if device.backend == "onnxruntime" else f"_{device.backend}"
+    plot = Path(args.plot or ROOT / "docs" / "img" / f"kernel_predictor{suffix}.png")
+    _plot(predicted, measured, config.tolerance, plot, device.name)
+    print(f"wrote {plot}")
 
 
 def _hwnas_predict(device: str, predictor: Path, path: Path) -> float:
@@ -99,7 +120,8 @@ def _hwnas_predict(device: str, predictor: Path, path: Path) -> float:
     return float(result["latency_ms"])
 
 
-def _plot(predicted: dict[str, float], measured: dict[str, float], tolerance: float, path: Path) -> None:
+def _plot(predicted: dict[str, float], measured: dict[str, float], tolerance: float, path: Path,
+          device: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +142,7 @@ def _plot(predicted: dict[str, float], measured: dict[str, float], tolerance: fl
     ax.set_ylim(0, top)
     ax.set_xlabel("measured (ms, paired, predictor's reference level)")
     ax.set_ylabel("predicted by hwnas predict (ms)")
-    ax.set_title("kernel predictor, zoo networks at 224, cpu-onnxruntime")
+    ax.set_title(f"kernel predictor, zoo networks at 224, {device}")
     ax.legend(loc="upper left")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
