@@ -168,10 +168,13 @@ def test_bench_cli_warns_once_when_busy(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(machine_state, "machine_cpu", lambda: ScriptedMachine(1.5))
     assert main(["bench", "--device", "cpu-onnxruntime", str(target), "--json", "--protocol", "rounds=1",
                  "--protocol", "min_runs=5", "--protocol", "min_time_s=0.005"]) == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert len(err.splitlines()) == 1 and err.startswith(
         "hwnas: warning: the machine was busy while measuring (other processes: 1.5 of 2 cores on average"), err
     assert "of 1 model noisy" in err
+    machine = json.loads(captured.out)["machine"]  # what the line says, in the JSON too
+    assert machine["busy"] is True and machine["other_cores"] == pytest.approx(1.5) and machine["cores"] == 2
 
 
 def test_paired_meter_warns_once_on_exit(capsys, monkeypatch):

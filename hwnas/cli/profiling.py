@@ -46,10 +46,12 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.latency.bench import bench
 
     device = with_threads(load_device(args.device), args)
-    stats = bench(device, args.target, protocol_overrides(args))
-    return {"device": device.name, "target": args.target, "median_ms": stats.median_ms, "p10_ms": stats.p10_ms,
-            "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms, "std_ms": stats.std_ms, "runs": stats.n,
-            "noisy": stats.noisy}
+    machine: dict[str, Any] = {}
+    stats = bench(device, args.target, protocol_overrides(args), machine)
+    result = {"device": device.name, "target": args.target, "median_ms": stats.median_ms, "p10_ms": stats.p10_ms,
+              "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms, "std_ms": stats.std_ms, "runs": stats.n,
+              "noisy": stats.noisy}
+    return {**result, "machine": machine} if machine else result
 
 
 def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:

@@ -47,9 +47,12 @@ def prepare_target(runtime: Runtime, target: str, name: str = "target") -> Prepa
     raise HwnasError(f"{target}: expected an architecture .json, an .onnx or .tflite file, or torchvision:NAME")
 
 
-def bench(device: DeviceProfile, target: str, protocol_overrides: dict[str, Any] | None = None) -> Stats:
+def bench(device: DeviceProfile, target: str, protocol_overrides: dict[str, Any] | None = None,
+          machine: dict[str, Any] | None = None) -> Stats:
     """Measure ``target`` end to end on ``device`` with the device's measurement protocol. An interruption (Ctrl-C,
-    SIGTERM) removes the temporary folder and says that nothing was kept: bench writes no partial result."""
+    SIGTERM) removes the temporary folder and says that nothing was kept: bench writes no partial result.
+    ``machine``, when given, receives what the load watcher saw (:class:`MachineState`'s fields; empty when it
+    cannot read /proc)."""
     protocol = device_protocol(device, protocol_overrides)
     try:
         with tempfile.TemporaryDirectory(prefix="hwnas-bench-") as tmp:
@@ -60,7 +63,9 @@ def bench(device: DeviceProfile, target: str, protocol_overrides: dict[str, Any]
                 stats = measure({"target": prepared}, protocol, on_done=lambda _, s: watcher.note(s))["target"]
             finally:
                 prepared.close()
-        watcher.warn()
+        state = watcher.warn()
+        if machine is not None and state is not None:
+            machine.update(state.to_dict())
         return stats
     except KeyboardInterrupt:
         raise KeyboardInterrupt("bench keeps no partial measurement; rerun it to measure") from None
