@@ -127,7 +127,7 @@ def test_step_policy_brackets_the_table_target(toy):
     not consecutive). t6 = t5 r -> a4. t7: t6 s < t5, so sqrt(t5 t6) -> a2. t8: t7 r > t6, so sqrt(t7 t6) -> a4.
     The eighth proposal ends the loop (4 x budget); a2 is the slowest under the aim.
     """
-    space, estimator = toy["space"], Toy(toy["space"], level=None)
+    estimator = Toy(toy["space"], level=None)
     candidates = [toy["a1"], toy["a2"], toy["a4"]]
     decode = lambda t: max((a for a in candidates if unscaled(a) <= t), key=unscaled, default=None)  # noqa: E731
     device = Device(0.9, paired=False)

@@ -6,6 +6,7 @@ The builds are real (paired measurements on this machine) at the size of tests/t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,9 +27,19 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+def tiny_space_config() -> KernelBuildConfig:
+    """tests/test_kernel_build.py's tiny build with seeds and calibration networks from the ``tiny`` space: a
+    ProxylessNAS network takes litert-torch ~18 s to convert here, a tiny one ~6 s."""
+    config = tiny_config()
+    return dataclasses.replace(config, sample=dataclasses.replace(config.sample, space="tiny"),
+                               calibration_space="tiny")
+
+
 def _build(device: str, monkeypatch: pytest.MonkeyPatch, cache: Path, capsys: pytest.CaptureFixture[str]) -> dict:
-    monkeypatch.setattr(KernelBuildConfig, "quick", classmethod(lambda cls: tiny_config()))
+    monkeypatch.setattr(KernelBuildConfig, "quick", classmethod(lambda cls: tiny_space_config()))
     monkeypatch.setattr("hwnas.locations.cache_dir", lambda: cache)
+    # a smaller generic reference (a tiny network, not ProxylessNAS at 128): converted and run in a fraction
+    monkeypatch.setattr("hwnas.latency.reference.GENERIC_REFERENCE", ("tiny", 32, 10))
     assert main(["predictor", "build", "--kind", "kernel", "--device", device, "--quick", "--quiet", "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
@@ -48,10 +59,13 @@ def test_litert_build_predicts_tflite_and_onnx_files_alike(monkeypatch, cache: P
     predictor = load_predictor(out)
     assert isinstance(predictor, KernelPredictor) and predictor.backend == "litert"
     assert result["kernels"] >= 15 and result["networks"] == 2
-    space = get_space("proxyless", 32)
-    module = space.build(space.random_arch(__import__("random").Random(3))).eval()
-    tflite = cached_tflite(module, space.input_shape, cache / "files", "net")
-    onnx_file = cached_onnx(module, space.input_shape, cache / "files", "net")
+    from hwnas.latency.predictors.kernel_build import calibration_networks
+
+    module, shape = calibration_networks(tiny_space_config())["tiny-cal0-32"]  # converted by the build already
+    networks = cache / "kernel-build" / "cpu-litert" / "networks"
+    tflite = cached_tflite(module, shape, networks, "tiny-cal0-32")
+    assert len(list(networks.glob("tiny-cal0-32.*.tflite"))) == 1  # the build's own file: nothing converted
+    onnx_file = cached_onnx(module, shape, cache / "files", "net")
     by_tflite = _predict(["--device", "cpu-litert", str(tflite)], capsys)
     by_onnx = _predict(["--device", "cpu-litert", str(onnx_file)], capsys)
     assert by_tflite["predictor"] == str(out) and by_tflite["latency_ms"] > 0
@@ -59,7 +73,7 @@ def test_litert_build_predicts_tflite_and_onnx_files_alike(monkeypatch, cache: P
     assert by_onnx["latency_ms"] == pytest.approx(by_tflite["latency_ms"], rel=1e-12)
     assert any(t["op"] == "tfl.DEPTHWISE_CONV_2D" for t in by_tflite["kernels"])
     with pytest.raises(HwnasError, match="cannot aim a search"):
-        predictor.for_space(space)
+        predictor.for_space(get_space("proxyless", 32))
 
 
 def test_torch_build_predicts_a_module_as_eager_runs_it(monkeypatch, cache: Path, capsys) -> None:

@@ -33,7 +33,8 @@ def tiny_config() -> KernelBuildConfig:
     sample = SampleConfig(resolutions=(32,), proxyless_archs=1, zoo=(), initial_random=10, adaptive_rounds=1,
                           adaptive_batch=5, candidates=200, ensemble=2, pairs=4, noisy_passes=0, save_every=3)
     return KernelBuildConfig(sample=sample, calibration_resolutions=(32,), calibration_archs=2,
-                             calibration_zoo_resolutions=(), network_pairs=4, network_passes=1, overhead_pairs=4)
+                             calibration_zoo_resolutions=(), network_pairs=4, network_passes=1, overhead_pairs=4,
+                             precision=0)
 
 
 def _one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -18,8 +18,6 @@ from hwnas.latency.kernels.record import Kernel  # noqa: E402
 from hwnas.runtimes.base import RuntimeConfig  # noqa: E402
 from hwnas.runtimes.litert_rt import LiteRTRuntime  # noqa: E402
 
-SIZE = 64  # small inputs: the conversion dominates and the op list does not depend on the resolution
-
 
 @pytest.fixture(scope="module")
 def backend():
@@ -32,18 +30,9 @@ def runtime(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> dict[str, Path]:
-    """Two zoo networks and one proxyless architecture, converted once for the module."""
-    pytest.importorskip("litert_torch")
-    from hwnas.runtimes.converters import cached_tflite
-    from hwnas.spaces import get_space
-    from hwnas.zoo import build_zoo
-
-    directory = tmp_path_factory.mktemp("tflite")
-    space = get_space("proxyless", 224)
-    modules = {"mobilenet_v3_large": build_zoo("mobilenet_v3_large"), "shufflenet_v2": build_zoo("shufflenet_v2"),
-               "proxyless": space.build(space.random_arch(random.Random(3)))}
-    return {name: cached_tflite(module, (1, 3, SIZE, SIZE), directory, name) for name, module in modules.items()}
+def converted(litert_pairs) -> dict[str, Path]:
+    """Two zoo networks and one proxyless architecture at 64 (converted once a session: tests/conftest.py)."""
+    return {name: tflite for name, (_, tflite) in litert_pairs.items()}
 
 
 def _interpreter_ops(path: Path) -> collections.Counter:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,6 @@ pytest.importorskip("ai_edge_litert")
 
 from hwnas.errors import HwnasError  # noqa: E402
 from hwnas.latency.kernels.backends import kernel_backend  # noqa: E402
-
-SIZE = 64  # small inputs: the strided convs still read even maps (explicit, folded PADs), as at 224
 
 
 class _Probe(nn.Module):
@@ -47,22 +44,16 @@ def backend():
 
 
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
-    """Two zoo networks, one proxyless architecture and the probe module, each exported to .onnx and .tflite."""
-    pytest.importorskip("litert_torch")
+def pairs(litert_pairs, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """Two zoo networks and one proxyless architecture at 64 (converted once a session: tests/conftest.py) and the
+    probe module, each as .onnx and .tflite."""
     from hwnas.runtimes.converters import cached_onnx, cached_tflite
-    from hwnas.spaces import get_space
-    from hwnas.zoo import build_zoo
 
-    directory = tmp_path_factory.mktemp("pairs")
-    space = get_space("proxyless", 224)
-    modules = {"mobilenet_v3_large": (build_zoo("mobilenet_v3_large"), SIZE),
-               "shufflenet_v2": (build_zoo("shufflenet_v2"), SIZE),
-               "proxyless": (space.build(space.random_arch(random.Random(5))), SIZE),
-               "probe": (_Probe(), 15)}  # odd 15: SAME-padded convs; the pools' padding is explicit
-    return {name: (cached_onnx(module, (1, 3, size, size), directory, name),
-                   cached_tflite(module, (1, 3, size, size), directory, name))
-            for name, (module, size) in modules.items()}
+    directory = tmp_path_factory.mktemp("probe")
+    shape = (1, 3, 15, 15)  # odd 15: SAME-padded convs; the pools' padding is explicit
+    probe = _Probe()
+    return {**litert_pairs, "probe": (cached_onnx(probe, shape, directory, "probe"),
+                                      cached_tflite(probe, shape, directory, "probe"))}
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_large", "shufflenet_v2", "proxyless", "probe"])

@@ -26,7 +26,7 @@ def fewshot(tmp_path: Path) -> Path:
     """The README's few-shot files from real FBNet rows: new.csv (20 networks of pixel3 as ``dev``), others.csv
     (the other devices, all rows) and held.csv (pixel3's rows 200.., held out)."""
     rows = list(csv.reader(REAL.open()))
-    header, at = rows[0], rows[0].index("pixel3")
+    at = rows[0].index("pixel3")
     for name, picked in (("new.csv", rows[1:21]), ("held.csv", rows[200:])):
         with (tmp_path / name).open("w", newline="") as handle:
             csv.writer(handle).writerows([["arch", "dev"], *[[r[1], r[at]] for r in picked]])

@@ -41,7 +41,8 @@ class SampleConfig:
 
     Attributes:
         resolutions: input sizes at which the zoo networks and proxyless architectures give seed kernels.
-        proxyless_archs: random ProxylessNAS architectures per resolution (seed kernels).
+        proxyless_archs: random architectures of ``space`` per resolution (seed kernels).
+        space: the search space those architectures come from (ProxylessNAS; a test build takes ``tiny``).
         zoo: the zoo networks giving seed kernels (None: all of them; ``()``: none, for a tiny test build).
         initial_random: random neighbours of the seeds measured before the first fit.
         adaptive_rounds / adaptive_batch: rounds of ensemble-disagreement sampling and kernels per round.
@@ -55,6 +56,7 @@ class SampleConfig:
 
     resolutions: tuple[int, ...] = (224, 160)
     proxyless_archs: int = 6
+    space: str = "proxyless"
     zoo: tuple[str, ...] | None = None
     initial_random: int = 800
     adaptive_rounds: int = 3
@@ -88,12 +90,12 @@ def seed_kernels(workdir: Path, config: SampleConfig, backend: KernelBackend | N
     for resolution in config.resolutions:
         models = [(f"{name}-{resolution}", build_zoo(name), (1, 3, resolution, resolution))
                   for name in (zoo_names() if config.zoo is None else config.zoo)]
-        space = get_space("proxyless", resolution)
+        space = get_space(config.space, resolution)
         for index in range(config.proxyless_archs):
             arch = space.random_arch(rng)
             with torch.random.fork_rng():  # seeded weights: a resumed build finds the exported file in its cache
                 torch.manual_seed(config.seed + index)
-                models.append((f"proxyless{index}-{resolution}", space.build(arch).eval(), space.input_shape))
+                models.append((f"{config.space}{index}-{resolution}", space.build(arch).eval(), space.input_shape))
         for name, module, shape in models:
             for kernel in backend.split_network(module, shape, workdir / "networks", name, block):
                 if kernel.type not in backend.free_types:

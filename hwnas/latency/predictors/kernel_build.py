@@ -40,22 +40,26 @@ class KernelBuildConfig:
     """How much one build measures (the sampler's sizes in ``sample``).
 
     Attributes:
-        calibration_resolutions / calibration_archs: random ProxylessNAS architectures per resolution measured
-            whole for the network-level correction.
+        calibration_resolutions / calibration_archs: random architectures of ``calibration_space`` (ProxylessNAS;
+            a test build takes ``tiny``) per resolution measured whole for the network-level correction.
         calibration_zoo_resolutions / calibration_zoo: the zoo networks (None: all) measured whole at these sizes.
         network_pairs: paired turns per calibration network; network_passes: interleaved passes, median kept.
         overhead_pairs: paired turns of the one-ReLU model giving the per-run overhead.
+        precision: of the overhead's and calibration networks' paired ratios (more pairs until the ratio's 90%
+            interval is this narrow; ``PairedProtocol.precision``; 0: exactly the pairs given, as a tiny test build).
         ridge: of the network-level correction (leave-one-network-out: 21/24 within 10% at 0.01, 19/24 at 0.05).
     """
 
     sample: SampleConfig = field(default_factory=SampleConfig)
     calibration_resolutions: tuple[int, ...] = (224, 192, 160, 128)
     calibration_archs: int = 3
+    calibration_space: str = "proxyless"
     calibration_zoo: tuple[str, ...] | None = None
     calibration_zoo_resolutions: tuple[int, ...] = (160, 192)
     network_pairs: int = 30
     network_passes: int = 3
     overhead_pairs: int = 40
+    precision: float = 0.02
     ridge: float = 0.01
     seed: int = 0
 
@@ -168,8 +172,9 @@ def _measure_overhead(runtime: Any, reference: Any, store: KernelStore, config: 
     if store.data.get("overhead"):
         return
     relu = runtime.prepare(torch.nn.ReLU(), (1, 8, 1, 1), "overhead-relu-1x8x1x1")
+    protocol = PairedProtocol(pairs=config.overhead_pairs, precision=config.precision)
     try:
-        stats = measure_paired({"overhead": relu}, reference, PairedProtocol(pairs=config.overhead_pairs))["overhead"]
+        stats = measure_paired({"overhead": relu}, reference, protocol)["overhead"]
     finally:
         relu.close()
     store.data["overhead"] = {"ratio": stats.ratio, "ref_ms": stats.reference.median_ms}
@@ -200,7 +205,7 @@ def _measure_networks(runtime: Any, reference: Any, store: KernelStore, networks
         if name in stored and stored[name].get("digest", digest) != digest:
             del stored[name]
     done = sum(min(len(_network_ratios(stored.get(name))), config.network_passes) for name in networks)
-    protocol = PairedProtocol(pairs=config.network_pairs)
+    protocol = PairedProtocol(pairs=config.network_pairs, precision=config.precision)
     with tqdm(total=len(networks) * config.network_passes, initial=done, desc="networks", unit="net",
               disable=not progress, dynamic_ncols=True) as bar:
         for passes in range(1, config.network_passes + 1):
@@ -289,9 +294,9 @@ def calibration_networks(config: KernelBuildConfig) -> dict[str, Network]:
     rng = random.Random(config.seed + 1)
     networks = {}
     for resolution in config.calibration_resolutions:
-        space = get_space("proxyless", resolution)
+        space = get_space(config.calibration_space, resolution)
         for index in range(config.calibration_archs):
-            name = f"proxyless-cal{index}-{resolution}"
+            name = f"{config.calibration_space}-cal{index}-{resolution}"
             with torch.random.fork_rng():
                 torch.manual_seed(config.seed + index)
                 module = space.build(space.random_arch(rng)).eval()
