@@ -21,7 +21,8 @@ architectures and a probe module holding the rarer patterns):
 - a BatchNormalization with no conv before it: ``SUB`` (mean) and ``MUL`` (scale) constants, ``ADD`` of a non-zero
   bias; MaxPool/AveragePool with padding: ``PADV2``/``PAD`` + a VALID pool; a strided conv's explicit PAD is
   folded by XNNPACK (the conv reads the unpadded input, as :mod:`.litert_split` records it); Split and Slice:
-  one ``SLICE`` per output; GlobalAveragePool/ReduceMean: ``MEAN``; Gemm/MatMul: ``FULLY_CONNECTED``.
+  one ``SLICE`` per output; GlobalAveragePool/ReduceMean: ``MEAN`` (``SUM`` over a 1x1 map: the
+  converter's mean of one value); Gemm/MatMul: ``FULLY_CONNECTED``.
 
 Not exact (not seen in the compared networks, so taken as the nearest observed rule): a zero PAD the converter
 shares between two strided convs of one input (XNNPACK then cannot fold it), a HardSigmoid with no conv before

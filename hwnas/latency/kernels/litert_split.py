@@ -8,9 +8,9 @@ recorded reading the unpadded input (its output then has ``SAME``'s size, which 
 
 Mapping: CONV_2D -> pwconv (1x1) / conv / gconv (grouped), DEPTHWISE_CONV_2D -> dwconv, FULLY_CONNECTED ->
 gemm, ADD/SUB -> add, MUL/DIV -> mul (``bcast`` when the second operand is 1x1 over H, W and the first is not;
-a constant scalar operand -> act ``MUL_CONST``...), MEAN -> gpool, MAX/AVERAGE_POOL_2D -> pool, unary
-activations -> act, CONCATENATION -> concat, SPLIT/SLICE/STRIDED_SLICE -> split, TRANSPOSE -> transpose, unfolded
-PAD/PADV2 -> pad, anything else -> other.
+a constant scalar operand -> act ``MUL_CONST``...), MEAN (SUM over a 1x1 map) -> gpool, MAX/AVERAGE_POOL_2D ->
+pool, unary activations -> act, CONCATENATION -> concat, SPLIT/SLICE/STRIDED_SLICE -> split, TRANSPOSE ->
+transpose, unfolded PAD/PADV2 -> pad, anything else -> other.
 """
 
 from __future__ import annotations
