@@ -196,3 +196,26 @@ def test_paired_meter_warns_once_on_exit(capsys, monkeypatch):
     assert len(err.splitlines()) == 1 and err.startswith(
         "hwnas: warning: the machine was busy while measuring the final verdict (other processes: 1.5 of 2 cores"), err
     assert "of 4 networks noisy" in err
+
+
+def test_a_search_prints_one_line_for_all_its_meters(capsys, monkeypatch):
+    """Inside ``one_warning`` (a search: its closed loop and its verdict measure with meters of their own) the
+    meters stay silent and one line covers them all, with their counts added."""
+    from hwnas.devices import load_device
+    from hwnas.runtimes.paired import PairedProtocol
+    from hwnas.search.measure import PairedMeter
+    from hwnas.spaces import get_space
+
+    space = get_space("tiny", 16)
+    nets = {f"n{i}": space.build(space.random_arch(random.Random(i))) for i in range(2)}
+    monkeypatch.setattr(machine_state, "machine_cpu", lambda: ScriptedMachine(1.5))
+    monkeypatch.setattr(machine_state, "DRIFT_RATIO", 10.0)
+    with machine_state.one_warning("searching"):
+        for during in ("measuring the closed loop", "measuring the final verdict"):
+            with PairedMeter(load_device("cpu-onnxruntime"), space, 1.0, PairedProtocol(pairs=4), during) as meter:
+                meter.measure(nets, "paired")
+        assert capsys.readouterr().err == ""  # each meter's exit: nothing yet
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(
+        "hwnas: warning: the machine was busy while searching (other processes: 1.5 of 2 cores"), err
+    assert "of 4 networks noisy" in err

@@ -26,8 +26,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, TextIO
+from typing import Any, Callable, Iterator, Protocol, TextIO
 
 BUSY_AVERAGE_CORES = 0.25
 """Other processes' average use (cores) over a command from which the machine counts as busy."""
@@ -194,13 +196,45 @@ class LoadWatcher:
                 f"{', '.join(_what_was_done(state, self.unit))}")
 
     def warn(self, file: TextIO | None = None) -> MachineState | None:
-        """Sample once more and print :meth:`warning_line` (at most once per watcher); returns :meth:`summary`."""
+        """Sample once more and print :meth:`warning_line` (at most once per watcher); returns :meth:`summary`.
+        Inside :func:`one_warning` the line is left to the scope, which prints one for the whole command."""
         self.sample()
+        scope = _SCOPE.get()
+        if scope is not None:
+            if self not in scope:
+                scope.append(self)
+            return self.summary()
         line = self.warning_line()
         if line is not None and not self._warned:
             print(line, file=file if file is not None else sys.stderr)
             self._warned = True
         return self.summary()
+
+
+_SCOPE: ContextVar[list[LoadWatcher] | None] = ContextVar("hwnas_load_scope", default=None)
+
+
+@contextmanager
+def one_warning(during: str, unit: str = "network", file: TextIO | None = None) -> Iterator[None]:
+    """One warning line for a command that measures in several steps (a search: its predictor's set, the closed
+    loop, the verdict): the watchers inside defer their lines, and on exit what they saw together (their samples,
+    counts and reference medians) gives at most one line, "while ``during``"."""
+    scope: list[LoadWatcher] = []
+    token = _SCOPE.set(scope)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+    active = [w for w in scope if not w.inert]
+    if active:
+        merged = LoadWatcher(unit, during, active[0]._source)
+        merged._samples = sorted([*(sample for w in active for sample in w._samples), *merged._samples])
+        merged._reference_ms = [ms for w in active for ms in w._reference_ms]
+        for name in ("discarded_runs", "discarded_pairs", "noisy", "measured"):
+            setattr(merged, name, sum(getattr(w, name) for w in active))
+        line = merged.warning_line()
+        if line is not None:
+            print(line, file=file if file is not None else sys.stderr)
 
 
 def _cpu_busy(average: float | None, peak: float | None) -> bool:
@@ -239,4 +273,4 @@ def _other_cores(samples: list[tuple[float, float]]) -> tuple[float | None, floa
 
 
 __all__ = ["BUSY_AVERAGE_CORES", "BUSY_PEAK_CORES", "CpuReading", "CpuSource", "DRIFT_RATIO", "LinuxCpu",
-           "LoadWatcher", "MachineState", "machine_cpu"]
+           "LoadWatcher", "MachineState", "machine_cpu", "one_warning"]

@@ -29,6 +29,7 @@ from hwnas.latency.estimator import LatencyEstimator, TableEstimator
 from hwnas.latency.lookup import table_for_search
 from hwnas.latency.table import foreign_table_note
 from hwnas.outputs import check_run_folder, mark_run_folder
+from hwnas.runtimes.machine_state import one_warning
 from hwnas.search.aim import Choice, aim_target, choose_estimator, refits
 from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.closed_loop import (baseline_arch, baseline_candidates, baseline_on_device, meet_on_device,
@@ -175,6 +176,12 @@ def _train_all(setup: _Setup, arch: Architecture, estimator: LatencyEstimator, c
 def _run_search(config: SearchConfig, out: Path, progress: Progress, checkpoint: RunCheckpoint,
                 latency_model: Any = None) -> dict[str, Any]:
     started = time.perf_counter()
+    with one_warning("searching"):  # its predictor's set, the closed loop, the verdict: one line if it was busy
+        return _measured_run(config, out, progress, checkpoint, latency_model, started)
+
+
+def _measured_run(config: SearchConfig, out: Path, progress: Progress, checkpoint: RunCheckpoint,
+                  latency_model: Any, started: float) -> dict[str, Any]:
     setup = _set_up(config, out, progress, checkpoint, latency_model)
     space, target_ms = setup.space, setup.target_ms
     with torch_settings(config):
