@@ -237,8 +237,9 @@ def test_predict_finds_the_users_predictor_first(data: dict[str, Path], tmp_path
         found.append((_cli(["predict", "--device", DEVICE, str(arch)], capsys)["predictor"]))
     assert found == [str(data["kernel"]), *(str(user_predictor_path(DEVICE, k, space))
                                             for k in ("transfer", "calibrated"))]
-    err = _one_line(["predict", "--device", "cpu-torch", str(arch)], capsys)
-    assert "cpu-torch" in err and "hwnas predictor fit --space tiny --resolution 16" in err
+    # a device with no predictor of any kind (cpu-torch has a shipped kernel predictor, which predicts any model)
+    err = _one_line(["predict", "--device", "cuda-torch", str(arch)], capsys)
+    assert "cuda-torch" in err and "hwnas predictor fit --space tiny --resolution 16" in err
 
 
 # -- search -------------------------------------------------------------------------------------------------------
