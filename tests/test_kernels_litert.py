@@ -165,6 +165,10 @@ def test_split_file_rejects_other_files(backend, tmp_path):
     bad.write_bytes(b"not a flatbuffer")
     with pytest.raises(HwnasError, match="not a .tflite model"):
         backend.split_file(bad, 1)
+    bogus = tmp_path / "net.onnx"
+    bogus.write_bytes(b"not a protobuf model at all")
+    with pytest.raises(HwnasError, match="net.onnx"):
+        backend.split_file(bogus, 1)
     with pytest.raises(HwnasError, match=r"reads \.tflite or \.onnx files, not '\.pt'"):
         backend.split_file(tmp_path / "model.pt", 1)
     assert backend.file_suffixes == (".tflite", ".onnx")

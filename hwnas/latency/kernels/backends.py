@@ -73,6 +73,15 @@ class KernelBackend(ABC):
         ``c_out`` are drawn already; the backend keeps what decides how its runtime runs the kernel), or None."""
 
 
+def prepare_and_remove(runtime: Runtime, path: Path) -> PreparedModel:
+    """``runtime.prepare_file(path)``, then the file removed: the loaded session or interpreter holds the model,
+    and a build writes thousands of single-kernel files."""
+    try:
+        return runtime.prepare_file(path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
 _BACKENDS: dict[str, type[KernelBackend]] = {}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hwnas.errors import HwnasError
-from hwnas.latency.kernels.backends import KernelBackend, register_backend
+from hwnas.latency.kernels.backends import KernelBackend, prepare_and_remove, register_backend
 from hwnas.latency.kernels.onnx_backend import align, elementwise_neighbour, gemm_neighbour
 from hwnas.latency.kernels.record import Kernel
 from hwnas.runtimes.base import PreparedModel, Runtime
@@ -52,11 +52,7 @@ class LiteRTKernels(KernelBackend):
     def prepare_kernel(self, runtime: Runtime, kernel: Kernel, directory: Path, block: int) -> PreparedModel:
         from hwnas.latency.kernels.litert_models import write_kernel_tflite
 
-        path = write_kernel_tflite(kernel, directory)
-        try:
-            return runtime.prepare_file(path)
-        finally:
-            path.unlink(missing_ok=True)  # the interpreter holds the model; thousands of files need not stay
+        return prepare_and_remove(runtime, write_kernel_tflite(kernel, directory))
 
     def neighbour(self, kernel: Kernel, rng: random.Random, block: int, h: int, c_in: int,
                   c_out: int) -> dict[str, Any] | None:

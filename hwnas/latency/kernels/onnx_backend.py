@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from hwnas.latency.kernels.backends import KernelBackend, register_backend
+from hwnas.latency.kernels.backends import KernelBackend, prepare_and_remove, register_backend
 from hwnas.latency.kernels.record import ALIGNMENT, Kernel, nchwc_block_size
 from hwnas.runtimes.base import PreparedModel, Runtime
 
@@ -47,11 +47,7 @@ class OnnxRuntimeKernels(KernelBackend):
     def prepare_kernel(self, runtime: Runtime, kernel: Kernel, directory: Path, block: int) -> PreparedModel:
         from hwnas.latency.kernels.generators import write_kernel_model
 
-        path = write_kernel_model(kernel, directory, block)
-        try:
-            return runtime.prepare_file(path)
-        finally:
-            path.unlink(missing_ok=True)  # the session holds the model; thousands of files need not stay
+        return prepare_and_remove(runtime, write_kernel_model(kernel, directory, block))
 
     def neighbour(self, kernel: Kernel, rng: random.Random, block: int, h: int, c_in: int,
                   c_out: int) -> dict[str, Any] | None:

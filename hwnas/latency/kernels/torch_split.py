@@ -212,24 +212,12 @@ _ONNX_SIMPLE = {
 def split_onnx_eager(path: str | Path) -> list[Kernel]:
     """The kernels eager mode would run for the ``.onnx`` graph at ``path``: one per node that is not folded from
     constants, in graph order (a Reshape/Flatten of a Transpose's output copies: channel shuffle)."""
-    import onnx
-
-    from hwnas.latency.kernels.onnx_graph import OnnxGraph
-    from hwnas.latency.kernels.onnx_split import read_onnx
+    from hwnas.latency.kernels.onnx_split import read_onnx, static_graph
 
     path = Path(path)
     if path.suffix != ".onnx":
         raise HwnasError(f"{path}: the torch kernel splitter reads .onnx files, not {path.suffix or 'no suffix'!r}")
-    model = read_onnx(path)
-    for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].dim_value:
-            dims[0].dim_value = 1
-    try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:  # onnx raises InferenceError and others
-        raise HwnasError(f"{path}: ONNX shape inference failed ({exc.__class__.__name__})") from None
-    graph = OnnxGraph(model, str(path))
+    graph = static_graph(read_onnx(path), str(path))
     producers = {out: node.op_type for node in graph.nodes for out in node.output}
     kernels = []
     for node in graph.nodes:
