@@ -26,6 +26,8 @@ Rewards:
   alpha = 0, beta = -1).
 * ``tunas-abs`` -- ``ACC + beta * |LAT / T - 1|``, beta = -0.10 (TuNAS, Bender et al., CVPR 2020;
   -0.10 is the default ``rl_cost_model_exponent`` of the TuNAS code).
+
+``soft``, ``hard`` and ``abs`` are the same three rewards under the short names of ``--reward``.
 """
 
 from __future__ import annotations
@@ -134,6 +136,9 @@ register_loss("add#abs", AddAbsLoss)
 register_reward("mnas-soft", MnasSoftReward)
 register_reward("mnas-hard", MnasHardReward)
 register_reward("tunas-abs", TunasAbsReward)
+register_reward("soft", MnasSoftReward)  # the short names of ``hwnas search --reward soft|hard|abs``
+register_reward("hard", MnasHardReward)
+register_reward("abs", TunasAbsReward)
 
 
 def _make(kind: str, registry: Registry[type], name: str, kwargs: dict[str, Any]) -> Any:
