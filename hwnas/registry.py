@@ -165,12 +165,13 @@ PREDICTORS: Registry[Any] = Registry("predictor kind", {
     "kernel": "hwnas.latency.predictors.kernel",
 })
 """kind -> :class:`hwnas.latency.predictors.Predictor` subclass."""
-STRATEGIES: Registry[Any] = Registry("search strategy", dict.fromkeys(("proxyless", "mnas"), "hwnas.search.strategies"))
+STRATEGIES: Registry[Any] = Registry("search strategy", dict.fromkeys(("proxyless", "mnas", "evolution"),
+                                                                  "hwnas.search.strategies"))
 """name -> :class:`hwnas.search.strategies.ArchStep` subclass, made with the strategy's keyword parameters."""
 LOSSES: Registry[Any] = Registry("loss", dict.fromkeys(("mul#log", "add#linear", "add#abs"), "hwnas.search.losses"))
 """name -> loss class ``(**params)(ce, expected_latency_ms, target_ms) -> Tensor`` of gradient strategies."""
-REWARDS: Registry[Any] = Registry("reward", dict.fromkeys(("mnas-soft", "mnas-hard", "tunas-abs"),
-                                                          "hwnas.search.losses"))
+REWARDS: Registry[Any] = Registry("reward", dict.fromkeys(
+    ("mnas-soft", "mnas-hard", "tunas-abs", "soft", "hard", "abs"), "hwnas.search.losses"))
 """name -> reward class ``(**params)(accuracy, latency_ms, target_ms) -> float`` of sampling strategies."""
 
 ALL: dict[str, Registry[Any]] = {"spaces": SPACES, "op_specs": OP_SPECS, "ops": OPS, "runtimes": RUNTIMES,

@@ -136,7 +136,7 @@ def test_an_unknown_name_lists_the_choices() -> None:
 
     with pytest.raises(HwnasError) as error:
         get_strategy("darts")
-    assert str(error.value) == "unknown search strategy 'darts': expected one of proxyless, mnas"
+    assert str(error.value) == "unknown search strategy 'darts': expected one of proxyless, mnas, evolution"
     with pytest.raises(HwnasError, match="^unknown search space 'nope': expected one of proxyless, fbnet, "):
         get_space("nope")
     registry: Registry[int] = Registry("widget")
@@ -171,7 +171,7 @@ def test_the_cli_lists_the_registries_without_importing_torch() -> None:
     assert done.returncode == 0, done.stderr
     text, imported = done.stdout.strip().splitlines()
     assert imported == "[]"
-    assert "--strategy STRATEGY search strategy: proxyless, mnas" in text
+    assert "--strategy STRATEGY search strategy: proxyless, mnas, evolution" in text
     assert "--space SPACE search space: proxyless, fbnet, fbnet-cifar100, tiny" in text
     assert "--kind KIND predictor kind: calibrated, transfer, kernel" in text
     assert "latency loss of the proxyless strategy: mul#log, add#linear, add#abs" in text
@@ -188,7 +188,8 @@ def test_a_registered_strategy_is_a_cli_choice_and_a_config_value(monkeypatch: p
     args = build_parser().parse_args(["search", "--strategy", "proxyless-again"])
     assert args.strategy == "proxyless-again"
     assert SearchConfig(strategy="proxyless-again").strategy == "proxyless-again"
-    with pytest.raises(HwnasError, match="field 'strategy': expected one of proxyless, mnas, proxyless-again"):
+    with pytest.raises(HwnasError,
+                       match="field 'strategy': expected one of proxyless, mnas, evolution, proxyless-again"):
         SearchConfig(strategy="darts")
 
 
@@ -196,7 +197,7 @@ def test_a_registered_strategy_is_given_only_the_settings_it_takes(monkeypatch: 
     from dataclasses import dataclass
 
     from hwnas.search.run_config import SearchConfig
-    from hwnas.search.run_train import _strategy_kwargs
+    from hwnas.search.run_supernet import _strategy_kwargs
     from hwnas.search.strategies import MnasStep
 
     @dataclass

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 from hwnas import __version__
 from hwnas.checks import MAX_THREADS
 from hwnas.errors import HwnasError
-from hwnas.registry import LOSSES, PREDICTORS, SPACES, STRATEGIES, Registry
+from hwnas.registry import LOSSES, PREDICTORS, REWARDS, SPACES, STRATEGIES, Registry
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 MAX_SAMPLED = 100_000  # `sample --n`: one file per architecture; more is a typo, not a plan
@@ -166,18 +166,25 @@ def _add_search_command(sub: Any, commands: ModuleType) -> None:
     p.add_argument("--resolution", type=int, help="input resolution (default: 32)")
     p.add_argument("--target-ms", type=float, help="latency target in ms (default: 40%% of the way from the fastest "
                    "to the slowest architecture)")
-    p.add_argument("--data", help="CIFAR folder or ImageFolder tree (default: the embedded digits)")
+    p.add_argument("--data", help="'digits' (embedded, the default), 'clutter' (embedded, generated: glyphs on "
+                   "textured clutter, where architectures differ), a CIFAR folder or an ImageFolder tree")
     p.add_argument("--epochs", type=int, help="search epochs (alternating weight and architecture steps)")
     p.add_argument("--warmup-epochs", type=int, help="supernet warm-up epochs (weight steps only)")
     p.add_argument("--train-epochs", type=int, help="epochs training the derived network from scratch")
     p.add_argument("--loss", **_registered(LOSSES, "LOSS"),
                    help="latency loss of the proxyless strategy: %(choices)s (default: add#abs)")
     p.add_argument("--strategy", **_registered(STRATEGIES, "STRATEGY"),
-                   help="search strategy: %(choices)s (default: proxyless, gradient; mnas is REINFORCE)")
+                   help="search strategy: %(choices)s (default: proxyless, gradient; mnas is REINFORCE; evolution "
+                   "searches the trained supernet under the latency bound)")
+    p.add_argument("--reward", **_registered(REWARDS, "REWARD"),
+                   help="reward of mnas and evolution: %(choices)s (default: soft, MnasNet's ACC (LAT/T)^-0.07; "
+                   "hard: -1 over T, 0 under; abs: TuNAS's)")
     p.add_argument("--predictor", help="latency model: a predictor file of any kind, 'auto' (the device's calibrated "
                    "predictor if it fits this machine, else one built now) or 'none' (the table) (default: auto)")
     p.add_argument("--seed", type=int)
     p.add_argument("--baseline", action="store_true", help="also train and measure a same-budget uniform network")
+    p.add_argument("--random-baselines", type=_count(0), metavar="N", help="also train and measure N random "
+                   "architectures measured in the searched network's band [0.85 T, T] (the same budget each)")
     p.add_argument("--config", help="JSON or TOML file of search config fields (flags override it)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any search config field (repeatable; VALUE is JSON, else a string), "

@@ -15,8 +15,9 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     config = SearchConfig.from_file(args.config) if args.config else SearchConfig()
     flags = {"device": args.device, "space": args.space, "target_ms": args.target_ms, "resolution": args.resolution,
              "data": args.data, "search_epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
-             "train_epochs": args.train_epochs, "loss": args.loss, "strategy": args.strategy, "seed": args.seed,
-             "out": args.out, "device_threads": args.threads, "predictor": args.predictor}
+             "train_epochs": args.train_epochs, "loss": args.loss, "strategy": args.strategy, "reward": args.reward,
+             "seed": args.seed, "out": args.out, "random_baselines": args.random_baselines,
+             "device_threads": args.threads, "predictor": args.predictor}
     config = config.with_overrides({k: v for k, v in flags.items() if v is not None}, "command line")
     config = config.with_overrides(_parse_sets(args.set), "command line --set")
     if args.baseline:
@@ -40,7 +41,13 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     if base is not None:
         lines.append(f"baseline   accuracy {base['accuracy']:.4f}, estimated {base['estimated_ms']:.4f} ms"
                      + (f", measured {base['measured_ms']:.4f} ms" if base["measured_ms"] is not None else ""))
-    lines.append(f"files      {result['out']}/ (arch.json, model.pt, report.json, search.png)")
+    randoms = [row for row in result.get("baselines") or [] if row["kind"] == "random"]
+    if randoms:
+        accs = [row["accuracy"] for row in randoms]
+        lines.append(f"random     {len(randoms)} in the band: accuracy mean {sum(accs) / len(accs):.4f} (min "
+                     f"{min(accs):.4f}, max {max(accs):.4f})")
+    lines.append(f"files      {result['out']}/ (arch.json, model.pt, report.json, search.png, pareto.json, "
+                 "pareto.png)")
     return {**result, "_text": "\n".join(lines)}
 
 

@@ -34,8 +34,8 @@ from hwnas.latency.predictors.base import Predictor, SpacePredictor
 from hwnas.latency.predictors.locate import find_predictor, user_predictor_path
 from hwnas.runtimes import get_runtime, runtime_class
 from hwnas.runtimes.fingerprint import full_fingerprint
-from hwnas.search.decode import (decode_in_band, decode_under_target, fastest_arch, latency_range,
-                                 most_probable_arch)
+from hwnas.search.decode import fastest_arch, latency_range, most_probable_arch
+from hwnas.search.decoders import as_decoder
 from hwnas.search.measure import PairedMeter  # noqa: F401 (tools and benchmarks import it from here)
 from hwnas.search.records import LoopStep
 from hwnas.search.run_config import SearchConfig
@@ -234,14 +234,15 @@ class RefitPolicy:
 
     logs_repeats = False
 
-    def __init__(self, space: SearchSpace, predictor: SpacePredictor, log_probs: Sequence[Sequence[float]],
-                 aim_ms: float, config: SearchConfig) -> None:
-        self.space, self.estimator, self.log_probs, self.aim = space, predictor, log_probs, aim_ms
+    def __init__(self, space: SearchSpace, predictor: SpacePredictor, decoder: Any, aim_ms: float,
+                 config: SearchConfig) -> None:
+        self.space, self.estimator, self.aim = space, predictor, aim_ms
+        self.decoder = as_decoder(space, decoder)  # a Decoder, or the search's log-probabilities
         self.margin, self.weight = config.closed_loop_margin, config.closed_loop_weight
         self.target_ms = aim_ms
 
     def first(self) -> tuple[float, Architecture]:
-        return self.target_ms, _decode_aimed(self.space, self.log_probs, self.estimator, self.target_ms, self.margin)
+        return self.target_ms, _decode_aimed(self.decoder, self.estimator, self.target_ms, self.margin)
 
     def next(self, target_ms: float, arch: Architecture, measured_ms: float, new: bool,
              meter: Any) -> tuple[float, Architecture] | None:
@@ -251,19 +252,18 @@ class RefitPolicy:
             self.target_ms = self.aim
             if meter.spent:
                 return None
-        elif arch == fastest_decoded(self.space, self.log_probs, self.estimator) and measured_ms > self.aim:
+        elif arch == self.decoder.fastest(self.estimator) and measured_ms > self.aim:
             return None
         else:
             self.target_ms *= self.aim / measured_ms
         return self.first()
 
     def fallback(self) -> Architecture:
-        decoded = decode_under_target(self.space, self.log_probs, self.estimator, self.aim)
-        return decoded or fastest_decoded(self.space, self.log_probs, self.estimator)
+        return self.decoder.under(self.estimator, self.aim) or self.decoder.fastest(self.estimator)
 
 
-def aim_on_device(space: SearchSpace, predictor: SpacePredictor, target_ms: float,
-                  log_probs: Sequence[Sequence[float]], meter: Any, config: SearchConfig, *,
+def aim_on_device(space: SearchSpace, predictor: SpacePredictor, target_ms: float, decoder: Any, meter: Any,
+                  config: SearchConfig, *,
                   known: Mapping[str, Any] | None = None, on_measured: Callable[[str, Any], None] | None = None
                   ) -> tuple[Architecture, list[LoopStep], SpacePredictor]:
     """:func:`~hwnas.search.closed_loop.close_loop` with the :class:`RefitPolicy`, measured paired by ``meter``
@@ -273,24 +273,23 @@ def aim_on_device(space: SearchSpace, predictor: SpacePredictor, target_ms: floa
     :class:`~hwnas.search.closed_loop.LoopMeter`'s (an interrupted loop's records replayed, new ones told)."""
     from hwnas.search.closed_loop import LoopMeter, close_loop, device_measure, loop_aim  # it imports this module
 
-    policy = RefitPolicy(space, predictor, log_probs, loop_aim(target_ms, config.closed_loop_margin), config)
+    policy = RefitPolicy(space, predictor, decoder, loop_aim(target_ms, config.closed_loop_margin), config)
     loop_meter = LoopMeter(device_measure(space, None, config, meter), config.closed_loop_steps, known=known,
                            on_measured=on_measured)
     return close_loop(policy, loop_meter, target_ms, config.closed_loop_margin)
 
 
-def _decode_aimed(space: SearchSpace, log_probs: Sequence[Sequence[float]], predictor: LatencyEstimator,
-                  target_ms: float, margin: float) -> Architecture:
-    """The most probable architecture predicted under ``target``, when it is predicted within the band the loop
-    accepts (``(1 - 2 margin) target`` and up); else the most probable one predicted in the upper half of that band
-    (an aim, so a small prediction error still lands in it); else the fastest. Under ``target`` alone the decode
-    keeps the search's mode wherever it lies under T (a broad distribution has E[LAT] = T with its mode far faster:
-    LiteRT searches ended at 0.49 and 0.69 T that way), and the loop could never leave it."""
-    under = decode_under_target(space, log_probs, predictor, target_ms)
+def _decode_aimed(decoder: Any, predictor: LatencyEstimator, target_ms: float, margin: float) -> Architecture:
+    """The best architecture (the most probable, or the fittest) predicted under ``target``, when it is predicted
+    within the band the loop accepts (``(1 - 2 margin) target`` and up); else the best one predicted in the upper
+    half of that band (an aim, so a small prediction error still lands in it); else the fastest. Under ``target``
+    alone the decode keeps the search's mode wherever it lies under T (a broad distribution has E[LAT] = T with its
+    mode far faster: LiteRT searches ended at 0.49 and 0.69 T that way), and the loop could never leave it."""
+    under = decoder.under(predictor, target_ms)
     if under is not None and predictor.latency_ms(under) >= (1.0 - 2.0 * margin) * target_ms:
         return under
-    return (decode_in_band(space, log_probs, predictor, (1.0 - margin) * target_ms, target_ms)
-            or under or fastest_decoded(space, log_probs, predictor))
+    return (decoder.in_band(predictor, (1.0 - margin) * target_ms, target_ms) or under
+            or decoder.fastest(predictor))
 
 
 def fastest_decoded(space: SearchSpace, log_probs: Sequence[Sequence[float]], predictor: LatencyEstimator

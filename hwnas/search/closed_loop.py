@@ -25,9 +25,9 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 from hwnas.devices import DeviceProfile
 from hwnas.errors import RuntimeUnavailable
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.search.aim import RefitPolicy, fastest_decoded, latency_level, refits
+from hwnas.search.aim import RefitPolicy, latency_level, refits
 from hwnas.search.checkpoint import RunCheckpoint
-from hwnas.search.decode import decode_under_target
+from hwnas.search.decoders import as_decoder
 from hwnas.search.measure import PairedMeter, measure_networks, paired_protocol
 from hwnas.search.progress import Progress
 from hwnas.search.records import AnyMeasurement, LoopStep, arch_id, as_measurement
@@ -274,7 +274,7 @@ def checkpointed_meter(checkpoint: RunCheckpoint, loop: str, measure: Callable[[
 
 
 @contextmanager
-def _loop_measure(device: DeviceProfile, space: SearchSpace, estimator: LatencyEstimator,
+def loop_measure(device: DeviceProfile, space: SearchSpace, estimator: LatencyEstimator,
                   config: SearchConfig) -> Iterator[Callable[[Architecture], AnyMeasurement]]:
     """How the loop measures: paired (:class:`PairedMeter`) at the model's reference level when it has one
     (:func:`~hwnas.search.aim.latency_level`) and the loop measures; end to end otherwise, or when the runtime is
@@ -290,34 +290,36 @@ def _loop_measure(device: DeviceProfile, space: SearchSpace, estimator: LatencyE
         yield device_measure(space, device, config, meter)
 
 
-def _budget(config: SearchConfig) -> int:
+def loop_budget(config: SearchConfig) -> int:
     return config.closed_loop_steps if config.measure else 0
 
 
 def loop_policy(space: SearchSpace, estimator: LatencyEstimator, target_ms: float, slowest_ms: float,
-                log_probs: list[list[float]], config: SearchConfig) -> LoopPolicy:
+                decoder: Any, config: SearchConfig) -> LoopPolicy:
     """The searched architecture's policy, chosen by what the model can do: the
     :class:`~hwnas.search.aim.RefitPolicy` for a model that :func:`~hwnas.search.aim.refits`, else the
     :class:`StepPolicy` over the decode under the table target (from T up to the target the slowest architecture
-    needs, ``slowest_ms``, where every target decodes the same)."""
+    needs, ``slowest_ms``, where every target decodes the same). ``decoder``: a
+    :class:`~hwnas.search.decoders.Decoder`, or the search's log-probabilities (decoded by their mode)."""
     aim = loop_aim(target_ms, config.closed_loop_margin)
+    decoder = as_decoder(space, decoder)
     if refits(estimator):
-        return RefitPolicy(space, estimator, log_probs, aim, config)
-    decode = lambda t: decode_under_target(space, log_probs, estimator, t)  # noqa: E731
-    fastest = fastest_decoded(space, log_probs, estimator)
-    return StepPolicy(estimator, target_ms, aim, decode, fastest, estimator.latency_ms(decode(slowest_ms) or fastest))
+        return RefitPolicy(space, estimator, decoder, aim, config)
+    fastest = decoder.fastest(estimator)
+    ceiling = estimator.latency_ms(decoder.under(estimator, slowest_ms) or fastest)
+    return StepPolicy(estimator, target_ms, aim, lambda t: decoder.under(estimator, t), fastest, ceiling)
 
 
 def search_on_device(space: SearchSpace, estimator: LatencyEstimator, target_ms: float, slowest_ms: float,
-                     log_probs: list[list[float]], device: DeviceProfile, config: SearchConfig,
+                     decoder: Any, device: DeviceProfile, config: SearchConfig,
                      checkpoint: RunCheckpoint, progress: Progress
                      ) -> tuple[Architecture, list[LoopStep], LatencyEstimator]:
     """The searched architecture after the closed loop (``derived`` in the checkpoint) with :func:`loop_policy`:
     returns it, the loop's steps, and the estimator (a model that refits comes back refitted with the loop's
     measurements; any other unchanged, its target stepped instead)."""
-    policy = loop_policy(space, estimator, target_ms, slowest_ms, log_probs, config)
-    with _loop_measure(device, space, estimator, config) as measure:
-        meter = checkpointed_meter(checkpoint, "derived", measure, _budget(config), progress)
+    policy = loop_policy(space, estimator, target_ms, slowest_ms, decoder, config)
+    with loop_measure(device, space, estimator, config) as measure:
+        meter = checkpointed_meter(checkpoint, "derived", measure, loop_budget(config), progress)
         return close_loop(policy, meter, target_ms, config.closed_loop_margin)
 
 
@@ -334,7 +336,7 @@ def baseline_on_device(space: SearchSpace, estimator: LatencyEstimator, target_m
     by_latency = sorted(uniform, key=estimator.latency_ms)
     policy = StepPolicy(estimator, target_ms, aim, lambda t: _slowest_within(uniform, estimator, t), by_latency[0],
                         estimator.latency_ms(by_latency[-1]))
-    with _loop_measure(device, space, estimator, config) as measure:
-        meter = checkpointed_meter(checkpoint, "baseline", measure, _budget(config), progress)
+    with loop_measure(device, space, estimator, config) as measure:
+        meter = checkpointed_meter(checkpoint, "baseline", measure, loop_budget(config), progress)
         arch, log, _ = close_loop(policy, meter, target_ms, config.closed_loop_margin)
     return arch, log

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -34,14 +34,21 @@ from hwnas.search.aim import Choice, aim_target, choose_estimator, refits
 from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.closed_loop import (baseline_arch, baseline_candidates, baseline_on_device, meet_on_device,
                                       search_on_device)
-from hwnas.search.decode import decode_under_target, latency_range
+from hwnas.search.decode import latency_range
+from hwnas.search.distributed import follow_rank_zero
+from hwnas.search.decoders import Decoder, EvolutionDecoder, ProbsDecoder, shared_weight_accuracy
+from hwnas.search.losses import get_reward
 from hwnas.search.measure import latency_independent_of_weights, measure_networks, quietest_per_network
 from hwnas.search.progress import Progress
 from hwnas.search.records import LoopStep, TrainedNetwork, last_step_of
 from hwnas.search.run_config import DEFAULT_DEVICE, SearchConfig
+from hwnas.search.pareto import ParetoPoint
+from hwnas.search.random_baselines import baseline_rows, random_in_band
+from hwnas.search.run_pareto import run_points, write_run_pareto
 from hwnas.search.run_report import (BaselineReport, RunReport, peak_rss_mb, plot_search, save_model, versions,
                                      write_report)
-from hwnas.search.run_train import search_supernet, torch_settings, train_checkpointed
+from hwnas.search.run_supernet import search_supernet
+from hwnas.search.run_train import torch_settings, train_checkpointed
 from hwnas.search.supernet import SuperNet
 from hwnas.search.verdict import closed_loop_drift, final_verdict, warn_if_drifted
 from hwnas.spaces import Architecture, SearchSpace, get_space, space_info
@@ -85,6 +92,7 @@ def run_search(config: SearchConfig | None = None, progress: bool = True, *,
     interruption re-raises ``KeyboardInterrupt`` with a message saying where the work is and how to resume.
     """
     config = config or SearchConfig()
+    follow_rank_zero(config)  # under torchrun, ranks >= 1 train the supernet with rank 0, then exit
     out = Path(config.out) if config.out else Path("runs") / f"search-{datetime.now():%Y%m%d-%H%M%S}"
     checkpoint = RunCheckpoint(out, config.to_dict())
     try:
@@ -134,15 +142,43 @@ def _set_up(config: SearchConfig, out: Path, progress: Progress, checkpoint: Run
     return _Setup(device, space, data, table, choice, target_ms, fastest_ms, slowest_ms)
 
 
-def _decode_note(space: SearchSpace, estimator: LatencyEstimator, log_probs: list[list[float]], target_ms: float,
-                 fastest_ms: float) -> str:
+def _decode_note(space: SearchSpace, estimator: LatencyEstimator, decoder: Decoder, target_ms: float,
+                 fastest_ms: float, strategy: str) -> str:
     """How the architecture was derived; warns when no architecture meets the target in the table."""
-    if decode_under_target(space, log_probs, estimator, target_ms) is not None:
+    if estimator.latency_ms(decoder.fastest(estimator)) <= target_ms:
+        if strategy == "evolution":
+            return "evolutionary search within the target (shared-weight accuracy), then the closed loop"
         return "most probable architecture within the target (decode_under_target), then the closed loop"
     note = (f"fastest architecture: none meets the target {target_ms:.4g} ms in the table (the fastest takes "
             f"{fastest_ms:.4g} ms)")
     print(f"hwnas: warning: {note}", file=sys.stderr)
     return note
+
+
+def _span(space: SearchSpace, estimator: LatencyEstimator) -> tuple[float, float]:
+    span = latency_range(space, estimator)
+    return span.fastest_ms, span.slowest_ms
+
+
+def _accuracy_of(setup: _Setup, config: SearchConfig, supernet: SuperNet) -> Callable[[Architecture], float]:
+    """An architecture's accuracy with the supernet's shared weights on the validation split."""
+    return shared_weight_accuracy(supernet, setup.data, config.evolution_images, config.eval_batch_size,
+                                  config.channels_last)
+
+
+def _decoder(setup: _Setup, config: SearchConfig, supernet: SuperNet, progress: Progress) -> Decoder:
+    """What the closed loop decodes with: the learned distribution's mode, or (``evolution``) an evolutionary
+    search on the supernet's shared weights."""
+    if config.strategy != "evolution":
+        log_probs = [torch.log_softmax(a.detach().double(), dim=0).tolist() for a in supernet.arch_parameters()]
+        return ProbsDecoder(setup.space, log_probs)
+    from hwnas.search.evolution import EvolutionConfig
+
+    accuracy_of = _accuracy_of(setup, config, supernet)
+    evolution = EvolutionConfig(population=config.evolution_population, generations=config.evolution_generations,
+                                seed=config.seed)
+    return EvolutionDecoder(setup.space, accuracy_of, get_reward(config.reward, **config.reward_params), evolution,
+                            progress.say)
 
 
 def _search(setup: _Setup, config: SearchConfig, progress: Progress,
@@ -160,17 +196,25 @@ def _search(setup: _Setup, config: SearchConfig, progress: Progress,
 
 
 def _train_all(setup: _Setup, arch: Architecture, estimator: LatencyEstimator, config: SearchConfig,
-               progress: Progress, checkpoint: RunCheckpoint) -> tuple[dict[str, TrainedNetwork], list[LoopStep]]:
-    """Train the derived network and, when ``config.baseline``, the uniform baseline (chosen on the device first);
-    returns them by name (``derived``, ``baseline``) and the baseline's closed loop."""
+               progress: Progress, checkpoint: RunCheckpoint
+               ) -> tuple[dict[str, TrainedNetwork], dict[str, list[LoopStep]]]:
+    """Train the derived network and, when asked, the uniform baseline (chosen on the device first) and the random
+    baselines (:mod:`~hwnas.search.random_baselines`); returns them by name (``derived``, ``baseline``,
+    ``random1``, ...) and the closed-loop steps that chose each baseline."""
     trained = {"derived": train_checkpointed(setup.space, arch, setup.data, config, progress, "train", checkpoint)}
-    baseline_loop: list[LoopStep] = []
+    loops: dict[str, list[LoopStep]] = {}
     if config.baseline:
-        baseline, baseline_loop = baseline_on_device(setup.space, estimator, setup.target_ms, setup.device, config,
-                                                     checkpoint, progress)
+        baseline, loops["baseline"] = baseline_on_device(setup.space, estimator, setup.target_ms, setup.device,
+                                                         config, checkpoint, progress)
         trained["baseline"] = train_checkpointed(setup.space, baseline, setup.data, config, progress, "baseline",
                                                  checkpoint)
-    return trained, baseline_loop
+    randoms = random_in_band(setup.space, estimator, setup.target_ms, setup.device, config, checkpoint, progress,
+                             tuple(t.arch for t in trained.values()))
+    for i, (random_arch, step) in enumerate(randoms, start=1):
+        loops[f"random{i}"] = [step]
+        trained[f"random{i}"] = train_checkpointed(setup.space, random_arch, setup.data, config, progress,
+                                                   f"random{i}", checkpoint)
+    return trained, loops
 
 
 def _run_search(config: SearchConfig, out: Path, progress: Progress, checkpoint: RunCheckpoint,
@@ -186,16 +230,21 @@ def _measured_run(config: SearchConfig, out: Path, progress: Progress, checkpoin
     space, target_ms = setup.space, setup.target_ms
     with torch_settings(config):
         supernet, history, search_start = _search(setup, config, progress, checkpoint)
-        log_probs = [torch.log_softmax(a.detach().double(), dim=0).tolist() for a in supernet.arch_parameters()]
-        decode_note = _decode_note(space, setup.choice.estimator, log_probs, target_ms, setup.fastest_ms)
+        decoder = _decoder(setup, config, supernet, progress)
+        decode_note = _decode_note(space, setup.choice.estimator, decoder, target_ms, setup.fastest_ms,
+                                   config.strategy)
         arch, closed_loop, estimator = search_on_device(space, setup.choice.estimator, target_ms, setup.slowest_ms,
-                                                        log_probs, setup.device, config, checkpoint, progress)
+                                                        decoder, setup.device, config, checkpoint, progress)
         search_seconds = time.perf_counter() - search_start
-        trained, baseline_loop = _train_all(setup, arch, estimator, config, progress, checkpoint)
+        trained, loops = _train_all(setup, arch, estimator, config, progress, checkpoint)
+        loops["derived"] = closed_loop
         measure_start = time.perf_counter()
-        verdict = final_verdict(setup.device, trained, space, estimator, config, target_ms,
-                                {"derived": closed_loop, "baseline": baseline_loop}, checkpoint, progress)
+        verdict = final_verdict(setup.device, trained, space, estimator, config, target_ms, loops, checkpoint,
+                                progress)
         measure_seconds = time.perf_counter() - measure_start
+        points = run_points(space, decoder, estimator, _accuracy_of(setup, config, supernet), config.strategy,
+                            loops, trained,
+                            _span(space, estimator))
     derived = trained["derived"]
     drift = closed_loop_drift(closed_loop, arch, derived.measured)
     warn_if_drifted(drift, derived.measured)
@@ -203,7 +252,7 @@ def _measured_run(config: SearchConfig, out: Path, progress: Progress, checkpoin
     if "baseline" in trained:
         base = trained["baseline"]
         baseline = BaselineReport(base, space.human(base.arch), estimator.latency_ms(base.arch), target_ms,
-                                  baseline_loop)
+                                  loops.get("baseline", []))
     probs = [p.detach().tolist() for p in supernet.probs()]
     default_note = f"default: {config.target_fraction:.0%} of the way from the fastest to the slowest architecture"
     report = RunReport(
@@ -218,16 +267,17 @@ def _measured_run(config: SearchConfig, out: Path, progress: Progress, checkpoin
         versions=versions(verdict.runtime),
         latency_model={**setup.choice.to_dict(), "rows": len(getattr(estimator, "rows", []))},
         probs=[dict(zip(layer.names, p)) for layer, p in zip(space.layers, probs)], config=config.to_dict(),
-        history=history, train_history=derived.history, files={}, resumed_from=checkpoint.resumed_from)
-    _write_run(out, report, derived, estimator, setup, probs, started)
+        history=history, train_history=derived.history, files={}, resumed_from=checkpoint.resumed_from,
+        evolution=getattr(decoder, "runs", None), baselines=baseline_rows(trained, target_ms, space))
+    _write_run(out, report, derived, estimator, setup, probs, started, points)
     checkpoint.remove()  # report.json marks the run complete
     return report.summary(out)
 
 
 def _write_run(out: Path, report: RunReport, derived: TrainedNetwork, estimator: LatencyEstimator, setup: _Setup,
-               probs: list[list[float]], started: float) -> None:
-    """Write ``arch.json``, ``model.pt``, ``search.png``, the predictor (when one was refitted) and, last,
-    ``report.json`` (with the total time and peak memory)."""
+               probs: list[list[float]], started: float, points: list[ParetoPoint]) -> None:
+    """Write ``arch.json``, ``model.pt``, ``search.png``, ``pareto.json`` and ``pareto.png``, the predictor (when
+    one was refitted) and, last, ``report.json`` (with the total time and peak memory)."""
     out.mkdir(parents=True, exist_ok=True)
     arch, space, data = report.arch, setup.space, setup.data
     report.files = {"arch": str(arch.save(out / "arch.json")), "model": str(out / "model.pt"),
@@ -242,6 +292,9 @@ def _write_run(out: Path, report: RunReport, derived: TrainedNetwork, estimator:
     chosen = last_step_of(report.closed_loop, arch)
     plot_search(out / "search.png", report.history, space, arch, probs, report.target_ms, title,
                 chosen.table_target_ms if chosen else None)
+    report.files.update(write_run_pareto(out, points, f"{space.name}@{space.resolution} on {report.device}: "
+                                         f"{report.config['strategy']}", report.target_ms))
+    report.pareto = report.files["pareto"]
     if refits(estimator):  # the closed loop refitted it: the predictor with the loop's rows
         report.files["predictor"] = str(estimator.save(out / "predictor.json"))
     report.total_seconds, report.peak_rss_mb = time.perf_counter() - started, peak_rss_mb()

@@ -112,15 +112,22 @@ class StrategyOptions:
     """The architecture search strategy and its steps.
 
     Attributes:
-        strategy: ``proxyless`` (gradient through binary gates) or ``mnas`` (REINFORCE).
+        strategy: ``proxyless`` (gradient through binary gates), ``mnas`` (REINFORCE) or ``evolution`` (uniform paths
+            while the supernet trains, then an evolutionary search under the latency bound, as Once-for-All).
         loss: latency loss of ``proxyless``: ``add#abs`` (pulls E[LAT] towards T from both sides, so a short search
             ends near T; see :mod:`hwnas.search.losses`), ``mul#log`` or ``add#linear`` (ProxylessNAS; these push
             latency down at any T).
         loss_params: the loss's parameters. For ``mul#log`` without ``unit_ms``, ``unit_ms = T / 80`` keeps
             ProxylessNAS's ratio ``T / unit`` (80 ms in 1 ms units), so sub-millisecond targets work alike.
-        reward: reward of ``mnas`` (``mnas-soft``, ``mnas-hard``, ``tunas-abs``); reward_params: its parameters.
+        reward: reward of ``mnas`` and ``evolution``: ``soft`` (MnasNet's ACC (LAT/T)^-0.07), ``hard`` (w = -1 over
+            T, 0 under), ``abs`` (TuNAS's ACC - 0.1 |LAT/T - 1|); the long names ``mnas-soft``, ``mnas-hard``,
+            ``tunas-abs`` are the same; reward_params: its parameters. ``evolution`` ranks by it with LAT the
+            latency model's and T the closed loop's bound, and never evaluates a candidate over that bound.
         mnas_samples, mnas_baseline_momentum, mnas_entropy_weight: ``mnas`` settings (None: the strategy's
             defaults, 4 samples, momentum 0.95, no entropy bonus).
+        evolution_population, evolution_generations: ``evolution``'s population and generations
+            (:class:`~hwnas.search.evolution.EvolutionConfig`); evolution_images: validation (``arch`` split) images
+            a candidate's shared-weight accuracy is measured on (the first ones, the same for every candidate).
         arch_update_every: weight steps between architecture updates (ProxylessNAS: 5; 1 suits short runs).
         arch_steps: architecture steps per update; arch_batch_size: their batch.
         arch_lr, arch_betas, arch_eps: Adam on alpha (None: the strategy's defaults, proxyless lr 1e-3 and
@@ -137,6 +144,9 @@ class StrategyOptions:
     mnas_samples: int | None = None
     mnas_baseline_momentum: float | None = None
     mnas_entropy_weight: float | None = None
+    evolution_population: int = 32
+    evolution_generations: int = 10
+    evolution_images: int = 512
     arch_update_every: int = 1
     arch_steps: int = 1
     arch_batch_size: int = 64
@@ -189,6 +199,9 @@ class MeasurementOptions:
         measure: measure on the device at all (the closed loop and the final verdict).
         baseline: also train, evaluate and measure a same-budget uniform architecture
             (:func:`~hwnas.search.closed_loop.baseline_arch`).
+        random_baselines: also train and measure this many random architectures whose measured latency lies in
+            ``[random_band T, T]`` (:mod:`hwnas.search.random_baselines`); each costs a training like the derived
+            network's, so the default run has none.
         protocol: overrides of the device's measurement protocol for whole networks. Default
             ``END_TO_END_PROTOCOL``: rounds of at least 0.2 s, repeated (up to 8 extra) until the 3 fastest agree
             within 10%, whose runs give the statistics.
@@ -208,6 +221,8 @@ class MeasurementOptions:
 
     measure: bool = True
     baseline: bool = False
+    random_baselines: int = 0
+    random_band: float = 0.85
     protocol: dict[str, Any] = field(default_factory=lambda: dict(END_TO_END_PROTOCOL))
     paired: dict[str, Any] = field(default_factory=dict)
     final_attempts: int = 3

@@ -21,7 +21,7 @@ from hwnas.spaces import Architecture
 
 SUMMARY_KEYS = ("arch", "arch_human", "device", "space", "resolution", "target_ms", "target_note", "estimated_ms",
                 "measured_ms", "measured_over_target", "measured", "accuracy", "baseline", "decode", "closed_loop",
-                "latency_model", "search_seconds", "train_seconds", "total_seconds")
+                "latency_model", "search_seconds", "train_seconds", "total_seconds", "pareto", "baselines")
 
 
 def _over_target(value: float | None, target_ms: float) -> float | None:
@@ -99,6 +99,9 @@ class RunReport:
     train_history: list[dict[str, float]]
     files: dict[str, str]
     resumed_from: dict[str, Any] | None
+    pareto: str | None = None  # pareto.json: every accuracy-latency point the run evaluated, and their front
+    evolution: list[dict[str, Any]] | None = None  # ``evolution``: one record per evolutionary search the loop ran
+    baselines: list[dict[str, Any]] | None = None  # the uniform and random baselines: measured / T, accuracy
 
     @property
     def target_note(self) -> str | None:

@@ -4,6 +4,8 @@ another package adds one with :func:`hwnas.registry.register_strategy`).
 * ``proxyless`` -- gradient (ProxylessNAS): one Adam step on ``alpha`` for ``L(CE, E[LAT], T)`` from
   :mod:`hwnas.search.losses`. ``E[LAT] = fixed + sum_l sum_i p_{l,i} c_{l,i}`` is differentiated through
   ``p = softmax(alpha)`` exactly; ``CE`` through the supernet's binary gates (mode ``arch``).
+* ``evolution`` -- none during training (uniform paths); an evolutionary search afterwards
+  (:mod:`hwnas.search.decoders`).
 * ``mnas`` -- sampling (REINFORCE, as in MnasNet's controller and TuNAS): ``k`` architectures ``a_1..a_k`` are
   drawn from ``p``, each evaluated with the supernet's shared weights on the batch (accuracy), rewarded by
   :func:`hwnas.search.losses.get_reward` with the estimator's ``latency_ms``; with the moving-average baseline
@@ -192,6 +194,35 @@ class MnasStep(ArchStep):
         return {"loss": loss.item(), "reward": mean_reward, "baseline": self.baseline,
                 "accuracy": sum(accuracies) / k, "latency_ms": sum(latencies) / k,
                 "expected_latency_ms": estimator.expected_latency_ms(supernet.probs()).item(),
+                "target_ms": float(target_ms)}
+
+
+@dataclass
+class EvolutionStepConfig:
+    """``evolution`` has no architecture step: these are the base class's settings, unused."""
+
+    lr: float = 0.0
+    betas: tuple[float, float] = (0.0, 0.999)
+    eps: float = 1e-8
+    seed: int = 0
+
+
+@register_strategy("evolution")
+class EvolutionStep(ArchStep):
+    """No step: ``alpha`` stays uniform, so the weight steps train the supernet on uniformly sampled paths (single
+    path one-shot, as Once-for-All and SPOS train before they search); the architecture is found after training by
+    an evolutionary search (:class:`~hwnas.search.decoders.EvolutionDecoder`) under the closed loop's bound."""
+
+    name = "evolution"
+    config_class = EvolutionStepConfig
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.config = self._configure(kwargs)
+
+    def step(self, supernet: SuperNet, batch: Batch, estimator: LatencyEstimator,
+             target_ms: float) -> dict[str, float]:
+        supernet.set_mode("arch")
+        return {"expected_latency_ms": estimator.expected_latency_ms(supernet.probs()).item(),
                 "target_ms": float(target_ms)}
 
 
