@@ -89,3 +89,36 @@ def test_random_baselines_are_measured_in_the_band_trained_and_reported(tables: 
     assert len(in_loop) == 2 and all(0.7 <= p.latency_ms <= 1.0 for p in in_loop)
     assert len(calls) >= 2 and all(0 <= r["accuracy"] <= 1 and r["measured_ms"] > 0 for r in rows)
     assert {tuple(Architecture.from_dict(p.arch).choices) for p in in_loop} <= set(calls)
+
+
+def test_targets_give_one_network_per_target_from_one_supernet_training(tables: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    from hwnas.search import run as run_module
+
+    trained_for = []
+    real = run_module.search_supernet
+
+    def counted(supernet, data, estimator, target_ms, *args, **kwargs):
+        trained_for.append(target_ms)
+        return real(supernet, data, estimator, target_ms, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "search_supernet", counted)
+    out = tmp_path / "run"
+    config = _config(out, targets=[1.0, 0.7, 0.85], closed_loop_steps=0)
+    result = run_search(config, progress=False)
+    rows = result["targets"]
+    assert [r["target_ms"] for r in rows] == [1.0, 0.7, 0.85]
+    assert all(r["estimated_ms"] <= r["target_ms"] for r in rows)
+    assert (out / "supernet.pt").is_file() and json.loads((out / "targets.json").read_text())["targets"] == rows
+    reports = [json.loads((out / f"target-{i}" / "report.json").read_text()) for i in (1, 2, 3)]
+    assert trained_for == [0.85]  # trained once, toward the median target, which ran first
+    assert reports[0]["history"] == reports[1]["history"] == reports[2]["history"]
+    assert all((out / f"target-{i}" / "pareto.json").is_file() for i in (1, 2, 3))
+    again = run_search(config, progress=False)  # finished targets are read back, not run again
+    assert again["targets"] == rows and trained_for == [0.85]
+    import pytest
+
+    from hwnas.errors import HwnasError
+
+    with pytest.raises(HwnasError, match="--target-ms or --targets"):
+        run_search(_config(tmp_path / "both", targets=[1.0], target_ms=1.0), progress=False)

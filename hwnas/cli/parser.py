@@ -166,6 +166,8 @@ def _add_search_command(sub: Any, commands: ModuleType) -> None:
     p.add_argument("--resolution", type=int, help="input resolution (default: 32)")
     p.add_argument("--target-ms", type=float, help="latency target in ms (default: 40%% of the way from the fastest "
                    "to the slowest architecture)")
+    p.add_argument("--targets", type=_targets, metavar="T1,T2,...", help="several latency targets (ms): one network "
+                   "per target from one supernet training, each in OUT/target-<i>")
     p.add_argument("--data", help="'digits' (embedded, the default), 'clutter' (embedded, generated: glyphs on "
                    "textured clutter, where architectures differ), a CIFAR folder or an ImageFolder tree")
     p.add_argument("--epochs", type=int, help="search epochs (alternating weight and architecture steps)")
@@ -293,6 +295,17 @@ def _registered(registry: Registry[Any], metavar: str) -> dict[str, Any]:
         return text
     parse.__name__ = registry.what
     return {"type": parse, "choices": _Names(registry), "metavar": metavar}
+
+
+def _targets(text: str) -> list[float]:
+    """An argparse type: comma-separated distinct positive milliseconds."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or any(not v > 0 or v != v or v == float("inf") for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated distinct positive milliseconds, got {text!r}")
+    return values
 
 
 def _count(minimum: int, maximum: int | None = None, why: str = "") -> Callable[[str], int]:

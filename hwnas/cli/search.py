@@ -16,13 +16,15 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"device": args.device, "space": args.space, "target_ms": args.target_ms, "resolution": args.resolution,
              "data": args.data, "search_epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
              "train_epochs": args.train_epochs, "loss": args.loss, "strategy": args.strategy, "reward": args.reward,
-             "seed": args.seed, "out": args.out, "random_baselines": args.random_baselines,
+             "seed": args.seed, "out": args.out, "random_baselines": args.random_baselines, "targets": args.targets,
              "device_threads": args.threads, "predictor": args.predictor}
     config = config.with_overrides({k: v for k, v in flags.items() if v is not None}, "command line")
     config = config.with_overrides(_parse_sets(args.set), "command line --set")
     if args.baseline:
         config = config.with_overrides({"baseline": True}, "command line")
     result = run_search(config, progress=not args.quiet)
+    if "targets" in result:
+        return {**result, "_text": _targets_text(result)}
     attempts = (result.get("measured") or {}).get("attempts", [])
     result["measured_spread"] = attempt_spread(attempts) if attempts else None
     measured = result["measured_ms"]
@@ -49,6 +51,17 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     lines.append(f"files      {result['out']}/ (arch.json, model.pt, report.json, search.png, pareto.json, "
                  "pareto.png)")
     return {**result, "_text": "\n".join(lines)}
+
+
+def _targets_text(result: dict[str, Any]) -> str:
+    """One line per target of ``--targets``."""
+    lines = []
+    for row in result["targets"]:
+        measured = (f"measured {row['measured_ms']:.4f} ms ({row['measured_over_target']:.2f} x T)"
+                    if row["measured_ms"] is not None else "not measured")
+        lines.append(f"target {row['target_ms']:.4f} ms: {measured}, accuracy {row['accuracy']:.4f}  {row['out']}/")
+    lines.append(f"files      {result['out']}/ (targets.json, supernet.pt, target-*/)")
+    return "\n".join(lines)
 
 
 def _model_text(model: dict[str, Any]) -> str:

@@ -45,6 +45,7 @@ from hwnas.search.run_config import DEFAULT_DEVICE, SearchConfig
 from hwnas.search.pareto import ParetoPoint
 from hwnas.search.random_baselines import baseline_rows, random_in_band
 from hwnas.search.run_pareto import run_points, write_run_pareto
+from hwnas.search.run_targets import load_supernet, run_targets, save_supernet
 from hwnas.search.run_report import (BaselineReport, RunReport, peak_rss_mb, plot_search, save_model, versions,
                                      write_report)
 from hwnas.search.run_supernet import search_supernet
@@ -76,7 +77,7 @@ def load_estimator(device: DeviceProfile, space: SearchSpace, config: SearchConf
 
 
 def run_search(config: SearchConfig | None = None, progress: bool = True, *,
-               latency_model: Any = None) -> dict[str, Any]:
+               latency_model: Any = None, supernet_file: Path | None = None) -> dict[str, Any]:
     """Run a whole search as ``config`` says and write the run folder (see the module docstring).
 
     ``latency_model``: the latency model object to aim with, for Python callers (a predictor of any kind, a space
@@ -87,6 +88,11 @@ def run_search(config: SearchConfig | None = None, progress: bool = True, *,
     accuracy, the baseline when computed, timings, ``out`` and the paths of the files. ``progress``: tqdm bars
     when stderr is a terminal, else a few summary lines (:class:`~hwnas.search.progress.Progress`).
 
+    ``config.targets`` (``--targets``): one network per target from one supernet training, each in
+    ``out/target-<i>`` (:mod:`~hwnas.search.run_targets`); returns ``{"targets": [...], "out", "files"}``.
+    ``supernet_file``: a trained supernet to load instead of training one, written there after training when it
+    does not exist yet.
+
     The run checkpoints its work in ``out/checkpoint.pt`` (:mod:`hwnas.search.checkpoint`); the same config with
     the same ``out`` resumes it: finished epochs are not redone, measured architectures not measured again. An
     interruption re-raises ``KeyboardInterrupt`` with a message saying where the work is and how to resume.
@@ -94,9 +100,11 @@ def run_search(config: SearchConfig | None = None, progress: bool = True, *,
     config = config or SearchConfig()
     follow_rank_zero(config)  # under torchrun, ranks >= 1 train the supernet with rank 0, then exit
     out = Path(config.out) if config.out else Path("runs") / f"search-{datetime.now():%Y%m%d-%H%M%S}"
+    if config.targets:
+        return run_targets(config, out, run_search, progress, latency_model)
     checkpoint = RunCheckpoint(out, config.to_dict())
     try:
-        return _run_search(config, out, Progress.to_stderr(progress), checkpoint, latency_model)
+        return _run_search(config, out, Progress.to_stderr(progress), checkpoint, latency_model, supernet_file)
     except KeyboardInterrupt:
         if not checkpoint.path.is_file():
             raise KeyboardInterrupt(f"no epoch finished yet; rerun with --out {out} to start again") from None
@@ -181,17 +189,24 @@ def _decoder(setup: _Setup, config: SearchConfig, supernet: SuperNet, progress: 
                             progress.say)
 
 
-def _search(setup: _Setup, config: SearchConfig, progress: Progress,
-            checkpoint: RunCheckpoint) -> tuple[SuperNet, list[dict[str, Any]], float]:
-    """Search the supernet (resuming finished epochs); returns it, its epoch history and when the search phase
-    started (on the ``perf_counter`` clock, moved back by the resumed epochs' seconds)."""
+def _search(setup: _Setup, config: SearchConfig, progress: Progress, checkpoint: RunCheckpoint,
+            supernet_file: Path | None = None) -> tuple[SuperNet, list[dict[str, Any]], float]:
+    """Search the supernet (resuming finished epochs), or load it from ``supernet_file`` when that exists (and save
+    it there after the search when it does not); returns it, its epoch history and when the search phase started
+    (on the ``perf_counter`` clock, moved back by the resumed or loaded epochs' seconds)."""
     supernet = SuperNet(setup.space, arch_grad=config.arch_grad, weight_sharing=config.weight_sharing)
     if config.channels_last:
         supernet = supernet.to(memory_format=torch.channels_last)
+    if supernet_file is not None and supernet_file.is_file():
+        history = load_supernet(supernet_file, supernet, config)
+        progress.say(f"supernet loaded from {supernet_file} ({len(history)} epochs)")
+        return supernet, history, time.perf_counter() - sum(h["seconds"] for h in history)
     resumed = checkpoint.state["search"]["history"] if checkpoint.state["search"] else []
     started = time.perf_counter() - sum(h["seconds"] for h in resumed)
     history = search_supernet(supernet, setup.data, setup.choice.estimator, setup.target_ms, config, progress,
                               checkpoint.state["search"], lambda state: checkpoint.update("search", state))
+    if supernet_file is not None:
+        save_supernet(supernet_file, supernet, history, config)
     return supernet, history, started
 
 
@@ -218,18 +233,18 @@ def _train_all(setup: _Setup, arch: Architecture, estimator: LatencyEstimator, c
 
 
 def _run_search(config: SearchConfig, out: Path, progress: Progress, checkpoint: RunCheckpoint,
-                latency_model: Any = None) -> dict[str, Any]:
+                latency_model: Any = None, supernet_file: Path | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     with one_warning("searching"):  # its predictor's set, the closed loop, the verdict: one line if it was busy
-        return _measured_run(config, out, progress, checkpoint, latency_model, started)
+        return _measured_run(config, out, progress, checkpoint, latency_model, started, supernet_file)
 
 
 def _measured_run(config: SearchConfig, out: Path, progress: Progress, checkpoint: RunCheckpoint,
-                  latency_model: Any, started: float) -> dict[str, Any]:
+                  latency_model: Any, started: float, supernet_file: Path | None) -> dict[str, Any]:
     setup = _set_up(config, out, progress, checkpoint, latency_model)
     space, target_ms = setup.space, setup.target_ms
     with torch_settings(config):
-        supernet, history, search_start = _search(setup, config, progress, checkpoint)
+        supernet, history, search_start = _search(setup, config, progress, checkpoint, supernet_file)
         decoder = _decoder(setup, config, supernet, progress)
         decode_note = _decode_note(space, setup.choice.estimator, decoder, target_ms, setup.fastest_ms,
                                    config.strategy)

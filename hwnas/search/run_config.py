@@ -115,7 +115,10 @@ def _rules() -> list[Rule]:
         # task
         ("device", *_text(optional=True)), ("space", *_one_of(space_names())),
         ("resolution", *number_rule(1, integer=True, optional=True)), ("target_ms", *optional_rate),
-        ("target_fraction", *number_rule(0, 1)), ("table", *_text(optional=True)),
+        ("target_fraction", *number_rule(0, 1)),
+        ("targets", (lambda v: isinstance(v, list) and all(is_finite_number(t) and t > 0 for t in v)
+                     and len(set(v)) == len(v)), "a list of distinct positive numbers (ms)"),
+        ("table", *_text(optional=True)),
         ("overhead", *_one_of(OVERHEAD_MODES)),
         ("profile_missing", *_bool()), ("device_threads", *number_rule(1, 1024, integer=True, optional=True)),
         ("seed", *number_rule(0, 2**32 - 1, integer=True)), ("out", *_text(optional=True)),

@@ -24,6 +24,8 @@ class TaskOptions:
         target_ms: latency target T in ms (None: ``target_fraction`` of the way from the fastest to the slowest
             architecture's estimated latency).
         target_fraction: where the default T lies between the fastest (0) and slowest (1) architecture.
+        targets: several targets T1, T2, ... (``--targets``): one network per target from one supernet training,
+            each in ``out/target-<i>`` (:mod:`~hwnas.search.run_targets`); empty: the one target above.
         table: latency table path (None: ``<device>__<space>__<res>.json``, the user's in
             ``$HWNAS_DATA/latency_tables`` else the shipped one; a missing table is profiled into the user's folder).
         overhead: how the estimator counts the runtime's per-invocation overhead: ``once``, ``per-op``, ``none``.
@@ -38,6 +40,7 @@ class TaskOptions:
     resolution: int | None = 32
     target_ms: float | None = None
     target_fraction: float = 0.4
+    targets: list[float] = field(default_factory=list)
     table: str | None = None
     overhead: str = "once"
     profile_missing: bool = True
