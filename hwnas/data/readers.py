@@ -1,6 +1,8 @@
 """Readers for the supported data set formats, each returning raw images at their native size.
 
 * ``digits``: scikit-learn's embedded 8x8 handwritten digits (1797 gray images, 10 classes; no download).
+* ``clutter``: procedural glyphs over textured colour clutter (5000 colour images, 10 classes; no download), on
+  which architectures differ; rendered at the resolution asked (see :mod:`hwnas.data.clutter`).
 * CIFAR-10 / CIFAR-100 in torchvision's python format (``cifar-10-batches-py`` with ``data_batch_*`` and
   ``test_batch``; ``cifar-100-python`` with ``train`` and ``test``), read with a restricted unpickler that builds
   only numpy arrays, lists, dicts, strings and numbers: a pickle naming anything else (``os.system``, ``open``) is
@@ -22,8 +24,8 @@ from hwnas.errors import HwnasError
 from hwnas.io import first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-EXPECTED = ("'digits', a CIFAR folder in torchvision's python format (cifar-10-batches-py with data_batch_* and "
-            "test_batch), or an ImageFolder tree (one subfolder of images per class)")
+EXPECTED = ("'digits', 'clutter', a CIFAR folder in torchvision's python format (cifar-10-batches-py with "
+            "data_batch_* and test_batch), or an ImageFolder tree (one subfolder of images per class)")
 
 
 @dataclass
@@ -198,9 +200,13 @@ def read_image_folder(root: Path, resolution: int) -> RawData:
 
 
 def read_any(spec: str | None, resolution: int) -> RawData:
-    """Dispatch on ``spec``: None or ``digits``, a CIFAR folder, or an ImageFolder tree."""
+    """Dispatch on ``spec``: None or ``digits``, ``clutter``, a CIFAR folder, or an ImageFolder tree."""
     if spec is None or spec == "digits":
         return read_digits()
+    if spec == "clutter":
+        from hwnas.data.clutter import read_clutter  # imports this module: imported here, when asked for
+
+        return read_clutter(resolution)
     root = Path(spec).expanduser()
     if not root.exists():
         raise HwnasError(f"{spec}: no such data set folder; expected {EXPECTED}")
