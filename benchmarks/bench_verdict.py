@@ -2,6 +2,7 @@
 
     python benchmarks/bench_verdict.py --resolution 32                 # search quietly, then check
     python benchmarks/bench_verdict.py --resolution 64 --load          # search with two busy loops, then check
+    python benchmarks/bench_verdict.py --resolution 64 --load --old-timing   # the same without the new timing
     python benchmarks/bench_verdict.py --run runs/s1                   # check an existing run folder
 
 Runs ``hwnas search`` (``--load``: a busy loop pinned to each core for the whole search, the search pinned to core
@@ -36,12 +37,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing_common import busy_loops  # noqa: E402
 
 HWNAS = str(Path(sys.executable).with_name("hwnas"))
+OLD_TIMING = ("import sys\n"
+              "from hwnas.runtimes import base, interruptions\n"
+              "interruptions.thread_waits = base.thread_waits = "
+              "lambda: interruptions.NoWaits('switched off by the benchmark')\n"
+              "from hwnas.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+"""``hwnas search`` without the new timing (``--old-timing``): no interruption detection (every run counts as
+clean) and fixed pairs (``precision`` 0), as bench_timing_load.py's ``loaded-old``; warm turns as the default."""
 
 
 def search(args: argparse.Namespace, out: Path) -> None:
     """``hwnas search`` into ``out``, pinned to core 0 beside busy loops on both cores with ``--load``."""
-    command = [HWNAS, "search", "--device", args.device, "--resolution", str(args.resolution), "--out", str(out),
+    hwnas = [sys.executable, "-c", OLD_TIMING] if args.old_timing else [HWNAS]
+    command = [*hwnas, "search", "--device", args.device, "--resolution", str(args.resolution), "--out", str(out),
                "--quiet", "--json", *args.search_args]
+    if args.old_timing:
+        command += ["--set", 'paired={"precision": 0}']
     if args.load:
         command = ["taskset", "-c", "0", *command]
     with busy_loops([0, 1] if args.load else []):
@@ -85,6 +97,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--load", action="store_true", help="search beside a busy loop on each core")
     parser.add_argument("--run", type=Path, help="check this run folder instead of searching")
+    parser.add_argument("--old-timing", action="store_true", help="search without the new timing: no interruption "
+                        "detection, fixed pairs (the comparison the acceptance under load asks for)")
     parser.add_argument("--out", type=Path, default=None, help="run folder of the search (default: a temp folder)")
     parser.add_argument("search_args", nargs="*", help="more hwnas search flags, after --")
     args = parser.parse_args()

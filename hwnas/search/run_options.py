@@ -131,6 +131,8 @@ class StrategyOptions:
         evolution_population, evolution_generations: ``evolution``'s population and generations
             (:class:`~hwnas.search.evolution.EvolutionConfig`); evolution_images: validation (``arch`` split) images
             a candidate's shared-weight accuracy is measured on (the first ones, the same for every candidate).
+            Each evaluation is a supernet forward over them (about 0.5-1.5 s for 288 images at 32x32 on one core of
+            the 2-core VM), so 16 x 8 (at most 128 evaluations) keeps an evolution to a minute or two there.
         arch_update_every: weight steps between architecture updates (ProxylessNAS: 5; 1 suits short runs).
         arch_steps: architecture steps per update; arch_batch_size: their batch.
         arch_lr, arch_betas, arch_eps: Adam on alpha (None: the strategy's defaults, proxyless lr 1e-3 and
@@ -147,9 +149,9 @@ class StrategyOptions:
     mnas_samples: int | None = None
     mnas_baseline_momentum: float | None = None
     mnas_entropy_weight: float | None = None
-    evolution_population: int = 32
-    evolution_generations: int = 10
-    evolution_images: int = 512
+    evolution_population: int = 16
+    evolution_generations: int = 8
+    evolution_images: int = 256
     arch_update_every: int = 1
     arch_steps: int = 1
     arch_batch_size: int = 64
