@@ -266,7 +266,8 @@ def test_measure_cli_keys_then_fit_and_eval(tmp_path, capsys):
     (["predictor", "fit", "--space", "tiny", "--measurements", "x.csv", "--out", "p.json"], "needs --column"),
     (["predictor", "fit", "--space", "tiny", "--kind", "kernel", "--out", "p.json"],
      "hwnas predictor build --kind kernel"),
-    (["measure", "--device", "cpu-onnxruntime", "--space", "tiny", "--n", "0", "--out", "s.json"], "expected an integer >= 1"),
+    (["measure", "--device", "cpu-onnxruntime", "--space", "tiny", "--n", "0", "--out", "s.json"],
+     "expected an integer >= 1"),
 ])
 def test_predictor_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -106,6 +106,9 @@ def crossover(space: SearchSpace, a: Architecture, b: Architecture, rng: random.
     return space.arch([rng.choice(pair) for pair in zip(a.choices, b.choices)])
 
 
+UNIFORM_TRIES = 20  # uniform draws for a first-generation candidate before one is walked down to the bound
+
+
 class _Evolution:
     """The state of one run: its generator, latency and evaluation caches, and counts."""
 
@@ -169,9 +172,32 @@ class _Evolution:
                          f"reaches: the fastest of {len(self.latencies)} architectures drawn predicts "
                          f"{self.fastest_ms:.4g} ms (raise the target or max_tries)")
 
+    def random_under(self) -> Architecture:
+        """A random architecture, walked down to the bound: while the model puts it over, the next layer of a random
+        order takes its fastest choice (by the model). Uniform draws alone rarely land under a tight bound, and the
+        closed loop asks for tight ones; layers the walk leaves alone keep their random choices, so the draws stay
+        diverse, and a full walk reaches the fastest architecture. Under a loose bound a uniform draw (of up to
+        ``UNIFORM_TRIES``) lands under it and is taken as it is: the population stays uniform there."""
+        for _ in range(UNIFORM_TRIES):
+            arch = self.space.random_arch(self.rng)
+            if self.latency(arch) <= self.bound_ms:
+                return arch
+        order = list(range(len(self.space.layers)))
+        self.rng.shuffle(order)
+        for layer in order:
+            if self.latency(arch) <= self.bound_ms:
+                break
+            options = [self.space.arch([*arch.choices[:layer], name, *arch.choices[layer + 1:]])
+                       for name in self.space.layers[layer].names]
+            arch = min(options, key=self.latency)
+        return arch
+
     def first_generation(self) -> list[Candidate]:
-        make = partial(self.space.random_arch, self.rng)
-        return [self.draw(make, None) for _ in range(self.config.population)]
+        """``population`` random architectures under the bound (fewer distinct ones when the bound leaves few)."""
+        population: list[Candidate] = []
+        for _ in range(self.config.population):
+            population.append(self.draw(self.random_under, population[0] if population else None))
+        return population
 
     def next_generation(self, population: list[Candidate]) -> list[Candidate]:
         """The fittest distinct ``parent_count`` of ``population``, then children by mutation and crossover."""
