@@ -4,17 +4,17 @@
 
 Trains one supernet on uniformly sampled paths (the ``evolution`` strategy's training: ``--epochs`` warm-up epochs
 of the default search settings), then for each target (``--fractions`` of the way from the fastest to the slowest
-architecture by the device's latency table) runs the evolutionary search three times on the same shared weights,
-once per reward, with the bound at ``--bound`` x T (1.0: the search's own setting, where nothing over T is ever
-evaluated; above 1, the reward alone decides whether to go over T). Prints, per target and reward, the chosen
-architecture's predicted latency / T and its shared-weight accuracy on the validation split, and how many of the
-evaluated candidates each reward ranks above the hard reward's pick. Same seed, same candidates cache: the rewards
-differ only in how they rank.
+architecture by the device's latency table) runs the evolutionary search on the same shared weights once per
+reward and bound, the bound at each of ``--bounds`` x T: at 1.0 (the search's own setting) nothing over T is ever
+evaluated; above 1 the reward alone decides whether to go over T. Prints, per target, bound and reward, the chosen
+architecture's predicted latency / T and its shared-weight accuracy on the validation split. Same seed, same
+accuracy cache: the rewards differ only in how they rank (which also steers each evolution).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 import torch
@@ -34,6 +34,9 @@ from hwnas.search.supernet import SuperNet
 from hwnas.spaces import get_space
 
 
+REWARDS = ("hard", "soft", "abs")
+
+
 def trained_supernet(config: SearchConfig, space, data, estimator) -> SuperNet:
     """A supernet trained on uniform paths (``evolution``: no architecture step)."""
     supernet = SuperNet(space, arch_grad=config.arch_grad, weight_sharing=config.weight_sharing)
@@ -49,7 +52,7 @@ def main() -> None:
     parser.add_argument("--data", default="digits")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--fractions", default="0.3,0.5")
-    parser.add_argument("--bound", type=float, default=1.0)
+    parser.add_argument("--bounds", default="1.0,1.3", help="comma-separated bounds, as multiples of T")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -67,22 +70,23 @@ def main() -> None:
         cache: dict = {}
         for fraction in (float(f) for f in args.fractions.split(",")):
             target = span.target_at(fraction)
-            for reward in ("hard", "soft", "abs"):
+            for bound, reward in itertools.product((float(b) for b in args.bounds.split(",")), REWARDS):
                 decoder = EvolutionDecoder(space, accuracy_of, _at_target(get_reward(reward), target),
                                            EvolutionConfig(population=config.evolution_population,
                                                            generations=config.evolution_generations, seed=args.seed))
                 decoder.accuracies = cache  # the same shared-weight accuracies for every reward
-                arch = decoder.under(estimator, args.bound * target)
-                rows.append({"fraction": fraction, "target_ms": target, "reward": reward,
+                arch = decoder.under(estimator, bound * target)
+                rows.append({"fraction": fraction, "target_ms": target, "bound": bound, "reward": reward,
                              "latency_over_target": estimator.latency_ms(arch) / target,
                              "accuracy": decoder.accuracy(arch), "arch": list(arch.choices)})
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print("| target (fraction) | reward | predicted latency / T | shared-weight accuracy |\n|---|---|---|---|")
+    print("| target (fraction) | bound | reward | predicted latency / T | shared-weight accuracy |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['target_ms']:.4g} ms ({r['fraction']}) | {r['reward']} | {r['latency_over_target']:.3f} | "
-              f"{r['accuracy']:.3f} |")
+        print(f"| {r['target_ms']:.4g} ms ({r['fraction']}) | {r['bound']} T | {r['reward']} | "
+              f"{r['latency_over_target']:.3f} | {r['accuracy']:.3f} |")
 
 
 def _at_target(reward, target_ms: float):
