@@ -6,7 +6,6 @@ does not split. This file is also the worker script torchrun starts (``python te
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -29,21 +28,6 @@ RUN = {"space": "tiny", "resolution": 16, "data": "digits", "max_per_split": 128
 ATOL_FLOAT64 = 1e-9
 
 
-def _estimator(space):
-    """A table estimator with made-up, deterministic medians for every op of ``space``."""
-    from hwnas.latency.estimator import TableEstimator
-    from hwnas.latency.table import LatencyTable
-
-    rng = random.Random(0)
-    entries = {}
-    for spec in space.all_specs():
-        ms = round(rng.uniform(0.05, 2.0), 4)
-        entries[spec.key()] = {"median_ms": ms, "p10_ms": ms, "p90_ms": ms, "mean_ms": ms, "std_ms": 0.0, "n": 1}
-    table = LatencyTable(device={"name": "synthetic"}, space=space.name, resolution=space.resolution,
-                         num_classes=space.num_classes, fingerprint={}, protocol={}, entries=entries)
-    return TableEstimator(table, space, overhead="per-op")
-
-
 def _worker(out: Path, strategies: list[str], stop_after: int, dtype: str) -> None:
     """Train the supernet of each strategy (checkpointed in ``out/<strategy>``, resumed from there) in ``dtype``;
     rank 0 kills its process with SIGKILL right after the checkpoint of epoch ``stop_after`` (0: never). Writes each
@@ -64,6 +48,8 @@ def _worker(out: Path, strategies: list[str], stop_after: int, dtype: str) -> No
         config = SearchConfig(**RUN, strategy=strategy, out=str(out / strategy))
         data = load_dataset("digits", RUN["resolution"], config.seed, max_per_split=RUN["max_per_split"])
         space = get_space("tiny", RUN["resolution"], data.num_classes)
+        from test_search_core import _estimator  # the synthetic table the single-process tests use
+
         estimator = _estimator(space)
         if dtype == "float64":
             torch.set_default_dtype(torch.float64)
