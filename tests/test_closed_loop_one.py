@@ -117,6 +117,31 @@ def test_refit_policy_learns_scales_the_target_on_a_repeat_and_keeps_the_slowest
                                  "source": "closed loop"}]
 
 
+class Extrapolating(Toy):
+    """A refit that puts every architecture 10 ms lower: the fastest at <= 0 ms."""
+
+    def with_rows(self, archs: list[Architecture], ms: list[float], weight: float = 1.0, source: str = "") -> Toy:
+        refit = super().with_rows(archs, ms, weight, source)
+        refit.fixed_ms = lambda: -10.0  # type: ignore[method-assign]
+        return refit
+
+
+def test_refit_policy_keeps_the_previous_fit_when_a_refit_goes_below_zero(toy, capsys):
+    """As above, but the refit estimates the fastest architecture at 0.707 - 10 ms: it is not taken (one warning
+    line); the step scales the target by aim / measured instead, 2.09 x 2.09 / 1.0 = 4.3681 -> a4 (4.0 by the kept
+    fit) measures 2.0: in the band, accepted."""
+    config = SearchConfig(closed_loop_steps=3, closed_loop_margin=0.05)
+    predictor, device = Extrapolating(toy["space"]), Device(0.5, paired=True)
+    policy = RefitPolicy(toy["space"], predictor, toy["log_probs"], loop_aim(2.2, 0.05), config)
+    arch, log, refitted = close_loop(policy, LoopMeter(device, 3), 2.2, 0.05)
+    archs, figures = _trace(log)
+    assert archs == [arch_id(toy["a2"]), arch_id(toy["a4"])]
+    assert figures == pytest.approx([2.09, 2.0, 1.0, 2.09 * 2.09 / 1.0, 4.0, 2.0])
+    assert arch == toy["a4"] and refitted is predictor and policy.refused == 1
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "closed loop: refitting" in line]
+    assert len(warnings) == 1 and "keeps the previous fit" in warnings[0]
+
+
 def test_step_policy_brackets_the_table_target(toy):
     """T = 2.2, margin 0.05 (aim 2.09, band [1.881, 2.09]); the device is 0.9 x the table: a2 1.8 (under the band),
     a4 3.6 (over); decode(t) = the slowest of a1, a2, a4 with table latency <= t; ceiling 4; budget 2 (8 proposals).

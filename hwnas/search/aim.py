@@ -240,18 +240,19 @@ class RefitPolicy:
         self.decoder = as_decoder(space, decoder)  # a Decoder, or the search's log-probabilities
         self.margin, self.weight = config.closed_loop_margin, config.closed_loop_weight
         self.target_ms = aim_ms
+        self.refused = 0  # refits not taken (:meth:`_refit`)
 
     def first(self) -> tuple[float, Architecture]:
         return self.target_ms, _decode_aimed(self.decoder, self.estimator, self.target_ms, self.margin)
 
     def next(self, target_ms: float, arch: Architecture, measured_ms: float, new: bool,
              meter: Any) -> tuple[float, Architecture] | None:
-        if new:
-            self.estimator = self.estimator.with_rows([arch], [measured_ms], weight=self.weight,
-                                                      source="closed loop").for_space(self.space)
+        if new and self._refit(arch, measured_ms):
             self.target_ms = self.aim
             if meter.spent:
                 return None
+        elif new and meter.spent:
+            return None
         elif arch == self.decoder.fastest(self.estimator) and measured_ms > self.aim:
             return None
         else:
@@ -260,6 +261,23 @@ class RefitPolicy:
 
     def fallback(self) -> Architecture:
         return self.decoder.under(self.estimator, self.aim) or self.decoder.fastest(self.estimator)
+
+    def _refit(self, arch: Architecture, measured_ms: float) -> bool:
+        """Refit on the new measurement, unless the refit estimates some architecture of the space at <= 0 ms (a
+        correction fitted on few, noisy networks extrapolating at the ends of the space): then the previous fit is
+        kept, with one warning line, and the step scales the target instead (as for a repeat)."""
+        refit = self.estimator.with_rows([arch], [measured_ms], weight=self.weight,
+                                         source="closed loop").for_space(self.space)
+        fastest_ms = refit.latency_ms(fastest_arch(self.space, refit))
+        if fastest_ms > 0 and math.isfinite(fastest_ms):
+            self.estimator = refit
+            return True
+        if not self.refused:
+            print(f"hwnas: warning: closed loop: refitting the predictor on a network measured at {measured_ms:.4g} "
+                  f"ms puts the fastest architecture at {fastest_ms:.4g} ms (a latency is never <= 0); the loop keeps "
+                  "the previous fit and steps its target instead", file=sys.stderr)
+        self.refused += 1
+        return False
 
 
 def aim_on_device(space: SearchSpace, predictor: SpacePredictor, target_ms: float, decoder: Any, meter: Any,
