@@ -59,6 +59,7 @@ def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
     from hwnas.latency.lookup import covering_table, table_file
     from hwnas.latency.table import LatencyTable
     from hwnas.spaces import Architecture, get_space
+    from hwnas.spaces.footprint import arch_footprint
 
     if not (args.table or args.device):
         raise HwnasError("estimate: give --table FILE or --device NAME (its table for the architecture's space)")
@@ -73,9 +74,12 @@ def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
     estimator = TableEstimator(table, space, args.overhead)
     terms = estimator.terms(arch)
     total = estimator.latency_ms(arch)
+    memory = arch_footprint(space, arch)
     text = "\n".join(f"{t.part:<22} {t.ms:8.4f} ms  {t.key}" for t in terms) + f"\n{'total':<22} {total:8.4f} ms"
+    text += (f"\n{'memory':<22} {memory.memory_mb:8.3f} MiB  params {memory.params_mb:.3f} MiB + peak activations "
+             f"{memory.peak_activation_mb:.3f} MiB (batch 1, fp32)")
     return {"latency_ms": total, "device": table.device_name, "overhead_mode": args.overhead,
-            "terms": [{"part": t.part, "key": t.key, "ms": t.ms} for t in terms], "_text": text}
+            "terms": [{"part": t.part, "key": t.key, "ms": t.ms} for t in terms], **memory.to_dict(), "_text": text}
 
 
 def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
