@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_search_config_field_has_exactly_one_rule() -> None:
     names = [name for name, _, _ in _rules()]
     assert sorted(names) == sorted(f.name for f in dataclasses.fields(SearchConfig))
-    assert len(names) == len(set(names)) == 66
+    assert len(names) == len(set(names)) == 68
     SearchConfig()  # the defaults pass their own rules
 
 
@@ -48,7 +48,8 @@ BAD = [("arch_lr", -1), ("weight_lr", -1), ("momentum", -5), ("arch_eps", -1), (
        ("retry_pause_s", float("nan")), ("target_fraction", 1.5), ("arch_fraction", 0), ("seed", -1),
        ("resolution", 0), ("device_threads", 10**9), ("predictor", ""), ("loss_params", {"lam": float("inf")}),
        ("loss_params", {"bogus": 1}), ("reward_params", {"w": float("nan")}), ("protocol", {"rounds": -1}),
-       ("paired", {"pairs": float("nan")}), ("space", "nope"), ("max_per_split", 0), ("num_threads", 0)]
+       ("paired", {"pairs": float("nan")}), ("space", "nope"), ("max_per_split", 0), ("num_threads", 0),
+       ("max_memory_mb", 0), ("max_memory_mb", float("inf")), ("max_params_mb", -1)]
 
 
 @pytest.mark.parametrize("name, value", BAD, ids=[f"{n}={v}" for n, v in BAD])

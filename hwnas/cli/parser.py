@@ -168,6 +168,10 @@ def _add_search_command(sub: Any, commands: ModuleType) -> None:
                    "to the slowest architecture)")
     p.add_argument("--targets", type=_targets, metavar="T1,T2,...", help="several latency targets (ms): one network "
                    "per target from one supernet training, each in OUT/target-<i>")
+    p.add_argument("--max-memory-mb", type=float, metavar="M", help="bound the network's peak activation memory "
+                   "(batch 1, MiB): no op whose own peak exceeds M is chosen, by any strategy (MemNet)")
+    p.add_argument("--max-params-mb", type=float, metavar="P", help="bound the network's parameter bytes (MiB): a "
+                   "second budget beside latency")
     p.add_argument("--data", help="'digits' (embedded, the default), 'clutter' (embedded, generated: glyphs on "
                    "textured clutter, where architectures differ), a CIFAR folder or an ImageFolder tree")
     p.add_argument("--epochs", type=int, help="search epochs (alternating weight and architecture steps)")

@@ -17,7 +17,8 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
              "data": args.data, "search_epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
              "train_epochs": args.train_epochs, "loss": args.loss, "strategy": args.strategy, "reward": args.reward,
              "seed": args.seed, "out": args.out, "random_baselines": args.random_baselines, "targets": args.targets,
-             "device_threads": args.threads, "predictor": args.predictor}
+             "device_threads": args.threads, "predictor": args.predictor, "max_memory_mb": args.max_memory_mb,
+             "max_params_mb": args.max_params_mb}
     config = config.with_overrides({k: v for k, v in flags.items() if v is not None}, "command line")
     config = config.with_overrides(_parse_sets(args.set), "command line --set")
     if args.baseline:
@@ -34,6 +35,8 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
              "measured   " + (f"{measured:.4f} ms ({result['measured_over_target']:.2f} x target{_quietest(result)})"
                                if measured is not None else "not measured"),
              f"accuracy   {result['accuracy']:.4f} (test split)"]
+    if result.get("memory_mb"):
+        lines.append(_memory_text(result))
     verdict = _verdict_text(result)
     if verdict is not None:
         lines.insert(4, verdict)
@@ -51,6 +54,16 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     lines.append(f"files      {result['out']}/ (arch.json, model.pt, report.json, search.png, pareto.json, "
                  "pareto.png)")
     return {**result, "_text": "\n".join(lines)}
+
+
+def _memory_text(result: dict[str, Any]) -> str:
+    """The network's memory at batch 1, with the bounds the search was given."""
+    memory = result["memory_mb"]
+    bounds = [f"{label} <= {result[name]:g} MB" for name, label in (("max_memory_mb", "peak"),
+                                                                   ("max_params_mb", "parameters"))
+              if result.get(name) is not None]
+    return (f"memory     peak activations {memory['peak_activation_mb']:.4g} MB, parameters {memory['params_mb']:.4g} "
+            "MB" + (f" (bound: {', '.join(bounds)})" if bounds else ""))
 
 
 def _targets_text(result: dict[str, Any]) -> str:

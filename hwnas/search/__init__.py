@@ -3,8 +3,9 @@
 Search machinery: ``supernet`` (mixed ops with binary gates), ``nested`` (candidates sharing the largest one's
 weights), ``losses`` (latency losses and rewards), ``strategies`` (proxyless, mnas, evolution), ``decode`` (the most
 probable architecture under a latency target, exact), ``evolution`` (evolutionary search under a latency bound),
-``decoders`` (what the closed loop decodes with: a distribution's mode, or evolution on shared weights), ``pareto``
-(accuracy-latency fronts), ``distributed`` (data-parallel supernet training under torchrun).
+``decoders`` (what the closed loop decodes with: a distribution's mode, or evolution on shared weights),
+``memory_bound`` and ``decode_memory`` (MemNet's memory bound and the two-budget decoder), ``pareto``
+(accuracy-latency(-memory) fronts), ``distributed`` (data-parallel supernet training under torchrun).
 
 The search run, one module per job: ``run`` (the phases in order: set up, search, closed loop, train, measure,
 write), ``run_config`` (every option, in named groups), ``run_supernet`` (the supernet search), ``run_train``

@@ -60,6 +60,16 @@ def _slowest_within(archs: list[Architecture], estimator: LatencyEstimator, targ
     return max(fitting, key=estimator.latency_ms) if fitting else None
 
 
+def _within_memory(space: SearchSpace, archs: list[Architecture], config: SearchConfig) -> list[Architecture]:
+    """``archs`` within the config's memory bound (all of them when there is none, or when none fits)."""
+    from hwnas.search.memory_bound import MemoryBound
+
+    memory = MemoryBound.of(space, config.max_memory_mb, config.max_params_mb)
+    if memory is None:
+        return archs
+    return [a for a in archs if memory.fits(a)] or archs
+
+
 def baseline_arch(space: SearchSpace, estimator: LatencyEstimator, target_ms: float) -> Architecture | None:
     """The same-budget uniform baseline: the slowest of :func:`baseline_candidates` whose estimated latency is
     <= ``target_ms`` (deeper first on ties), None if none fits. The search run then corrects it on the device
@@ -328,11 +338,11 @@ def baseline_on_device(space: SearchSpace, estimator: LatencyEstimator, target_m
                        progress: Progress) -> tuple[Architecture, list[LoopStep]]:
     """The uniform baseline (:func:`baseline_arch`): with a model that refits, the slowest predicted under the aim
     (else the fastest candidate), without a loop; with any other, chosen by the same closed loop as the searched
-    architecture (``baseline`` in the checkpoint)."""
-    uniform = baseline_candidates(space)
+    architecture (``baseline`` in the checkpoint). Under a memory bound, of the candidates within it when any is."""
+    uniform = _within_memory(space, baseline_candidates(space), config)
     aim = loop_aim(target_ms, config.closed_loop_margin)
     if refits(estimator):
-        return baseline_arch(space, estimator, aim) or min(uniform, key=estimator.latency_ms), []
+        return _slowest_within(uniform, estimator, aim) or min(uniform, key=estimator.latency_ms), []
     by_latency = sorted(uniform, key=estimator.latency_ms)
     policy = StepPolicy(estimator, target_ms, aim, lambda t: _slowest_within(uniform, estimator, t), by_latency[0],
                         estimator.latency_ms(by_latency[-1]))

@@ -31,11 +31,14 @@ from hwnas.latency.estimator import LatencyEstimator
 from hwnas.spaces import Architecture, SearchSpace
 
 _LOG_FLOOR = -1e12  # log-probabilities below this (log 0) count as this, so infeasible stays -inf apart
+Mask = Sequence[Sequence[bool]]  # per layer, per candidate: whether the candidate may be chosen
 
 
-def fastest_arch(space: SearchSpace, estimator: LatencyEstimator) -> Architecture:
-    """The minimum-latency architecture (the fastest candidate per layer, first on ties)."""
-    return space.arch([layer.names[int(np.argmin(c))] for layer, c in zip(space.layers, _costs(space, estimator))])
+def fastest_arch(space: SearchSpace, estimator: LatencyEstimator, allowed: Mask | None = None) -> Architecture:
+    """The minimum-latency architecture (the fastest candidate per layer, first on ties); ``allowed``: per layer,
+    per candidate, whether it may be chosen (a memory bound's mask, :mod:`~hwnas.search.memory_bound`)."""
+    costs = _costs(space, estimator, allowed)
+    return space.arch([layer.names[int(np.argmin(c))] for layer, c in zip(space.layers, costs)])
 
 
 def slowest_arch(space: SearchSpace, estimator: LatencyEstimator) -> Architecture:
@@ -96,18 +99,19 @@ def most_probable_arch(space: SearchSpace, log_probs: Sequence[Sequence[float]])
 
 def decode_under_target(space: SearchSpace, log_probs: Sequence[Sequence[float]], estimator: LatencyEstimator,
                         target_ms: float, *, cells: int = 2000, refinements: int = 2,
-                        tol: float = 1e-9) -> Architecture | None:
+                        tol: float = 1e-9, allowed: Mask | None = None) -> Architecture | None:
     """The architecture maximising ``sum_l log_probs[l][i_l]`` with ``estimator.latency_ms(arch) <= target_ms``.
 
     Returns ``None`` when even the fastest architecture exceeds ``target_ms``. ``cells``: grid cells over the
     slack ``T - LAT(fastest)``; ``refinements``: how many times the grid may be refined 8x when the
     conservative and optimistic passes disagree. A latency model with a non-additive part is linearized at the most
     probable architecture (:func:`most_probable_arch`), where the search's loss linearizes it; ``latency_ms`` checks.
+    ``allowed``: only these candidates are chosen (a memory bound's mask; the fastest is then the fastest of them).
     """
     lp = _log_probs(space, log_probs)
     estimator = estimator.anchored(most_probable_arch(space, log_probs))
-    costs = _costs(space, estimator)
-    fastest = fastest_arch(space, estimator)
+    costs = _costs(space, estimator, allowed)
+    fastest = fastest_arch(space, estimator, allowed)
     if estimator.latency_ms(fastest) > target_ms:
         return None
     base = [float(c.min()) for c in costs]
@@ -132,7 +136,8 @@ def decode_under_target(space: SearchSpace, log_probs: Sequence[Sequence[float]]
 
 
 def decode_in_band(space: SearchSpace, log_probs: Sequence[Sequence[float]], estimator: LatencyEstimator,
-                   low_ms: float, high_ms: float, *, cells: int = 4000, refinements: int = 2) -> Architecture | None:
+                   low_ms: float, high_ms: float, *, cells: int = 4000, refinements: int = 2,
+                   allowed: Mask | None = None) -> Architecture | None:
     """The most probable architecture whose latency lies in ``[low_ms, high_ms]``; None when none is found.
 
     What the closed loop decodes when it aims: the unconstrained most probable architecture can sit far under the
@@ -141,23 +146,25 @@ def decode_in_band(space: SearchSpace, log_probs: Sequence[Sequence[float]], est
     :func:`decode_under_target`, with each layer's extra cost rounded to the nearest grid unit and the best value
     kept per *exact* total, so any total in the band can be chosen: ``max sum_l log p_{l,i_l}`` over totals whose
     grid cost lies in the band. The answer is checked with the estimator's own ``latency_ms``; when rounding put it
-    outside the band the grid is refined (``cells * 8**r``), and None is returned if it still is.
+    outside the band the grid is refined (``cells * 8**r``), and None is returned if it still is. ``allowed``: as
+    :func:`decode_under_target`'s.
     """
     if not low_ms <= high_ms:
         raise HwnasError(f"decode: band [{low_ms}, {high_ms}] ms is empty")
     lp = _log_probs(space, log_probs)
     estimator = estimator.anchored(most_probable_arch(space, log_probs))
-    costs = _costs(space, estimator)
+    costs = _costs(space, estimator, allowed)
     base = [float(c.min()) for c in costs]
     floor_ms = estimator.fixed_ms() + sum(base)
     extra = [c - b for c, b in zip(costs, base)]
-    top = min(high_ms, floor_ms + sum(float(e.max()) for e in extra)) - floor_ms
+    top = min(high_ms, floor_ms + sum(float(e[np.isfinite(e)].max()) for e in extra)) - floor_ms
     if top < 0:
         return None
     for level in range(refinements + 1):
         step = max(top, 1e-12) / (cells * 8**level)
         capacity = int(round(top / step))
-        units = [np.rint(e / step).astype(np.int64) for e in extra]
+        units = [np.where(np.isfinite(e), np.rint(np.where(np.isfinite(e), e, 0.0) / step), capacity + 1)
+                 .astype(np.int64) for e in extra]
         lowest = max(0, int(math.ceil((low_ms - floor_ms) / step)))
         picks = _knapsack_exact(units, lp, capacity, lowest)
         if picks is not None and low_ms <= estimator.latency_ms(_arch(space, picks)) <= high_ms:
@@ -165,11 +172,17 @@ def decode_in_band(space: SearchSpace, log_probs: Sequence[Sequence[float]], est
     return None
 
 
-def _costs(space: SearchSpace, estimator: LatencyEstimator) -> list[np.ndarray]:
+def _costs(space: SearchSpace, estimator: LatencyEstimator, allowed: Mask | None = None) -> list[np.ndarray]:
+    """Per layer, the candidates' latency costs; a candidate ``allowed`` leaves out costs ``inf`` (never fits)."""
     costs = estimator.layer_costs_ms()
     if len(costs) != len(space.layers) or any(len(c) != len(layer.candidates) for c, layer in zip(costs, space.layers)):
         raise HwnasError(f"decode: estimator costs do not match the layers of space {space.name}")
-    return [np.asarray(c, dtype=np.float64) for c in costs]
+    out = [np.asarray(c, dtype=np.float64) for c in costs]
+    if allowed is None:
+        return out
+    if len(allowed) != len(out) or any(len(m) != len(c) or not any(m) for m, c in zip(allowed, out)):
+        raise HwnasError(f"decode: the mask does not match the layers of space {space.name} (or leaves a layer empty)")
+    return [np.where(np.asarray(m, dtype=bool), c, np.inf) for m, c in zip(allowed, out)]
 
 
 def _log_probs(space: SearchSpace, log_probs: Sequence[Sequence[float]]) -> list[np.ndarray]:

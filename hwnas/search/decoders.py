@@ -9,6 +9,9 @@ between steps).
   Once-for-All) over the space, fitness from the trained supernet's shared weights on the validation split,
   candidates over the bound rejected by the latency model before they are evaluated. Accuracies are cached across
   calls (they do not depend on the bound), so the loop's later decodes cost predictions, not evaluations.
+
+Both take the search's memory bound (``--max-memory-mb``, ``--max-params-mb``; :mod:`~hwnas.search.memory_bound`):
+every architecture they return, the fastest included, is within it (:mod:`~hwnas.search.decode_memory`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol, Sequence
 
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.search.decode import decode_in_band, decode_under_target, fastest_arch, most_probable_arch
+from hwnas.search.decode import most_probable_arch
+from hwnas.search.decode_memory import decode_within, fastest_within, in_band_within
+from hwnas.search.memory_bound import MemoryBound
 from hwnas.spaces import Architecture, SearchSpace
 
 Reward = Callable[[float, float, float], float]
@@ -40,19 +45,21 @@ class Decoder(Protocol):
 class ProbsDecoder:
     """The learned distribution's most probable architecture under a bound (see the module docstring)."""
 
-    def __init__(self, space: SearchSpace, log_probs: Sequence[Sequence[float]]) -> None:
-        self.space, self.log_probs = space, [list(lp) for lp in log_probs]
+    def __init__(self, space: SearchSpace, log_probs: Sequence[Sequence[float]],
+                 memory: MemoryBound | None = None) -> None:
+        self.space, self.log_probs, self.memory = space, [list(lp) for lp in log_probs], memory
 
     def under(self, estimator: LatencyEstimator, bound_ms: float) -> Architecture | None:
-        return decode_under_target(self.space, self.log_probs, estimator, bound_ms)
+        return decode_within(self.space, self.log_probs, estimator, bound_ms, self.memory)
 
     def in_band(self, estimator: LatencyEstimator, low_ms: float, high_ms: float) -> Architecture | None:
-        return decode_in_band(self.space, self.log_probs, estimator, low_ms, high_ms)
+        return in_band_within(self.space, self.log_probs, estimator, low_ms, high_ms, self.memory)
 
     def fastest(self, estimator: LatencyEstimator) -> Architecture:
         """By the model's costs linearized where the decoder linearizes them (at the most probable architecture; an
         additive model, a table, is its own linearization)."""
-        return fastest_arch(self.space, estimator.anchored(most_probable_arch(self.space, self.log_probs)))
+        return fastest_within(self.space, estimator.anchored(most_probable_arch(self.space, self.log_probs)),
+                              self.memory)
 
 
 def as_decoder(space: SearchSpace, decoder_or_log_probs: Any) -> Decoder:
@@ -68,11 +75,12 @@ class EvolutionDecoder:
     ``accuracy_of(arch)``: the supernet's shared-weight accuracy on the validation split; ``reward(acc, lat, T)``
     ranks candidates by the latency model's prediction against the bound (the closed loop's table target: T in the
     model's units, which the loop tunes until the decoded network measures just under the real T); ``config``:
-    :class:`~hwnas.search.evolution.EvolutionConfig`; ``say`` is told one line per evolution."""
+    :class:`~hwnas.search.evolution.EvolutionConfig`; ``say`` is told one line per evolution; ``memory``: the
+    search's memory bound (a candidate over it is never evaluated)."""
 
     def __init__(self, space: SearchSpace, accuracy_of: Callable[[Architecture], float], reward: Reward,
-                 config: Any, say: Callable[[str], None] | None = None) -> None:
-        self.space, self.reward, self.config, self.say = space, reward, config, say
+                 config: Any, say: Callable[[str], None] | None = None, memory: MemoryBound | None = None) -> None:
+        self.space, self.reward, self.config, self.say, self.memory = space, reward, config, say, memory
         self.accuracies: dict[tuple[str, ...], float] = {}
         self._accuracy_of = accuracy_of
         self.runs: list[dict[str, Any]] = []  # one per evolution: its bound, best, evaluated and rejected
@@ -87,11 +95,13 @@ class EvolutionDecoder:
         from hwnas.search.evolution import evolve
 
         result = evolve(self.space, self.accuracy, estimator.latency_ms, bound_ms, self.reward, bound_ms,
-                        self.config)
+                        self.config, memory=self.memory)
         best = result.best
         self.runs.append({"bound_ms": bound_ms, "best": list(best.arch.choices), "best_accuracy": best.accuracy,
                           "best_latency_ms": best.latency_ms, "evaluated": len(result.evaluated),
                           "rejected": result.rejected})
+        if self.memory is not None:
+            self.runs[-1]["rejected_memory"] = result.rejected_memory
         if self.say is not None:
             self.say(f"evolution under {bound_ms:.4g} ms: best accuracy {best.accuracy:.3f} at {best.latency_ms:.4g} "
                      f"ms ({len(result.evaluated)} evaluated, {result.rejected} rejected by the latency model, "
@@ -115,7 +125,7 @@ class EvolutionDecoder:
 
     def fastest(self, estimator: LatencyEstimator) -> Architecture:
         uniform = [[0.0] * len(layer.names) for layer in self.space.layers]
-        return fastest_arch(self.space, estimator.anchored(most_probable_arch(self.space, uniform)))
+        return fastest_within(self.space, estimator.anchored(most_probable_arch(self.space, uniform)), self.memory)
 
 
 def shared_weight_accuracy(supernet: Any, data: Any, images: int, eval_batch_size: int,

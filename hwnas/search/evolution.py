@@ -8,7 +8,9 @@ probability ``mutate_prob``), the others by crossover of two random parents (eac
 The latency model (``latency_of``, e.g. a predictor's or a table's ``latency(arch)``) screens every candidate
 before it is evaluated: one it puts over ``bound_ms`` is rejected and never reaches ``accuracy_of`` (the costly
 part: the supernet's shared weights on the validation split). Fitness is ``reward(accuracy, latency_ms, T)``
-(:mod:`hwnas.search.losses`). Every architecture is evaluated at most once (a cache keyed by its choices); a
+(:mod:`hwnas.search.losses`). Under a memory bound (``memory``, :mod:`~hwnas.search.memory_bound`) a candidate
+over it is rejected the same way; first-generation draws are then uniform over the candidates within the peak bound
+and walked down to fit. Every architecture is evaluated at most once (a cache keyed by its choices); a
 duplicate child is drawn again, up to ``duplicate_tries`` times, then reused from the cache. The run draws from
 a ``random.Random(seed)`` of its own, so the same config and callables give the same result.
 """
@@ -19,10 +21,13 @@ import math
 import random
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from hwnas.errors import HwnasError
 from hwnas.spaces.base import Architecture, SearchSpace
+
+if TYPE_CHECKING:
+    from hwnas.search.memory_bound import MemoryBound
 
 Choices = tuple[str, ...]
 RewardFn = Callable[[float, float, float], float]
@@ -88,6 +93,7 @@ class EvolutionResult:
     evaluated: list[Candidate]  # every distinct architecture evaluated, in order
     rejected: int  # distinct architectures the latency model put over the bound (never evaluated)
     history: list[dict[str, float]] = field(default_factory=list)
+    rejected_memory: int = 0  # distinct architectures under the latency bound but over the memory bound
 
 
 def mutate(space: SearchSpace, arch: Architecture, prob: float, rng: random.Random) -> Architecture:
@@ -114,8 +120,10 @@ class _Evolution:
 
     def __init__(self, space: SearchSpace, accuracy_of: Callable[[Architecture], float],
                  latency_of: Callable[[Architecture], float], bound_ms: float, reward: RewardFn,
-                 target_ms: float, config: EvolutionConfig) -> None:
-        self.space, self.accuracy_of, self.latency_of = space, accuracy_of, latency_of
+                 target_ms: float, config: EvolutionConfig, memory: MemoryBound | None = None) -> None:
+        self.space, self.accuracy_of, self.latency_of, self.memory = space, accuracy_of, latency_of, memory
+        self.memory_fits: dict[Choices, bool] = {}
+        self.rejected_memory = 0
         self.bound_ms, self.reward, self.target_ms, self.config = bound_ms, reward, target_ms, config
         self.rng = random.Random(config.seed)
         self.latencies: dict[Choices, float] = {}
@@ -136,11 +144,23 @@ class _Evolution:
             self.rejected += latency_ms > self.bound_ms
         return self.latencies[arch.choices]
 
+    def fits(self, arch: Architecture) -> bool:
+        """Under the latency bound and (with one) within the memory bound; a candidate under the first and over the
+        second is counted once in ``rejected_memory``."""
+        if self.latency(arch) > self.bound_ms:
+            return False
+        if self.memory is None:
+            return True
+        if arch.choices not in self.memory_fits:
+            self.memory_fits[arch.choices] = self.memory.fits(arch)
+            self.rejected_memory += not self.memory_fits[arch.choices]
+        return self.memory_fits[arch.choices]
+
     def evaluate(self, arch: Architecture) -> Candidate:
         """The candidate of ``arch`` (under the bound), evaluated on its first visit only."""
         if arch.choices not in self.cache:
             latency_ms = self.latency(arch)
-            assert latency_ms <= self.bound_ms, "evaluate() is only called under the bound"
+            assert self.fits(arch), "evaluate() is only called under the bound"
             accuracy = float(self.accuracy_of(arch))
             fitness = float(self.reward(accuracy, latency_ms, self.target_ms))
             if not math.isfinite(fitness):
@@ -157,7 +177,7 @@ class _Evolution:
         duplicates = 0
         for _ in range(self.config.max_tries):
             arch = make()
-            if self.latency(arch) > self.bound_ms:
+            if not self.fits(arch):
                 continue
             if arch.choices not in self.cache:
                 return self.evaluate(arch)
@@ -168,8 +188,9 @@ class _Evolution:
             return self.evaluate(seen_under)
         if fallback is not None:
             return fallback
+        within = f" within {self.memory.describe()}" if self.memory is not None else ""
         raise HwnasError(f"evolution: latency bound {self.bound_ms:g} ms is below what space {self.space.name} "
-                         f"reaches: the fastest of {len(self.latencies)} architectures drawn predicts "
+                         f"reaches{within}: the fastest of {len(self.latencies)} architectures drawn predicts "
                          f"{self.fastest_ms:.4g} ms (raise the target or max_tries)")
 
     def random_under(self) -> Architecture:
@@ -177,20 +198,30 @@ class _Evolution:
         order takes its fastest choice (by the model). Uniform draws alone rarely land under a tight bound, and the
         closed loop asks for tight ones; layers the walk leaves alone keep their random choices, so the draws stay
         diverse, and a full walk reaches the fastest architecture. Under a loose bound a uniform draw (of up to
-        ``UNIFORM_TRIES``) lands under it and is taken as it is: the population stays uniform there."""
+        ``UNIFORM_TRIES``) lands under it and is taken as it is: the population stays uniform there. Under a memory
+        bound the draws and the walk keep to the candidates within its peak bound, and under a parameter budget
+        the walk takes the choice of the smallest overshoot of either budget (:meth:`_overshoot`)."""
         for _ in range(UNIFORM_TRIES):
-            arch = self.space.random_arch(self.rng)
-            if self.latency(arch) <= self.bound_ms:
+            arch = self.space.random_arch(self.rng) if self.memory is None else self.memory.random_arch(self.rng)
+            if self.fits(arch):
                 return arch
         order = list(range(len(self.space.layers)))
         self.rng.shuffle(order)
         for layer in order:
-            if self.latency(arch) <= self.bound_ms:
+            if self.fits(arch):
                 break
-            options = [self.space.arch([*arch.choices[:layer], name, *arch.choices[layer + 1:]])
-                       for name in self.space.layers[layer].names]
-            arch = min(options, key=self.latency)
+            names = self.space.layers[layer].names if self.memory is None else self.memory.allowed_names(layer)
+            options = [self.space.arch([*arch.choices[:layer], name, *arch.choices[layer + 1:]]) for name in names]
+            arch = min(options, key=self._overshoot)
         return arch
+
+    def _overshoot(self, arch: Architecture) -> Any:
+        """What the walk down minimizes: the latency, or under a parameter budget the larger of the two ratios to
+        their bounds (then the latency)."""
+        budget = None if self.memory is None else self.memory.params_budget()
+        if budget is None:
+            return self.latency(arch)
+        return max(self.latency(arch) / self.bound_ms, self.memory.params_of(arch) / budget), self.latency(arch)
 
     def first_generation(self) -> list[Candidate]:
         """``population`` random architectures under the bound (fewer distinct ones when the bound leaves few)."""
@@ -228,7 +259,7 @@ class _Evolution:
 def evolve(space: SearchSpace, accuracy_of: Callable[[Architecture], float],
            latency_of: Callable[[Architecture], float], bound_ms: float, reward: RewardFn, target_ms: float,
            config: EvolutionConfig, on_generation: Callable[[int, dict[str, float]], None] | None = None,
-           ) -> EvolutionResult:
+           memory: MemoryBound | None = None) -> EvolutionResult:
     """Evolve architectures of ``space`` whose predicted latency is at most ``bound_ms`` (see the module docstring).
 
     Args:
@@ -236,11 +267,13 @@ def evolve(space: SearchSpace, accuracy_of: Callable[[Architecture], float],
         latency_of: the latency model's prediction in ms (called once per distinct architecture drawn).
         reward: ``(accuracy, latency_ms, target_ms) -> fitness``, e.g. :func:`hwnas.search.losses.get_reward`.
         on_generation: called after each generation with its index and its :attr:`EvolutionResult.history` entry.
+        memory: the search's memory bound (:class:`~hwnas.search.memory_bound.MemoryBound`): a candidate over it
+            is never evaluated.
     """
     for name, value in (("bound_ms", bound_ms), ("target_ms", target_ms)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
             raise HwnasError(f"evolution: {name} must be a positive number of ms, got {value!r}")
-    run = _Evolution(space, accuracy_of, latency_of, bound_ms, reward, target_ms, config)
+    run = _Evolution(space, accuracy_of, latency_of, bound_ms, reward, target_ms, config, memory)
     history: list[dict[str, float]] = []
     population = run.first_generation()
     for generation in range(config.generations):
@@ -252,4 +285,4 @@ def evolve(space: SearchSpace, accuracy_of: Callable[[Architecture], float],
             on_generation(generation, history[-1])
     evaluated = list(run.cache.values())
     best = max(evaluated, key=lambda candidate: candidate.fitness)
-    return EvolutionResult(best, evaluated, run.rejected, history)
+    return EvolutionResult(best, evaluated, run.rejected, history, run.rejected_memory)

@@ -13,6 +13,11 @@ So :func:`pareto_front` computes the front of exactly the points it is given (th
 :func:`write_pareto` writes one front per (latency kind, accuracy kind) group present (``fronts``) plus one
 ``front``: the front of the most trustworthy group present, in the order measured+trained, measured+supernet,
 predicted+trained, predicted+supernet (measured latency first because the latency target is what hwnas promises).
+
+A point may also carry its architecture's peak activation memory (``memory_mb``, :mod:`hwnas.spaces.footprint`;
+MemNet's third axis): ``pareto.json`` then also holds ``front_memory``, the front of the same group over (accuracy
+up, latency down, memory down) among its points that have one (:func:`front_memory_indices`), and each entry of
+``fronts`` its ``memory_indices``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ GROUP_ORDER = ((True, "trained"), (True, "supernet"), (False, "trained"), (False
 """(measured, accuracy_kind) groups, most trustworthy first: the first one present gives ``pareto.json``'s front."""
 
 AXES = {"x": "latency_ms", "x_goal": "min", "y": "accuracy", "y_goal": "max"}
+MEMORY_AXES = {**AXES, "z": "memory_mb", "z_goal": "min"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ class ParetoPoint:
 
     ``arch`` is the architecture's JSON (:meth:`hwnas.spaces.Architecture.to_dict`) or its one-line human form;
     ``measured`` says whether ``latency_ms`` was measured on the device (True) or predicted (False); ``source``
-    names who evaluated it (``evolution``, ``mnas``, ``closed_loop``, ``baseline``, ``random``, ...).
+    names who evaluated it (``evolution``, ``mnas``, ``closed_loop``, ``baseline``, ``random``, ...);
+    ``memory_mb``: the architecture's peak activation memory in MiB (None when not known).
     """
 
     arch: dict[str, Any] | str
@@ -50,6 +57,7 @@ class ParetoPoint:
     measured: bool
     source: str
     accuracy_kind: str = "supernet"
+    memory_mb: float | None = None
 
     def __post_init__(self) -> None:
         """A point without a finite accuracy and latency has no place on the plot: the caller leaves failed
@@ -57,6 +65,8 @@ class ParetoPoint:
         if not (math.isfinite(self.accuracy) and math.isfinite(self.latency_ms) and self.latency_ms >= 0):
             raise ValueError(f"ParetoPoint: expected a finite accuracy and latency_ms >= 0, got "
                              f"{self.accuracy!r}, {self.latency_ms!r}")
+        if self.memory_mb is not None and not (math.isfinite(self.memory_mb) and self.memory_mb >= 0):
+            raise ValueError(f"ParetoPoint: expected memory_mb >= 0 or null, got {self.memory_mb!r}")
         if self.accuracy_kind not in ACCURACY_KINDS:
             raise ValueError(f"ParetoPoint: accuracy_kind {self.accuracy_kind!r} is not one of {ACCURACY_KINDS}")
 
@@ -81,6 +91,31 @@ def front_indices(points: Sequence[ParetoPoint]) -> list[int]:
             front.append(index)
             best = points[index].accuracy
     return front
+
+
+def front_memory_indices(points: Sequence[ParetoPoint]) -> list[int]:
+    """Indices of the points with a ``memory_mb`` that no other such point dominates for (max accuracy, min latency,
+    min memory), by increasing latency (then decreasing accuracy, then increasing memory).
+
+    ``a`` dominates ``b`` when it is no worse on all three axes and better on one; of points equal on all three only
+    the first is kept. In the sort order a dominating point comes before the point it dominates, and a dominated
+    point is dominated by a front point (dominance is transitive), so each point is checked against the front kept
+    so far: O(n f) for a front of f points.
+    """
+    with_memory = [i for i, p in enumerate(points) if p.memory_mb is not None]
+    order = sorted(with_memory, key=lambda i: (points[i].latency_ms, -points[i].accuracy, points[i].memory_mb, i))
+    front: list[int] = []
+    for index in order:
+        p = points[index]
+        if not any(_no_worse(points[kept], p) for kept in front):
+            front.append(index)
+    return front
+
+
+def _no_worse(a: ParetoPoint, b: ParetoPoint) -> bool:
+    """``a`` is at least as good as ``b`` on all three axes (it dominates ``b``, or equals it)."""
+    assert a.memory_mb is not None and b.memory_mb is not None
+    return a.latency_ms <= b.latency_ms and a.accuracy >= b.accuracy and a.memory_mb <= b.memory_mb
 
 
 def pareto_front(points: Sequence[ParetoPoint]) -> list[ParetoPoint]:
@@ -124,12 +159,21 @@ def write_pareto(path_json: Path, path_png: Path | None, points: Sequence[Pareto
         "points": [p.to_dict() for p in points],
         "front": fronts[primary] if primary else [],
         "front_group": _group_dict(primary) if primary else None,
-        "fronts": [{**_group_dict(key), "indices": indices} for key, indices in fronts.items()],
+        "fronts": [{**_group_dict(key), "indices": indices, "memory_indices": _memory_front(points, key)}
+                   for key, indices in fronts.items()],
+        "memory_axes": MEMORY_AXES,
+        "front_memory": _memory_front(points, primary) if primary else [],
     }
     write_json_atomic(path_json, data)
     if path_png is not None:
         plot_pareto(path_png, points, fronts, title, target_ms)
     return Path(path_json)
+
+
+def _memory_front(points: Sequence[ParetoPoint], key: tuple[bool, str]) -> list[int]:
+    """The 3-D front (:func:`front_memory_indices`) of group ``key``, as indices into ``points``."""
+    indices = groups(points)[key]
+    return [indices[i] for i in front_memory_indices([points[j] for j in indices])]
 
 
 def load_pareto(path: str | Path) -> tuple[list[ParetoPoint], list[int]]:

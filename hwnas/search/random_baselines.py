@@ -6,6 +6,8 @@ Candidates are drawn uniformly from the space (a generator seeded by the run's s
 measured on the device the way the closed loop measures (paired with the reference where the model has one), and
 kept when the *measurement* lies in the band, until ``random_baselines`` are kept or ``4 x`` that many were
 measured. They are then trained from scratch like the derived network and measured by the same final verdict.
+Under a memory bound (``max_memory_mb``, ``max_params_mb``) only architectures within it are drawn: uniformly over
+the candidates within the peak bound, kept when their parameters fit too.
 Measurements and training are checkpointed (loop ``random``; labels ``random1``, ``random2``, ...).
 """
 
@@ -18,6 +20,7 @@ from hwnas.devices import DeviceProfile
 from hwnas.latency.estimator import LatencyEstimator
 from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.closed_loop import checkpointed_meter, loop_measure
+from hwnas.search.memory_bound import MemoryBound
 from hwnas.search.progress import Progress
 from hwnas.search.records import LoopStep, arch_id
 from hwnas.search.run_config import SearchConfig
@@ -27,11 +30,14 @@ DRAWS = 20_000  # random draws to find candidates the model puts in the band
 
 
 def predicted_in_band(space: SearchSpace, estimator: LatencyEstimator, low_ms: float, high_ms: float,
-                      count: int, rng: random.Random) -> list[Architecture]:
-    """Up to ``count`` distinct random architectures the model puts in ``[low_ms, high_ms]`` (in draw order)."""
+                      count: int, rng: random.Random, memory: MemoryBound | None = None) -> list[Architecture]:
+    """Up to ``count`` distinct random architectures the model puts in ``[low_ms, high_ms]`` (in draw order), all
+    within ``memory`` when given."""
     found: dict[tuple[str, ...], Architecture] = {}
     for _ in range(DRAWS):
-        arch = space.random_arch(rng)
+        arch = space.random_arch(rng) if memory is None else memory.random_arch(rng)
+        if memory is not None and not memory.fits(arch):
+            continue
         if arch.choices not in found and low_ms <= estimator.latency_ms(arch) <= high_ms:
             found[arch.choices] = arch
             if len(found) >= count:
@@ -48,8 +54,9 @@ def random_in_band(space: SearchSpace, estimator: LatencyEstimator, target_ms: f
         return []
     low, high = config.random_band * target_ms, target_ms
     skip = {arch.choices for arch in exclude}
+    memory = MemoryBound.of(space, config.max_memory_mb, config.max_params_mb)
     candidates = [a for a in predicted_in_band(space, estimator, low, high, 4 * wanted + len(skip),
-                                               random.Random(config.seed + 7)) if a.choices not in skip]
+                                               random.Random(config.seed + 7), memory) if a.choices not in skip]
     kept: list[tuple[Architecture, LoopStep]] = []
     with loop_measure(device, space, estimator, config) as measure:
         meter = checkpointed_meter(checkpoint, "random", measure, 4 * wanted, progress)

@@ -35,9 +35,11 @@ from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.closed_loop import (baseline_arch, baseline_candidates, baseline_on_device, meet_on_device,
                                       search_on_device)
 from hwnas.search.decode import latency_range
+from hwnas.search.decode_memory import refuse_unreachable_target
 from hwnas.search.distributed import follow_rank_zero
 from hwnas.search.decoders import Decoder, EvolutionDecoder, ProbsDecoder, shared_weight_accuracy
 from hwnas.search.losses import get_reward
+from hwnas.search.memory_bound import MemoryBound
 from hwnas.search.measure import latency_independent_of_weights, measure_networks, quietest_per_network
 from hwnas.search.progress import Progress
 from hwnas.search.records import LoopStep, TrainedNetwork, last_step_of
@@ -53,6 +55,7 @@ from hwnas.search.run_train import torch_settings, train_checkpointed
 from hwnas.search.supernet import SuperNet
 from hwnas.search.verdict import closed_loop_drift, final_verdict, warn_if_drifted
 from hwnas.spaces import Architecture, SearchSpace, get_space, space_info
+from hwnas.spaces.footprint import arch_footprint
 
 __all__ = ["SearchConfig", "baseline_arch", "baseline_candidates", "closed_loop_drift", "default_target_ms",
            "latency_independent_of_weights", "load_estimator", "measure_networks", "meet_on_device",
@@ -124,6 +127,7 @@ class _Setup:
     target_ms: float
     fastest_ms: float
     slowest_ms: float
+    memory: MemoryBound | None = None  # --max-memory-mb, --max-params-mb
 
 
 def _set_up(config: SearchConfig, out: Path, progress: Progress, checkpoint: RunCheckpoint,
@@ -143,11 +147,13 @@ def _set_up(config: SearchConfig, out: Path, progress: Progress, checkpoint: Run
     data = load_dataset(config.data, resolution, config.seed, config.arch_fraction, config.test_fraction,
                         config.max_per_split)
     space = get_space(config.space, resolution, data.num_classes)
+    memory = MemoryBound.of(space, config.max_memory_mb, config.max_params_mb)  # refuses one no network meets
     table = load_estimator(device, space, config, progress.bars)
     mark_run_folder(out)  # a predictor built for the run is written into out before the first checkpoint
     choice = choose_estimator(device, space, table, config, out, progress.bars, latency_model)
     target_ms, fastest_ms, slowest_ms = aim_target(space, choice, table, config)  # refuses T under the fastest
-    return _Setup(device, space, data, table, choice, target_ms, fastest_ms, slowest_ms)
+    refuse_unreachable_target(space, choice.estimator, target_ms, memory)  # ... and under the fastest within memory
+    return _Setup(device, space, data, table, choice, target_ms, fastest_ms, slowest_ms, memory)
 
 
 def _decode_note(space: SearchSpace, estimator: LatencyEstimator, decoder: Decoder, target_ms: float,
@@ -179,14 +185,14 @@ def _decoder(setup: _Setup, config: SearchConfig, supernet: SuperNet, progress: 
     search on the supernet's shared weights."""
     if config.strategy != "evolution":
         log_probs = [torch.log_softmax(a.detach().double(), dim=0).tolist() for a in supernet.arch_parameters()]
-        return ProbsDecoder(setup.space, log_probs)
+        return ProbsDecoder(setup.space, log_probs, setup.memory)
     from hwnas.search.evolution import EvolutionConfig
 
     accuracy_of = _accuracy_of(setup, config, supernet)
     evolution = EvolutionConfig(population=config.evolution_population, generations=config.evolution_generations,
                                 seed=config.seed)
     return EvolutionDecoder(setup.space, accuracy_of, get_reward(config.reward, **config.reward_params), evolution,
-                            progress.say)
+                            progress.say, setup.memory)
 
 
 def _search(setup: _Setup, config: SearchConfig, progress: Progress, checkpoint: RunCheckpoint,
@@ -248,6 +254,8 @@ def _measured_run(config: SearchConfig, out: Path, progress: Progress, checkpoin
         decoder = _decoder(setup, config, supernet, progress)
         decode_note = _decode_note(space, setup.choice.estimator, decoder, target_ms, setup.fastest_ms,
                                    config.strategy)
+        if setup.memory is not None:
+            decode_note += f" (every decode within {setup.memory.describe()})"
         arch, closed_loop, estimator = search_on_device(space, setup.choice.estimator, target_ms, setup.slowest_ms,
                                                         decoder, setup.device, config, checkpoint, progress)
         search_seconds = time.perf_counter() - search_start
@@ -283,7 +291,9 @@ def _measured_run(config: SearchConfig, out: Path, progress: Progress, checkpoin
         latency_model={**setup.choice.to_dict(), "rows": len(getattr(estimator, "rows", []))},
         probs=[dict(zip(layer.names, p)) for layer, p in zip(space.layers, probs)], config=config.to_dict(),
         history=history, train_history=derived.history, files={}, resumed_from=checkpoint.resumed_from,
-        evolution=getattr(decoder, "runs", None), baselines=baseline_rows(trained, target_ms, space))
+        evolution=getattr(decoder, "runs", None), baselines=baseline_rows(trained, target_ms, space),
+        memory_mb=arch_footprint(space, arch).to_dict(), max_memory_mb=config.max_memory_mb,
+        max_params_mb=config.max_params_mb)
     _write_run(out, report, derived, estimator, setup, probs, started, points)
     checkpoint.remove()  # report.json marks the run complete
     return report.summary(out)

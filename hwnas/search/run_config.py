@@ -118,6 +118,7 @@ def _rules() -> list[Rule]:
         ("target_fraction", *number_rule(0, 1)),
         ("targets", (lambda v: isinstance(v, list) and all(is_finite_number(t) and t > 0 for t in v)
                      and len(set(v)) == len(v)), "a list of distinct positive numbers (ms)"),
+        ("max_memory_mb", *optional_rate), ("max_params_mb", *optional_rate),
         ("table", *_text(optional=True)),
         ("overhead", *_one_of(OVERHEAD_MODES)),
         ("profile_missing", *_bool()), ("device_threads", *number_rule(1, 1024, integer=True, optional=True)),

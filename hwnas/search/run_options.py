@@ -26,6 +26,11 @@ class TaskOptions:
         target_fraction: where the default T lies between the fastest (0) and slowest (1) architecture.
         targets: several targets T1, T2, ... (``--targets``): one network per target from one supernet training,
             each in ``out/target-<i>`` (:mod:`~hwnas.search.run_targets`); empty: the one target above.
+        max_memory_mb: bound on the network's peak activation memory at batch 1, in MiB (``--max-memory-mb``;
+            MemNet): a candidate op whose own peak exceeds it is never chosen (:mod:`~hwnas.search.memory_bound`).
+            None: no bound.
+        max_params_mb: bound on the network's parameter bytes, in MiB (``--max-params-mb``): a second knapsack
+            budget beside latency. None: no bound.
         table: latency table path (None: ``<device>__<space>__<res>.json``, the user's in
             ``$HWNAS_DATA/latency_tables`` else the shipped one; a missing table is profiled into the user's folder).
         overhead: how the estimator counts the runtime's per-invocation overhead: ``once``, ``per-op``, ``none``.
@@ -41,6 +46,8 @@ class TaskOptions:
     target_ms: float | None = None
     target_fraction: float = 0.4
     targets: list[float] = field(default_factory=list)
+    max_memory_mb: float | None = None
+    max_params_mb: float | None = None
     table: str | None = None
     overhead: str = "once"
     profile_missing: bool = True

@@ -9,6 +9,7 @@
   the verdict.
 
 Latency is in the latency model's milliseconds (its reference level for a paired model), as the loop measures.
+Every point carries its architecture's peak activation memory (:func:`~hwnas.spaces.footprint.arch_footprint`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hwnas.search.decoders import Decoder, EvolutionDecoder
 from hwnas.search.pareto import ParetoPoint, write_pareto
 from hwnas.search.records import LoopStep, TrainedNetwork
 from hwnas.spaces import Architecture, SearchSpace
+from hwnas.spaces.footprint import arch_footprint
 
 
 def swept_archs(decoder: Decoder, estimator: LatencyEstimator, fastest_ms: float, slowest_ms: float,
@@ -47,15 +49,20 @@ def run_points(space: SearchSpace, decoder: Decoder, estimator: LatencyEstimator
         candidates = [space.arch(list(c)) for c in decoder.accuracies]
     else:
         candidates = swept_archs(decoder, estimator, span[0], span[1], sweep)
-    points = [ParetoPoint(arch.to_dict(), accuracy(arch), estimator.latency_ms(arch), False, strategy)
-              for arch in candidates]
+    def peak(arch: Architecture) -> float:
+        return arch_footprint(space, arch).peak_activation_mb
+
+    points = [ParetoPoint(arch.to_dict(), accuracy(arch), estimator.latency_ms(arch), False, strategy,
+                          memory_mb=peak(arch)) for arch in candidates]
     for loop, steps in loops.items():
         for step in steps:
             arch = space.arch(step.arch.split(" "))
-            points.append(ParetoPoint(arch.to_dict(), accuracy(arch), step.measured_ms, True, f"closed_loop:{loop}"))
+            points.append(ParetoPoint(arch.to_dict(), accuracy(arch), step.measured_ms, True, f"closed_loop:{loop}",
+                                      memory_mb=peak(arch)))
     for name, net in trained.items():
         if net.measured_ms is not None:
-            points.append(ParetoPoint(net.arch.to_dict(), net.accuracy, net.measured_ms, True, name, "trained"))
+            points.append(ParetoPoint(net.arch.to_dict(), net.accuracy, net.measured_ms, True, name, "trained",
+                                      peak(net.arch)))
     return points
 
 

@@ -21,7 +21,9 @@ from hwnas.spaces import Architecture
 
 SUMMARY_KEYS = ("arch", "arch_human", "device", "space", "resolution", "target_ms", "target_note", "estimated_ms",
                 "measured_ms", "measured_over_target", "measured", "accuracy", "baseline", "decode", "closed_loop",
-                "latency_model", "search_seconds", "train_seconds", "total_seconds", "pareto", "baselines")
+                "latency_model", "search_seconds", "train_seconds", "total_seconds", "pareto", "baselines", "memory_mb")
+BOUND_KEYS = ("max_memory_mb", "max_params_mb")
+"""In the summary when the search was given them (``--max-memory-mb``, ``--max-params-mb``)."""
 
 
 def _over_target(value: float | None, target_ms: float) -> float | None:
@@ -102,6 +104,9 @@ class RunReport:
     pareto: str | None = None  # pareto.json: every accuracy-latency point the run evaluated, and their front
     evolution: list[dict[str, Any]] | None = None  # ``evolution``: one record per evolutionary search the loop ran
     baselines: list[dict[str, Any]] | None = None  # the uniform and random baselines: measured / T, accuracy
+    memory_mb: dict[str, float] | None = None  # the network's Footprint: params_mb, peak_activation_mb, memory_mb
+    max_memory_mb: float | None = None  # the bound on peak activation memory (--max-memory-mb), when given
+    max_params_mb: float | None = None  # the bound on parameters (--max-params-mb), when given
 
     @property
     def target_note(self) -> str | None:
@@ -130,9 +135,11 @@ class RunReport:
         return report
 
     def summary(self, out: Path) -> dict[str, Any]:
-        """What :func:`~hwnas.search.run.run_search` returns: :data:`SUMMARY_KEYS`, ``out`` and ``files``."""
+        """What :func:`~hwnas.search.run.run_search` returns: :data:`SUMMARY_KEYS`, the :data:`BOUND_KEYS` given,
+        ``out`` and ``files``."""
         report = self.to_dict()
-        return {**{key: report[key] for key in SUMMARY_KEYS}, "out": str(out), "files": self.files}
+        bounds = {key: report[key] for key in BOUND_KEYS if report[key] is not None}
+        return {**{key: report[key] for key in SUMMARY_KEYS}, **bounds, "out": str(out), "files": self.files}
 
 
 def save_model(path: Path, net: nn.Module, arch: Any, config: dict[str, Any], extra: dict[str, Any]) -> Path:

@@ -24,7 +24,7 @@ from hwnas.search.run_config import SearchConfig
 
 SUPERNET_FILE = "supernet.pt"
 KEPT = ("target_ms", "arch_human", "estimated_ms", "measured_ms", "measured_over_target", "accuracy", "baselines",
-        "pareto", "out")
+        "pareto", "memory_mb", "out")
 
 
 def target_order(targets: list[float]) -> list[int]:
