@@ -14,6 +14,8 @@ script (``hwnas`` installed, editable or not)::
 - ``bench_search_memory``: activation memory of the binarized supernet, one path and a DARTS mixture
   (docs/search.md);
 - ``memory_check``: computed peak activation memory against LiteRT's arena, zoo and proxyless (docs/memory.md);
+- ``memory_torch``: computed peak activation memory against PyTorch's CPU allocator, zoo and proxyless
+  (docs/memory.md);
 - ``bench_fewshot``: few-shot latency transfer, leave-one-device-out (docs/predictors_fewshot.md);
 - ``bench_gpu_warmup``: an idle GPU's slow first rounds and the priming load that fixes them (docs/measurements.md);
 - ``eval_kernel_predictor``: the kernel predictor on the zoo networks at 224 (docs/predictors_kernel.md);
