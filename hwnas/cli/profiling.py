@@ -79,7 +79,8 @@ def cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
     text += (f"\n{'memory':<22} {memory.memory_mb:8.3f} MiB  params {memory.params_mb:.3f} MiB + peak activations "
              f"{memory.peak_activation_mb:.3f} MiB (batch 1, fp32)")
     return {"latency_ms": total, "device": table.device_name, "overhead_mode": args.overhead,
-            "terms": [{"part": t.part, "key": t.key, "ms": t.ms} for t in terms], **memory.to_dict(), "_text": text}
+            "terms": [{"part": t.part, "key": t.key, "ms": t.ms} for t in terms], "memory_mb": memory.to_dict(),
+            "_text": text}
 
 
 def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
