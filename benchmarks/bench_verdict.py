@@ -27,7 +27,9 @@ import tempfile
 from pathlib import Path
 
 from hwnas.devices import load_device
+from hwnas.devices import device_protocol
 from hwnas.latency.bench import bench
+from hwnas.runtimes.protocol import measure
 from hwnas.latency.reference import prepare_reference, reference_module
 from hwnas.runtimes import get_runtime
 from hwnas.runtimes.paired import PairedProtocol, measure_paired
@@ -77,6 +79,7 @@ def check(run: Path, device_name: str) -> None:
         model = runtime.prepare_file(onnx)
         try:
             paired = measure_paired({"net": model}, reference, PairedProtocol())["net"]
+            both = measure({"net": model, "ref": reference}, device_protocol(device))  # bench's protocol, interleaved
         finally:
             model.close()
             reference.close()
@@ -86,7 +89,11 @@ def check(run: Path, device_name: str) -> None:
           + (f": {verdict['paired'].get('noisy_reason')}" if verdict.get("paired", {}).get("noisy_reason") else ""))
     print(f"  hwnas bench of the exported file: {benched.median_ms:.4g} ms; verdict / bench "
           f"{verdict['median_ms'] / benched.median_ms:.3f}")
+    bench_ratio = both["net"].median_ms / both["ref"].median_ms
     if "ratio" in verdict:
+        print(f"  bench's protocol, file and reference interleaved: {both['net'].median_ms:.4g} / "
+              f"{both['ref'].median_ms:.4g} ms = {bench_ratio:.4f}; verdict ratio / bench ratio "
+              f"{verdict['ratio'] / bench_ratio:.3f} (the scale, the machine's drift cancelled)")
         print(f"  quiet paired ratio of the exported file {paired.ratio:.4f} (ci {paired.ci_pct}%); verdict ratio / "
               f"quiet ratio {verdict['ratio'] / paired.ratio:.3f}")
 
