@@ -18,8 +18,8 @@ import torch
 from hwnas.cli import main
 from hwnas.errors import HwnasError
 from hwnas.search.decode import decode_in_band, decode_under_target, fastest_arch, slowest_arch
-from hwnas.search.decode_memory import (best_within, decode_within, fastest_within, in_band_within,
-                                        refuse_unreachable_target)
+from hwnas.search.decode_memory import (best_within, bounded_target, decode_within, fastest_within,
+                                        in_band_within, refuse_unreachable_target)
 from hwnas.search.decoders import EvolutionDecoder, ProbsDecoder
 from hwnas.search.evolution import EvolutionConfig, evolve
 from hwnas.search.memory_bound import MemoryBound
@@ -29,7 +29,9 @@ from hwnas.search.run import run_search
 from hwnas.spaces import get_space
 from hwnas.spaces.footprint import MB, arch_footprint, layer_peak_bytes
 from tests.test_search_core import _estimator
+from hwnas.search.run_config import SearchConfig
 from tests.test_search_run import _config, tables  # noqa: F401 (tables: the fixture)
+from tests.test_search_run import _estimator as search_run_estimator
 
 
 @pytest.fixture(autouse=True)
@@ -116,6 +118,21 @@ def test_decode_within_matches_brute_force_and_never_exceeds_a_budget() -> None:
                 assert arch is not None and bound.fits(arch) and estimator.latency_ms(arch) <= target
                 assert _score(space, log_probs, arch) == pytest.approx(
                     max(_score(space, log_probs, a) for a in feasible), abs=1e-9), (trial, memory_mb, params_mb)
+
+
+def test_the_default_target_under_a_bound_lies_between_the_fastest_and_slowest_architectures_within_it() -> None:
+    """Brute force over tiny's 144 architectures: the fastest and the slowest that fit each bound, and T at the
+    fraction between them (before, the default T was the whole space's and could lie under every fitting one)."""
+    space = get_space("tiny")
+    archs = _all_archs(space)
+    for trial in range(4):
+        estimator = _estimator(space, seed=trial)
+        for memory_mb, params_mb in _bounds(space):
+            fitting = [estimator.latency_ms(a) for a in archs if _within(space, a, memory_mb, params_mb)]
+            bound = MemoryBound.of(space, memory_mb, params_mb)
+            target, fastest, slowest = bounded_target(space, estimator, bound, 0.4)
+            assert (fastest, slowest) == pytest.approx((min(fitting), max(fitting)), abs=1e-12)
+            assert target == pytest.approx(min(fitting) + 0.4 * (max(fitting) - min(fitting)), abs=1e-12)
 
 
 def test_in_band_within_matches_brute_force() -> None:
@@ -337,3 +354,12 @@ def test_a_proxyless_search_under_two_budgets(tables: Path, tmp_path: Path) -> N
     assert result["memory_mb"]["peak_activation_mb"] <= 0.04 and result["memory_mb"]["params_mb"] <= params_mb
     assert result["max_params_mb"] == params_mb and result["estimated_ms"] <= result["target_ms"]
     assert "within --max-memory-mb 0.04 --max-params-mb" in result["decode"]
+    # no --target-ms: the default target lies among the architectures within the bound, at the default fraction
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    fraction = SearchConfig().target_fraction
+    assert report["target_ms"] == pytest.approx(report["fastest_ms"] + fraction * (report["slowest_ms"]
+                                                                                   - report["fastest_ms"]))
+    estimator = search_run_estimator()  # the run's table; brute force over the architectures within both budgets
+    fitting = [estimator.latency_ms(a) for a in _all_archs(estimator.space) if
+               _within(estimator.space, a, 0.04, params_mb)]
+    assert (report["fastest_ms"], report["slowest_ms"]) == pytest.approx((min(fitting), max(fitting)))

@@ -170,6 +170,31 @@ def fastest_within(space: SearchSpace, estimator: LatencyEstimator, bound: Memor
     return found
 
 
+def slowest_within(space: SearchSpace, estimator: LatencyEstimator, bound: MemoryBound | None) -> Architecture:
+    """The slowest architecture within ``bound``: the top of the latency range the bound leaves (the slowest
+    allowed candidate per layer; under a parameter budget, the most latency that fits it, by :func:`best_within`)."""
+    if bound is None or bound.params_budget() is None:
+        allowed = None if bound is None else bound.allowed
+        costs = _costs(space, estimator, allowed)
+        return space.arch([layer.names[int(np.argmax(np.where(np.isfinite(c), c, -np.inf)))]
+                           for layer, c in zip(space.layers, costs)])
+    costs = _costs(space, estimator, bound.allowed)
+    values = [np.where(np.isfinite(c), c, -np.inf) for c in costs]
+    found = _two_budgets(space, values, estimator, bound, -math.inf, math.inf)
+    assert found is not None, "MemoryBound.of refuses a parameter budget no architecture fits"
+    return found
+
+
+def bounded_target(space: SearchSpace, estimator: LatencyEstimator, bound: MemoryBound,
+                   fraction: float) -> tuple[float, float, float]:
+    """``(T, fastest, slowest)`` of the architectures within ``bound``: the default target (no ``--target-ms``)
+    at ``fraction`` of the way from the fastest to the slowest of them, as the unbounded default is of the whole
+    space, so a bound alone never leaves the default target out of reach."""
+    fastest_ms = estimator.latency_ms(fastest_within(space, estimator, bound))
+    slowest_ms = estimator.latency_ms(slowest_within(space, estimator, bound))
+    return fastest_ms + fraction * (slowest_ms - fastest_ms), fastest_ms, slowest_ms
+
+
 def _two_budgets(space: SearchSpace, values: Sequence[np.ndarray], estimator: LatencyEstimator, bound: MemoryBound,
                  low_ms: float, high_ms: float) -> Architecture | None:
     """The best architecture by ``values`` with latency in ``[low_ms, high_ms]`` and memory within ``bound``."""

@@ -35,7 +35,7 @@ from hwnas.search.checkpoint import RunCheckpoint
 from hwnas.search.closed_loop import (baseline_arch, baseline_candidates, baseline_on_device, meet_on_device,
                                       search_on_device)
 from hwnas.search.decode import latency_range
-from hwnas.search.decode_memory import refuse_unreachable_target
+from hwnas.search.decode_memory import bounded_target, refuse_unreachable_target
 from hwnas.search.distributed import follow_rank_zero
 from hwnas.search.decoders import Decoder, EvolutionDecoder, ProbsDecoder, shared_weight_accuracy
 from hwnas.search.losses import get_reward
@@ -152,6 +152,8 @@ def _set_up(config: SearchConfig, out: Path, progress: Progress, checkpoint: Run
     mark_run_folder(out)  # a predictor built for the run is written into out before the first checkpoint
     choice = choose_estimator(device, space, table, config, out, progress.bars, latency_model)
     target_ms, fastest_ms, slowest_ms = aim_target(space, choice, table, config)  # refuses T under the fastest
+    if memory is not None and config.target_ms is None:  # the default target: of the architectures within memory
+        target_ms, fastest_ms, slowest_ms = bounded_target(space, choice.estimator, memory, config.target_fraction)
     refuse_unreachable_target(space, choice.estimator, target_ms, memory)  # ... and under the fastest within memory
     return _Setup(device, space, data, table, choice, target_ms, fastest_ms, slowest_ms, memory)
 
