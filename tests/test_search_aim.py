@@ -145,7 +145,7 @@ def test_paired_search_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("HWNAS_TABLES", str(tmp_path / "tables"))
     config = SearchConfig(device="cpu-onnxruntime", space="tiny", resolution=32, warmup_epochs=1, search_epochs=1,
                           train_epochs=1, max_per_split=128, predictor_networks=10, closed_loop_steps=3,
-                          paired={"pairs": 10}, out=str(tmp_path / "run"))
+                          paired={"pairs": 10}, retry_pause_s=0.0, out=str(tmp_path / "run"))
     result = run_search(config, progress=False)
     assert result["latency_model"]["kind"] == "calibrated" and result["latency_model"]["rows"] >= 10
     assert result["measured"]["source"] == "final (paired)" and result["measured"]["ratio"] > 0

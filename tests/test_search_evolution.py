@@ -46,6 +46,7 @@ def test_every_strategy_writes_its_pareto_front(tables: Path, tmp_path: Path, ca
     argv = ["search", "--device", "cpu-torch", "--space", "tiny", "--strategy", "mnas", "--reward", "abs",
             "--epochs", "1", "--warmup-epochs", "1", "--train-epochs", "1", "--out", str(out), "--quiet", "--json",
             "--set", "max_per_split=192", "--set", "predictor_networks=0", "--set", "closed_loop_steps=2",
+            "--set", "retry_pause_s=0",
             "--set", 'protocol={"rounds": 1, "min_runs": 3, "min_time_s": 0.0, "warmup_runs": 1, "warmup_s": 0.0}']
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
