@@ -127,15 +127,20 @@ def summary(rows: list[dict[str, Any]], tolerance: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = CheckConfig()
+def parse_config(argv: list[str] | None, defaults: Any, description: str) -> Any:
+    """``defaults`` (a config dataclass with n, resolution, seed, tolerance, zoo) with the command line's values:
+    the options this benchmark and memory_torch.py share."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--n", type=int, default=defaults.n, help="sampled proxyless architectures")
     parser.add_argument("--resolution", type=int, default=defaults.resolution)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--tolerance", type=float, default=defaults.tolerance)
     parser.add_argument("--no-zoo", dest="zoo", action="store_false", help="only the sampled architectures")
-    config = dataclasses.replace(defaults, **vars(parser.parse_args(argv)))
+    return dataclasses.replace(defaults, **vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config(argv, CheckConfig(), __doc__.splitlines()[0])
     print(f"batch 1, fp32, resolution {config.resolution}; MiB")
     print("| network              | params | computed | tflite graph | LiteRT arena | graph / computed | "
           "arena / computed |")

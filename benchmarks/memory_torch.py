@@ -17,9 +17,7 @@ torch's peak. Takes a few minutes. Usage:
 
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import sys
 import tempfile
 import weakref
@@ -39,7 +37,7 @@ from hwnas.runtimes.converters import to_onnx
 from hwnas.spaces.footprint import MB, onnx_footprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory_check import CheckConfig, _networks  # noqa: E402
+from memory_check import CheckConfig, _networks, parse_config  # noqa: E402
 
 
 @dataclass
@@ -204,14 +202,7 @@ def summary(rows: list[dict[str, Any]], tolerance: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = TorchCheckConfig()
-    parser.add_argument("--n", type=int, default=defaults.n, help="sampled proxyless architectures")
-    parser.add_argument("--resolution", type=int, default=defaults.resolution)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--tolerance", type=float, default=defaults.tolerance)
-    parser.add_argument("--no-zoo", dest="zoo", action="store_false", help="only the sampled architectures")
-    config = dataclasses.replace(defaults, **vars(parser.parse_args(argv)))
+    config = parse_config(argv, TorchCheckConfig(), __doc__.splitlines()[0])
     torch.set_num_threads(1)
     print(f"batch 1, fp32, resolution {config.resolution}; MiB")
     print("| network              | computed | torch | torch / computed | torch rule | op at torch's peak |")
