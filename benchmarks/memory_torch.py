@@ -32,22 +32,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from hwnas.ops import OpSpec
-from hwnas.ops.specs import ConvSpec, DWSepSpec, LinearSpec, MBConvSpec, PoolSpec, SkipSpec, ZeroSpec
+from hwnas.ops.specs import DWSepSpec, MBConvSpec
 from hwnas.runtimes.converters import to_onnx
-from hwnas.spaces.footprint import MB, onnx_footprint
+from hwnas.spaces.footprint import MB, onnx_footprint, spec_peak_activation_elements
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory_check import CheckConfig, _networks, parse_config  # noqa: E402
 
 
 @dataclass
-class TorchCheckConfig:
+class TorchCheckConfig(CheckConfig):
     """Defaults: the six zoo networks and 20 ``proxyless`` architectures at 224 (a few minutes on 2 cores)."""
 
-    n: int = 20
-    resolution: int = 224
-    seed: int = 0
-    zoo: bool = True
     tolerance: float = 0.45  # torch's peak may differ from the computed one by this fraction
     fold_atol: float = 1e-4  # the folded network's outputs equal the original's within this
 
@@ -136,18 +132,10 @@ def torch_rule_elements(spec: OpSpec) -> int:
     residual add and the SE gate multiply allocate a new tensor, and the channel shuffle copies ``E``.
     """
     x = spec.cin * spec.size**2
-    if isinstance(spec, (ConvSpec, SkipSpec)):
-        return x if isinstance(spec, SkipSpec) and spec.is_free else x + spec.cout * spec.out_size**2
-    if isinstance(spec, DWSepSpec):
+    if isinstance(spec, DWSepSpec):  # x stays referenced through both steps
         return x + spec.cin * spec.out_size**2 + spec.cout * spec.out_size**2
-    if isinstance(spec, ZeroSpec):
-        return x
-    if isinstance(spec, PoolSpec):
-        return x + spec.cout
-    if isinstance(spec, LinearSpec):
-        return spec.cin + spec.cout
-    if not isinstance(spec, MBConvSpec):
-        raise ValueError(f"no torch rule for op kind {spec.kind!r}")
+    if not isinstance(spec, MBConvSpec):  # one step: input and output, as the counted graph has them
+        return spec_peak_activation_elements(spec)
     expanded, depthwise = spec.mid * spec.size**2, spec.mid * spec.out_size**2
     projected = spec.cout * spec.out_size**2
     steps = [depthwise + (expanded if spec.pw else 0)]  # the body's input (E, or x itself) beside D
@@ -171,7 +159,7 @@ def torch_rule_peak(specs: list[OpSpec], bytes_per_element: int = 4) -> int:
 
 def run(config: TorchCheckConfig) -> list[dict[str, Any]]:
     rows = []
-    networks = _networks(CheckConfig(n=config.n, resolution=config.resolution, seed=config.seed, zoo=config.zoo))
+    networks = _networks(config)
     with tempfile.TemporaryDirectory(prefix="hwnas-memory-torch-") as tmp:
         for name, module, shape, computed in networks:
             if computed is None:  # a zoo network: the ONNX walk of hwnas's export
