@@ -143,12 +143,15 @@ def load_plugins() -> None:
 # -- the registries and their built-ins -------------------------------------------------------------------------
 _OP_KINDS = ("conv", "mbconv", "dwsep", "skip", "zero", "pool", "linear")
 
-SPACES: Registry[Any] = Registry("search space", dict.fromkeys(
-    ("proxyless", "fbnet", "fbnet-cifar100", "tiny"), "hwnas.spaces.registry"))
+SPACES: Registry[Any] = Registry("search space", {
+    **dict.fromkeys(("proxyless", "fbnet", "fbnet-cifar100", "tiny"), "hwnas.spaces.registry"),
+    "mnasnet": "hwnas.spaces.mnasnet"})
 """name -> :class:`hwnas.spaces.registry.SpaceInfo`."""
-OP_SPECS: Registry[Any] = Registry("op kind", dict.fromkeys(_OP_KINDS, "hwnas.ops.specs"))
+OP_SPECS: Registry[Any] = Registry("op kind", {**dict.fromkeys(_OP_KINDS, "hwnas.ops.specs"),
+                                                "mnas": "hwnas.ops.blocks"})
 """op kind -> its :class:`hwnas.ops.OpSpec` subclass (a subclass with a ``kind`` registers itself)."""
-OPS: Registry[Any] = Registry("op module builder", dict.fromkeys(_OP_KINDS, "hwnas.ops.modules"))
+OPS: Registry[Any] = Registry("op module builder", {**dict.fromkeys(_OP_KINDS, "hwnas.ops.modules"),
+                                                     "mnas": "hwnas.ops.blocks"})
 """op kind -> builder ``(in_channels, out_channels, stride, **fields) -> nn.Module``."""
 RUNTIMES: Registry[Any] = Registry("runtime", {
     "torch": "hwnas.runtimes.torch_rt:TorchRuntime",

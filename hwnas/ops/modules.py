@@ -24,7 +24,11 @@ def registered_kinds() -> list[str]:
 
 
 def build_op(spec: OpSpec) -> nn.Module:
-    """Build the module for a spec; its input is NCHW ``spec.input_shape``."""
+    """Build the module for a spec; its input is NCHW ``spec.input_shape``. A block of layers
+    (:class:`~hwnas.ops.blocks.BlockSpec`) is their modules in sequence."""
+    parts = getattr(spec, "parts", None)
+    if parts is not None:
+        return nn.Sequential(*(build_op(part) for part in parts))
     if spec.kind not in OPS:
         raise HwnasError(f"no module builder registered for op kind {spec.kind!r}")
     kwargs = {k: v for k, v in vars(spec).items() if k not in ("cin", "cout", "size", "s")}

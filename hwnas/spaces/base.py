@@ -21,7 +21,7 @@ from torch import nn
 from hwnas.checks import check_fields, check_required, field_error
 from hwnas.errors import HwnasError
 from hwnas.io import read_json_file, write_json_atomic
-from hwnas.ops import ConvSpec, LinearSpec, OpSpec, PoolSpec, build_op
+from hwnas.ops import ConvSpec, LinearSpec, OpSpec, PoolSpec, build_op, flat_specs
 
 CandidateFactory = Callable[[int, int, int, int, int], list[tuple[str, OpSpec]]]
 """(position in stage, cin, cout, input size, stride) -> ordered (choice name, spec) candidates."""
@@ -157,17 +157,60 @@ class SearchSpace:
             seen.setdefault(arch.choices, arch)
         return list(seen.values())
 
+    # -- context: a layer whose ops depend on the previous layer's choice ------------------------------------
+    @property
+    def context_free(self) -> bool:
+        """True when each layer's candidates are fixed (every built-in space but ``mnasnet``, whose blocks take the
+        previous block's width): then ``layer.candidates`` are exact and latency is additive over layers."""
+        return True
+
+    def candidates_after(self, index: int, previous: str | None) -> tuple[tuple[str, OpSpec], ...]:
+        """Layer ``index``'s candidates when the layer before it chose ``previous`` (None: the first layer)."""
+        return self.layers[index].candidates
+
+    def layer_variants(self, index: int) -> list[tuple[tuple[str, OpSpec], ...]]:
+        """Every distinct candidate set layer ``index`` can have (one per context)."""
+        return [self.layers[index].candidates]
+
+    def layer_specs(self, arch: Architecture) -> list[OpSpec]:
+        """The exact op of each searchable layer of ``arch`` (in the context of its previous choices)."""
+        self.validate(arch)
+        if self.context_free:
+            return [layer.spec(choice) for layer, choice in zip(self.layers, arch.choices)]
+        return [dict(self.candidates_after(i, arch.choices[i - 1] if i else None))[choice]
+                for i, choice in enumerate(arch.choices)]
+
+    def linearized_costs(self, spec_cost: Callable[[OpSpec], float], anchor: Architecture | None) -> list[list[float]]:
+        """Per layer, per candidate: the cost of the architecture ``anchor`` with that one layer changed, less the
+        anchor's other layers, for a cost that sums ``spec_cost`` over the exact ops. Exact for a context-free space;
+        otherwise a first-order model exact at ``anchor`` and at every one-layer change of it (layer ``l``'s op in
+        the anchor's context, plus what its choice changes in layer ``l + 1``). ``anchor`` None: ``layer.candidates``."""
+        if self.context_free or anchor is None:
+            return [[spec_cost(spec) for _, spec in layer.candidates] for layer in self.layers]
+        choices, last = self.validate(anchor).choices, len(self.layers) - 1
+        costs: list[list[float]] = []
+        for i, layer in enumerate(self.layers):
+            row = [spec_cost(spec) for _, spec in self.candidates_after(i, choices[i - 1] if i else None)]
+            if i < last:
+                following = choices[i + 1]
+                base = spec_cost(dict(self.candidates_after(i + 1, choices[i]))[following])
+                row = [c + spec_cost(dict(self.candidates_after(i + 1, name))[following]) - base
+                       for c, name in zip(row, layer.names)]
+            costs.append(row)
+        return costs
+
     def arch_specs(self, arch: Architecture) -> list[OpSpec]:
         """Every op of the network in order: prefix, one chosen op per layer, suffix."""
-        self.validate(arch)
-        chosen = [layer.spec(choice) for layer, choice in zip(self.layers, arch.choices)]
-        return [*self.prefix, *chosen, *self.suffix]
+        return [*self.prefix, *self.layer_specs(arch), *self.suffix]
 
     def all_specs(self) -> list[OpSpec]:
-        """Every distinct op a network of this space can contain (what a latency table needs), in order."""
+        """Every distinct op a network of this space can contain (what a latency table needs), in order; a block
+        of several layers (:class:`~hwnas.ops.BlockSpec`) counts as its layers."""
         seen: dict[str, OpSpec] = {}
-        for spec in [*self.prefix, *(s for layer in self.layers for _, s in layer.candidates), *self.suffix]:
-            seen.setdefault(spec.key(), spec)
+        variants = (s for i in range(len(self.layers)) for v in self.layer_variants(i) for _, s in v)
+        for spec in [*self.prefix, *variants, *self.suffix]:
+            for part in flat_specs(spec):
+                seen.setdefault(part.key(), part)
         return list(seen.values())
 
     def build(self, arch: Architecture) -> ArchNet:
