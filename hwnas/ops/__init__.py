@@ -15,6 +15,7 @@ from hwnas.ops.specs import (
 )
 
 __all__ = [
-    "BlockSpec", "ConvSpec", "DWSepSpec", "MnasLayerSpec", "flat_specs", "LinearSpec", "MBConvSpec", "OpSpec", "PoolSpec", "SkipSpec", "ZeroSpec",
+    "BlockSpec", "ConvSpec", "DWSepSpec", "MnasLayerSpec", "flat_specs",
+    "LinearSpec", "MBConvSpec", "OpSpec", "PoolSpec", "SkipSpec", "ZeroSpec",
     "build_op", "register_op", "registered_kinds", "spec_from_key",
 ]

@@ -39,20 +39,8 @@ MAX_STEP_EXPONENT = 16.0  # a step that decodes the same architecture again is d
 
 Proposal = tuple[float, Architecture]  # the model's latency target and the architecture decoded under it
 def baseline_candidates(space: SearchSpace) -> list[Architecture]:
-    """Uniform MobileNetV2-like architectures: the same op in every layer, at every uniform depth ``d``.
-
-    Ops: every non-zero op shared by all layers. Depth ``d``: the first ``d`` layers of each stage keep the op;
-    later layers that offer ``zero`` are skipped (Once-for-All's elastic depth).
-    """
-    shared = [n for n in space.layers[0].names if n != "zero" and all(n in layer.names for layer in space.layers)]
-    depth = max((len(stage.layers) for stage in space.stages), default=len(space.layers))
-    position = {i: p for stage in space.stages for p, i in enumerate(stage.layers)}
-    archs = []
-    for d in range(depth, 0, -1):  # deeper first: kept on latency ties
-        for op in shared:
-            archs.append(space.arch([op if position.get(layer.index, 0) < d or "zero" not in layer.names else "zero"
-                                     for layer in space.layers]))
-    return archs
+    """The space's uniform MobileNetV2-like architectures (:meth:`~hwnas.spaces.SearchSpace.uniform_archs`)."""
+    return space.uniform_archs()
 
 
 def _slowest_within(archs: list[Architecture], estimator: LatencyEstimator, target_ms: float) -> Architecture | None:

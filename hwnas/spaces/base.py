@@ -137,6 +137,16 @@ class SearchSpace:
     def random_arch(self, rng: random.Random) -> Architecture:
         return self.arch([rng.choice(layer.names) for layer in self.layers])
 
+    def uniform_archs(self) -> list[Architecture]:
+        """Uniform MobileNetV2-like architectures (the baselines): the same op in every layer, at every uniform
+        depth ``d``. Ops: every non-zero op shared by all layers. Depth ``d``: the first ``d`` layers of each stage
+        keep the op; later layers that offer ``zero`` are skipped (Once-for-All's elastic depth). Deeper first."""
+        shared = [n for n in self.layers[0].names if n != "zero" and all(n in layer.names for layer in self.layers)]
+        depth = max((len(stage.layers) for stage in self.stages), default=len(self.layers))
+        position = {i: p for stage in self.stages for p, i in enumerate(stage.layers)}
+        return [self.arch([op if position.get(layer.index, 0) < d or "zero" not in layer.names else "zero"
+                           for layer in self.layers]) for d in range(depth, 0, -1) for op in shared]
+
     @property
     def size(self) -> int:
         """How many distinct architectures the space has (the product of the layers' candidate counts)."""
@@ -184,7 +194,8 @@ class SearchSpace:
         """Per layer, per candidate: the cost of the architecture ``anchor`` with that one layer changed, less the
         anchor's other layers, for a cost that sums ``spec_cost`` over the exact ops. Exact for a context-free space;
         otherwise a first-order model exact at ``anchor`` and at every one-layer change of it (layer ``l``'s op in
-        the anchor's context, plus what its choice changes in layer ``l + 1``). ``anchor`` None: ``layer.candidates``."""
+        the anchor's context, plus what its choice changes in layer ``l + 1``). ``anchor`` None: the plain costs of
+        ``layer.candidates``."""
         if self.context_free or anchor is None:
             return [[spec_cost(spec) for _, spec in layer.candidates] for layer in self.layers]
         choices, last = self.validate(anchor).choices, len(self.layers) - 1

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from hwnas.errors import HwnasError
 from hwnas.ops import BlockSpec, ConvSpec, LinearSpec, MnasLayerSpec, OpSpec, PoolSpec
 from hwnas.ops.spec_base import make_divisible
-from hwnas.spaces.base import SearchableLayer, SearchSpace, Stage
+from hwnas.spaces.base import Architecture, SearchableLayer, SearchSpace, Stage
 from hwnas.spaces.registry import register_space
 
 BLOCKS = ((16, 1, 1), (24, 2, 2), (40, 3, 2), (80, 4, 2), (112, 2, 1), (160, 3, 2), (320, 1, 1))
@@ -107,6 +107,19 @@ class MnasSpace(SearchSpace):
     def layer_variants(self, index: int) -> list[tuple[tuple[str, OpSpec], ...]]:
         return list(self.variants[index].values())
 
+    def uniform_archs(self) -> list[Architecture]:
+        """MnasNet's uniform baselines: the same op, kernel, SE, skip and width in every block, at depth base + 1,
+        base and base - 1 (deeper first; a block whose base is 1 keeps 1 layer at base - 1)."""
+        archs = []
+        for offset in (1, 0, -1):
+            for choice in block_choices(0):
+                if choice.depth != 1:
+                    continue
+                archs.append(self.arch([BlockChoice(choice.op, choice.k, choice.se, choice.skip,
+                                                    max(1, base + offset), choice.width).name
+                                        for _, base, _ in BLOCKS]))
+        return archs
+
 
 def _block_candidates(b: int, cin: int, size: int) -> tuple[tuple[str, OpSpec], ...]:
     """Block ``b``'s candidates after an input of ``cin`` channels; the last block carries the head conv (1x1 to
@@ -122,7 +135,8 @@ def _block_candidates(b: int, cin: int, size: int) -> tuple[tuple[str, OpSpec], 
 
 
 @register_space("mnasnet", default_resolution=224, default_num_classes=1000, total_stride=32,
-                description="MnasNet factorized: 7 blocks x (op, kernel, SE, skip, depth, width), 576-864 each")
+                description="MnasNet factorized: 7 blocks x (op, kernel, SE, skip, depth, width), 192-288 "
+                            "choices each")
 def _mnasnet(resolution: int, num_classes: int) -> MnasSpace:
     stem = ConvSpec(3, STEM, resolution, k=3, s=2, act=ACT)
     size, inputs = stem.out_size, [STEM]
