@@ -16,33 +16,47 @@ taken relative to the fastest candidate of each layer, ``e_{l,i} = c_{l,i} - min
 The optimistic answer is returned when it meets ``T``; else the conservative one when it is within ``tol`` of the
 bound; else the grid is refined (``cells * 8**r``). The result always meets ``T`` when any architecture does
 (at worst the most probable of the fastest architectures); ``None`` when even the fastest exceeds ``T``.
+
+A space that is not context free (``mnasnet``: a block's ops depend on the previous block's width) has no exact
+per-layer costs. The knapsack then runs on the costs linearized at an anchor (exact at the anchor and at its
+one-block changes), every answer is checked with the exact ``latency_ms``, and the decode is repeated anchored at
+the last round's linearized optimum until it stops moving (at most :data:`ANCHOR_ROUNDS` rounds); the most probable
+checked answer wins. The fastest and slowest architectures are exact: a shortest path over the chain of layers, each
+layer's costs after the previous choice (:meth:`~hwnas.latency.estimator.LatencyEstimator.context_costs_ms`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator
+from hwnas.search.decode_context import Picks, best_neighbour, chain_extreme, linearization_missed
 from hwnas.spaces import Architecture, SearchSpace
 
 _LOG_FLOOR = -1e12  # log-probabilities below this (log 0) count as this, so infeasible stays -inf apart
 Mask = Sequence[Sequence[bool]]  # per layer, per candidate: whether the candidate may be chosen
+ANCHOR_ROUNDS = 4  # decodes of a non-context-free space, each anchored at the previous round's linearized optimum
 
 
 def fastest_arch(space: SearchSpace, estimator: LatencyEstimator, allowed: Mask | None = None) -> Architecture:
     """The minimum-latency architecture (the fastest candidate per layer, first on ties); ``allowed``: per layer,
-    per candidate, whether it may be chosen (a memory bound's mask, :mod:`~hwnas.search.memory_bound`)."""
+    per candidate, whether it may be chosen (a memory bound's mask, :mod:`~hwnas.search.memory_bound`). Exact for a
+    space that is not context free too (:func:`~hwnas.search.decode_context.chain_extreme`)."""
+    if not space.context_free:
+        return chain_extreme(space, estimator, allowed, slowest=False)
     costs = _costs(space, estimator, allowed)
     return space.arch([layer.names[int(np.argmin(c))] for layer, c in zip(space.layers, costs)])
 
 
 def slowest_arch(space: SearchSpace, estimator: LatencyEstimator) -> Architecture:
     """The maximum-latency architecture (the slowest candidate per layer, first on ties)."""
+    if not space.context_free:
+        return chain_extreme(space, estimator, None, slowest=True)
     return space.arch([layer.names[int(np.argmax(c))] for layer, c in zip(space.layers, _costs(space, estimator))])
 
 
@@ -109,30 +123,67 @@ def decode_under_target(space: SearchSpace, log_probs: Sequence[Sequence[float]]
     ``allowed``: only these candidates are chosen (a memory bound's mask; the fastest is then the fastest of them).
     """
     lp = _log_probs(space, log_probs)
-    estimator = estimator.anchored(most_probable_arch(space, log_probs))
+
+    def once(view: LatencyEstimator) -> tuple[Picks | None, Picks | None]:
+        return _under_target_once(space, lp, view, target_ms, cells, refinements, tol, allowed)
+
+    return _reanchored(space, lp, estimator, most_probable_arch(space, log_probs), once, (-math.inf, target_ms),
+                       allowed)
+
+
+def _under_target_once(space: SearchSpace, lp: list[np.ndarray], estimator: LatencyEstimator, target_ms: float,
+                       cells: int, refinements: int, tol: float, allowed: Mask | None) -> tuple[Picks | None,
+                                                                                                  Picks | None]:
+    """One decode under the target with ``estimator``'s (linearized) costs: (the most probable answer that truly
+    meets the target, or None when even the fastest does not; the linearized optimum, checked or not)."""
     costs = _costs(space, estimator, allowed)
     fastest = fastest_arch(space, estimator, allowed)
     if estimator.latency_ms(fastest) > target_ms:
-        return None
+        return None, None
     base = [float(c.min()) for c in costs]
     extra = [c - b for c, b in zip(costs, base)]
     slack = target_ms - estimator.fixed_ms() - sum(base)
-    # among the fastest architectures, the most probable: feasible by construction
+    # among the fastest architectures, the most probable: feasible by construction (for additive costs)
     best = [int(np.argmax(np.where(e <= 0.0, v, -np.inf))) for e, v in zip(extra, lp)]
     candidates = [best] if estimator.latency_ms(_arch(space, best)) <= target_ms else [_indices(space, fastest)]
+    upper: Picks | None = None
     if slack > 0:
         for level in range(refinements + 1):
             n_cells = cells * 8**level
             step = slack / n_cells
             upper, upper_value = _knapsack([_units(e, step, np.floor, n_cells) for e in extra], lp, n_cells)
             if estimator.latency_ms(_arch(space, upper)) <= target_ms:
-                return _arch(space, upper)  # the optimum over a superset of the feasible set, and feasible
+                return upper, upper  # the optimum over a superset of the feasible set, and feasible
             safe = _knapsack([_units(e, step, np.ceil, n_cells) for e in extra], lp, n_cells)
             if safe is not None and estimator.latency_ms(_arch(space, safe[0])) <= target_ms:
                 candidates.append(safe[0])
                 if upper_value - safe[1] <= tol * max(1.0, abs(upper_value)):
                     break
-    return _arch(space, max(candidates, key=lambda c: _score(lp, c)))
+            if linearization_missed(space, estimator, upper, -math.inf, target_ms):
+                break  # a finer grid does not help: the next round re-anchors
+    answer = max(candidates, key=lambda c: _score(lp, c))
+    return answer, upper if upper is not None else answer
+
+
+def _reanchored(space: SearchSpace, lp: list[np.ndarray], estimator: LatencyEstimator, anchor: Architecture,
+                once: Callable[[LatencyEstimator], tuple[Picks | None, Picks | None]], band: tuple[float, float],
+                allowed: Mask | None) -> Architecture | None:
+    """``once`` with the estimator anchored at ``anchor`` (the most probable architecture); for a space that is not
+    context free, again anchored at each round's linearized optimum until it repeats an anchor (at most
+    :data:`ANCHOR_ROUNDS` rounds), each round's anchor and its one-layer changes in ``band`` also answering
+    (:func:`~hwnas.search.decode_context.best_neighbour`). The most probable checked answer (None: none)."""
+    answers: list[Picks] = []
+    tried: set[tuple[str, ...]] = set()
+    for _ in range(1 if space.context_free else ANCHOR_ROUNDS):
+        tried.add(anchor.choices)
+        view = estimator.anchored(anchor)
+        answer, optimum = once(view)
+        near = None if space.context_free else best_neighbour(space, lp, view, anchor, *band, allowed)
+        answers += [picks for picks in (answer, near) if picks is not None]
+        if optimum is None or _arch(space, optimum).choices in tried:
+            break
+        anchor = _arch(space, optimum)
+    return _arch(space, max(answers, key=lambda c: _score(lp, c))) if answers else None
 
 
 def decode_in_band(space: SearchSpace, log_probs: Sequence[Sequence[float]], estimator: LatencyEstimator,
@@ -152,24 +203,38 @@ def decode_in_band(space: SearchSpace, log_probs: Sequence[Sequence[float]], est
     if not low_ms <= high_ms:
         raise HwnasError(f"decode: band [{low_ms}, {high_ms}] ms is empty")
     lp = _log_probs(space, log_probs)
-    estimator = estimator.anchored(most_probable_arch(space, log_probs))
+
+    def once(view: LatencyEstimator) -> tuple[Picks | None, Picks | None]:
+        return _in_band_once(space, lp, view, low_ms, high_ms, cells, refinements, allowed)
+
+    return _reanchored(space, lp, estimator, most_probable_arch(space, log_probs), once, (low_ms, high_ms), allowed)
+
+
+def _in_band_once(space: SearchSpace, lp: list[np.ndarray], estimator: LatencyEstimator, low_ms: float,
+                  high_ms: float, cells: int, refinements: int, allowed: Mask | None) -> tuple[Picks | None,
+                                                                                               Picks | None]:
+    """One decode in the band with ``estimator``'s (linearized) costs: (the answer, when it truly lies in the band;
+    the knapsack's last pick, checked or not)."""
     costs = _costs(space, estimator, allowed)
     base = [float(c.min()) for c in costs]
     floor_ms = estimator.fixed_ms() + sum(base)
     extra = [c - b for c, b in zip(costs, base)]
     top = min(high_ms, floor_ms + sum(float(e[np.isfinite(e)].max()) for e in extra)) - floor_ms
     if top < 0:
-        return None
+        return None, None
+    picks = None
     for level in range(refinements + 1):
         step = max(top, 1e-12) / (cells * 8**level)
         capacity = int(round(top / step))
         units = [np.where(np.isfinite(e), np.rint(np.where(np.isfinite(e), e, 0.0) / step), capacity + 1)
                  .astype(np.int64) for e in extra]
         lowest = max(0, int(math.ceil((low_ms - floor_ms) / step)))
-        picks = _knapsack_exact(units, lp, capacity, lowest)
+        picks = _knapsack_exact(units, lp, capacity, lowest) or picks
         if picks is not None and low_ms <= estimator.latency_ms(_arch(space, picks)) <= high_ms:
-            return _arch(space, picks)
-    return None
+            return picks, picks
+        if picks is not None and linearization_missed(space, estimator, picks, low_ms, high_ms):
+            break  # a finer grid does not help: the next round re-anchors
+    return None, picks
 
 
 def _costs(space: SearchSpace, estimator: LatencyEstimator, allowed: Mask | None = None) -> list[np.ndarray]:

@@ -251,7 +251,10 @@ class SpacePredictor(Predictor, LatencyEstimator):
         return self
 
     def _predict_arch(self, arch: Architecture) -> Prediction:
-        self.for_space(_space_of_arch(arch)).space.validate(arch)
+        ours = (self.space.name, self.space.resolution, self.space.num_classes)
+        if (arch.space, arch.resolution, arch.num_classes) != ours:  # building a space can take a second (mnasnet)
+            self.for_space(_space_of_arch(arch))
+        self.space.validate(arch)
         return Prediction(self.latency_ms(arch), tuple(self.terms(arch)), 0.0, self.kind)
 
     def terms(self, arch: Architecture) -> list[dict[str, Any]]:
@@ -260,8 +263,8 @@ class SpacePredictor(Predictor, LatencyEstimator):
         linearized = self.anchored(arch)
         costs = linearized.layer_costs_ms()
         terms = [{"type": "fixed", "key": "stem, fixed blocks, head, runtime overhead", "ms": linearized.fixed_ms()}]
-        for layer, choice, cost in zip(self.space.layers, arch.choices, costs):
-            terms.append({"type": f"layer{layer.index}:{choice}", "key": layer.spec(choice).key(),
+        for layer, choice, spec, cost in zip(self.space.layers, arch.choices, self.space.layer_specs(arch), costs):
+            terms.append({"type": f"layer{layer.index}:{choice}", "key": spec.key(),
                           "ms": cost[layer.names.index(choice)]})
         return terms
 

@@ -21,6 +21,12 @@ both figures are kept in ``meta.training``; so is the scaled table alone (``w = 
 ridge correction when it cross-validates at least as well. For search, ``g`` is evaluated at an anchor architecture (the
 current most probable one), so ``expected_latency_ms = exp(g(anchor)) * E[LIN]`` is differentiable, and equals
 ``latency_ms`` exactly for one-hot probabilities.
+
+A space that is not context free (``mnasnet``: a block's ops depend on the previous block's width) has no exact
+per-layer ``LIN``; ``LIN(a)`` sums the per-op linear cost ``s * t(op) + w . f(op)`` over ``a``'s exact ops (plus
+the per-layer indicators, if any), and ``anchored(a)`` is its first-order model at ``a``
+(:meth:`~hwnas.spaces.SearchSpace.linearized_costs`: exact at ``a`` and its one-block changes) times ``exp(g)`` at
+``a``; ``expected_latency_ms`` uses it at the most probable architecture, with or without trees.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import torch
 
 from hwnas.errors import HwnasError
 from hwnas.io import now_iso
-from hwnas.latency.estimator import LatencyEstimator, TableEstimator
+from hwnas.latency.estimator import AnchorCache, LatencyEstimator, LinearizedView, TableEstimator, most_probable
 from hwnas.latency.predictors.base import (AnchoredView, PredictorMeta, SpacePredictor, booster_from_json,
                                           booster_to_json, register_predictor)
 from hwnas.latency.predictors.calibrated_fit import cross_validate, design, fit_trees, ridge, scale, table_sum
@@ -130,10 +136,34 @@ class CalibratedPredictor(SpacePredictor):
         self._lin_fixed = (self.intercept + float(self.features.fixed @ w_op)
                            + (self.table_scale * (self.features.fixed[0] + table.scaled_overhead_ms)
                               if table is not None else 0.0))
+        self._w_op = w_op
+        self._hot = [w_hot[self._onehot_offsets[l]:self._onehot_offsets[l + 1]] if len(w_hot) else None
+                     for l in range(len(space.layers))]
+        self._anchors = AnchorCache()
+
+    def spec_linear_ms(self, spec: OpSpec) -> float:
+        """The additive model's cost of one op or block: ``s * t(op) + w . f(op)`` (the per-layer indicators apart)."""
+        features = self.features.of(spec)
+        return (self.table_scale * float(features[0]) if self.table is not None else 0.0) + float(features @ self._w_op)
+
+    def _with_indicators(self, index: int, row: list[float]) -> list[float]:
+        hot = self._hot[index]
+        return row if hot is None else [c + float(h) for c, h in zip(row, hot)]
 
     # -- estimator interface ------------------------------------------------------------------------------
     def linear_ms(self, arch: Architecture) -> float:
+        """``LIN(arch)``: exact for every space (each block's ops in their context)."""
+        if not self.space.context_free:
+            total = self._lin_fixed + sum(self.spec_linear_ms(spec) for spec in self.space.layer_specs(arch))
+            return total + sum(float(hot[i]) for hot, i in zip(self._hot, self.features.indices(arch))
+                               if hot is not None)
         return self._lin_fixed + sum(float(self._lin_layer[l][i]) for l, i in enumerate(self.features.indices(arch)))
+
+    def context_costs_ms(self, index: int, previous: str | None) -> list[float]:
+        if self.space.context_free:
+            return super().context_costs_ms(index, previous)
+        row = [self.spec_linear_ms(spec) for _, spec in self.space.candidates_after(index, previous)]
+        return self._with_indicators(index, row)
 
     def factor(self, arch: Architecture) -> float:
         """``exp(g(n(a)))``: the non-additive correction (1 when the linear model is selected)."""
@@ -150,20 +180,41 @@ class CalibratedPredictor(SpacePredictor):
     def anchored(self, arch: Architecture | None) -> LatencyEstimator:
         """A read-only view whose :meth:`layer_costs_ms`, :meth:`fixed_ms` and :meth:`expected_latency_ms` carry
         the non-additive factor evaluated at ``arch`` (None: factor 1); ``latency_ms`` stays this predictor's.
-        The predictor itself is not changed: its own costs are the linear model (factor 1)."""
-        return AnchoredView(self, self.factor(arch) if arch is not None else 1.0)
+        The predictor itself is not changed: its own costs are the linear model (factor 1). For a space that is not
+        context free, the costs are also linearized at ``arch`` (module docstring)."""
+        if self.space.context_free or arch is None:
+            return AnchoredView(self, self.factor(arch) if arch is not None else 1.0)
+
+        def linearize() -> LatencyEstimator:
+            costs = self.space.linearized_costs(self.spec_linear_ms, arch)
+            return LinearizedView(self, [self._with_indicators(l, row) for l, row in enumerate(costs)],
+                                  self._lin_fixed, self.factor(arch))
+
+        return self._anchors.get(arch, linearize)
 
     def layer_costs_ms(self) -> list[list[float]]:
         return [[float(v) for v in costs] for costs in self._lin_layer]
+
+    def terms(self, arch: Architecture) -> list[dict[str, Any]]:
+        """The additive terms of ``arch`` (see :meth:`SpacePredictor.terms`); for a space that is not context free,
+        each layer's exact op in its context, all times the factor at ``arch`` (no linearization needed)."""
+        if self.space.context_free:
+            return super().terms(arch)
+        factor, specs = self.factor(arch), self.space.layer_specs(arch)
+        terms = [{"type": "fixed", "key": "stem, fixed blocks, head, runtime overhead", "ms": self._lin_fixed * factor}]
+        for l, (layer, choice, spec) in enumerate(zip(self.space.layers, arch.choices, specs)):
+            hot = self._hot[l]
+            cost = self.spec_linear_ms(spec) + (float(hot[layer.names.index(choice)]) if hot is not None else 0.0)
+            terms.append({"type": f"layer{layer.index}:{choice}", "key": spec.key(), "ms": cost * factor})
+        return terms
 
     def fixed_ms(self) -> float:
         return self._lin_fixed
 
     def expected_latency_ms(self, probs: Sequence[torch.Tensor]) -> torch.Tensor:
         """``exp(g(anchor)) * E[LIN]`` with the anchor at the most probable architecture (differentiable)."""
-        if self.selected == "xgb" and self.booster is not None:
-            choices = [layer.names[int(torch.argmax(p))] for layer, p in zip(self.space.layers, probs)]
-            return self.anchored(self.space.arch(choices)).expected_latency_ms(probs)
+        if (self.selected == "xgb" and self.booster is not None) or not self.space.context_free:
+            return self.anchored(most_probable(self.space, probs)).expected_latency_ms(probs)
         return super().expected_latency_ms(probs)
 
     # -- refitting ----------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ Two levels:
 * **Network features** (:func:`network_features`) for a non-additive correction: totals, weight bytes against
   the L2 and L3 cache sizes, arithmetic intensity (MACs per byte moved), depth and resolution.
 
+A block of several layers (:class:`~hwnas.ops.BlockSpec`, a ``mnasnet`` choice) has the sum of its layers' per-op
+features; a network's features sum its exact ops, each block's in the context of the block before it.
+
 Cache sizes come from the machine fingerprint of the training data (``fingerprint["machine"]["caches"]``),
 1 MiB L2 and 32 MiB L3 when it does not say.
 """
@@ -21,7 +24,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from hwnas.ops import ConvSpec, MBConvSpec, OpSpec, SkipSpec
+from hwnas.ops import ConvSpec, MBConvSpec, MnasLayerSpec, OpSpec, SkipSpec, flat_specs
 from hwnas.spaces import Architecture, SearchSpace
 
 DEFAULT_CACHES = {"L2": 1 << 20, "L3": 32 << 20}
@@ -53,7 +56,7 @@ class Caches:
 
 
 def _dw_macs(spec: OpSpec) -> int:
-    if isinstance(spec, MBConvSpec):
+    if isinstance(spec, MBConvSpec) or (isinstance(spec, MnasLayerSpec) and spec.t in (1, 2)):
         return spec.out_size**2 * spec.mid * spec.k * spec.k
     if isinstance(spec, ConvSpec) and spec.g == spec.cin and spec.g > 1:
         return spec.macs()
@@ -64,17 +67,26 @@ def _kernel(spec: OpSpec) -> int:
     return int(getattr(spec, "k", 1)) if not isinstance(spec, SkipSpec) else 1
 
 
+def _residual(spec: OpSpec) -> bool:
+    """Whether the op adds its input (a MnasNet layer only where its block chose the skip)."""
+    return bool(spec.res) if isinstance(spec, MnasLayerSpec) else bool(getattr(spec, "residual", False))
+
+
 def op_features(spec: OpSpec, caches: Caches, table: OpTable | None) -> np.ndarray:
-    """The additive features of one op (zeros for a free op), in :data:`OP_FEATURES` order.
+    """The additive features of one op (zeros for a free op), in :data:`OP_FEATURES` order; a block's are the sum
+    over its layers.
 
     The last five split the op's table latency by its kernel size (3, 5, 7) and expansion (at most 3, at least 4):
     a runtime can run one kind of kernel faster or slower inside a network than alone (LiteRT's 7x7 depthwise,
     wide expansions that leave the cache), which one scale on the whole table cannot express.
     """
+    parts = flat_specs(spec)
+    if len(parts) > 1 or parts[0] is not spec:
+        return sum((op_features(part, caches, table) for part in parts), np.zeros(len(OP_FEATURES)))
     if spec.is_free:
         return np.zeros(len(OP_FEATURES))
     table_ms = table.op_ms(spec) if table is not None else 0.0
-    expansion = getattr(spec, "e", None)
+    expansion = getattr(spec, "e", None) if not isinstance(spec, MnasLayerSpec) or spec.t == 2 else None
     weight = spec.params() * 4
     elements_in = spec.cin * spec.size * spec.size
     elements_out = int(np.prod(spec.output_shape))
@@ -89,7 +101,7 @@ def op_features(spec: OpSpec, caches: Caches, table: OpTable | None) -> np.ndarr
         4 * (elements_in + elements_out) / _MB,
         1.0,
         float(spec.stride > 1),
-        float(bool(getattr(spec, "residual", False))),
+        float(_residual(spec)),
         float(k == 3), float(k == 5), float(k == 7),
         table_ms * (k == 3), table_ms * (k == 5), table_ms * (k == 7),
         table_ms * (expansion is not None and expansion <= 3), table_ms * (expansion is not None and expansion >= 4),
@@ -97,30 +109,42 @@ def op_features(spec: OpSpec, caches: Caches, table: OpTable | None) -> np.ndarr
 
 
 class FeatureCache:
-    """Per-candidate feature vectors of a space, computed once: ``layer[l][i]`` and the fixed ops' sum."""
+    """Per-candidate feature vectors of a space, computed once: ``layer[l][i]`` and the fixed ops' sum. For a space
+    that is not context free, ``layer`` holds ``layer.candidates``' (an approximation); :meth:`of` gives any op's,
+    memoized, and :meth:`summed` is exact."""
 
     def __init__(self, space: SearchSpace, caches: Caches, table: OpTable | None) -> None:
         self.space, self.caches, self.table = space, caches, table
-        self.layer = [np.stack([op_features(spec, caches, table) for _, spec in layer.candidates])
-                      for layer in space.layers]
+        self._memo: dict[int, tuple[OpSpec, np.ndarray]] = {}  # id -> (the spec, kept alive; its features)
+        self.layer = [np.stack([self.of(spec) for _, spec in layer.candidates]) for layer in space.layers]
         self.fixed = sum((op_features(s, caches, table) for s in [*space.prefix, *space.suffix]),
                          np.zeros(len(OP_FEATURES)))
         self._index = [{name: i for i, name in enumerate(layer.names)} for layer in space.layers]
+
+    def of(self, spec: OpSpec) -> np.ndarray:
+        """:func:`op_features` of ``spec`` (memoized per spec; read-only)."""
+        held = self._memo.get(id(spec))
+        if held is None or held[0] is not spec:
+            held = self._memo[id(spec)] = (spec, op_features(spec, self.caches, self.table))
+        return held[1]
 
     def indices(self, arch: Architecture) -> list[int]:
         self.space.validate(arch)
         return [index[c] for index, c in zip(self._index, arch.choices)]
 
     def summed(self, arch: Architecture) -> np.ndarray:
-        """Sum of the per-op features over the whole network."""
+        """Sum of the per-op features over the whole network (its exact ops)."""
+        if not self.space.context_free:
+            return self.fixed + sum(self.of(spec) for spec in self.space.layer_specs(arch))
         return self.fixed + sum(self.layer[l][i] for l, i in enumerate(self.indices(arch)))
 
     def matrix(self, archs: Sequence[Architecture]) -> np.ndarray:
         return np.stack([self.summed(a) for a in archs]) if archs else np.zeros((0, len(OP_FEATURES)))
 
     def network(self, arch: Architecture, linear_ms: float) -> np.ndarray:
-        """The network features of :data:`NET_FEATURES` (``linear_ms``: the additive model's prediction)."""
-        specs = [s for s in self.space.arch_specs(arch) if not s.is_free]
+        """The network features of :data:`NET_FEATURES` (``linear_ms``: the additive model's prediction); a block
+        counts as its layers."""
+        specs = [p for s in self.space.arch_specs(arch) for p in flat_specs(s) if not p.is_free]
         summed = self.summed(arch)
         weights = [s.params() * 4 for s in specs]
         weight, act = sum(weights), summed[OP_FEATURES.index("act_mb")] * _MB

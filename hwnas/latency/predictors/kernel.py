@@ -174,6 +174,11 @@ class KernelPredictor(Predictor):
         depend on the op and ``block`` only), so another call costs only the kernels' predictions."""
         from hwnas.latency.predictors.kernel_space import build_space_predictor
 
+        if not space.context_free:
+            raise unsupported("kernel", f"cannot aim a search of {space.name}@{space.resolution} (a block's ops "
+                              "depend on the previous block's width, and the estimator places each layer's candidate "
+                              "ops once, in a fixed context); it still predicts whole architectures",
+                              "aim with a calibrated predictor or the latency table of the space")
         if self.backend != "onnxruntime":
             raise unsupported(f"{self.backend} kernel", f"cannot aim a search of {space.name}@{space.resolution} "
                               "(ops are split in place for ONNX Runtime's layouts only)",
