@@ -11,10 +11,23 @@ The two budgets differ in kind, and the decoders use that:
 
 A bound no architecture of the space can meet is refused in one line before any work, with the smallest figure
 the space reaches. ``MB`` is a MiB (``2**20`` bytes), as in :mod:`hwnas.spaces.footprint`.
+
+In a space that is not ``context_free`` (``mnasnet``: a block's first layer takes the previous block's width), a
+candidate's peak and parameters depend on the previous layer's choice. The mask stays a mask (a product of
+per-layer sets, which the decoders need) and is **sound**: every combination of allowed candidates is within the
+peak bound. A candidate is allowed iff its peak fits in *every* context the previous layer's allowed candidates can
+give it; of all such masks the one with the most combinations is taken (a dynamic programme over the sets of
+contexts each layer passes on), so the mask is empty exactly when no architecture fits. The per-candidate
+parameter bytes are the largest over those contexts: an upper bound, so the knapsack never admits an architecture
+over the parameter budget (and a budget is refused when even the least sum of these exceeds it, which may refuse
+one a few architectures outside the mask would meet). :meth:`MemoryBound.fits` and :meth:`MemoryBound.params_of`
+are exact (the architecture's own ops, :meth:`~hwnas.spaces.base.SearchSpace.layer_specs`). For a context-free
+space all of this is the plain per-candidate mask and figures.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass
@@ -23,13 +36,14 @@ from typing import Any
 from hwnas.errors import HwnasError
 from hwnas.spaces.base import Architecture, SearchSpace
 from hwnas.spaces.footprint import (MB, Footprint, arch_footprint, fixed_param_bytes, fixed_peak_bytes,
-                                    layer_param_bytes, layer_peak_bytes)
+                                    spec_deployed_params, spec_peak_activation_bytes)
 
 
 @dataclass(frozen=True)
 class MemoryBound:
     """A search's memory bound on one space: the per-layer mask of candidates whose own peak activation fits
-    ``max_memory_mb`` (all True without it), and the parameter bytes the additive budget counts.
+    ``max_memory_mb`` (all True without it; in every context it may run in, for a non-context-free space), and
+    the parameter bytes the additive budget counts (the largest over those contexts).
 
     Build it with :meth:`of`, which refuses a bound the space cannot meet."""
 
@@ -37,7 +51,7 @@ class MemoryBound:
     max_memory_mb: float | None
     max_params_mb: float | None
     allowed: tuple[tuple[bool, ...], ...]  # per layer, per candidate (``layer.candidates`` order)
-    param_bytes: tuple[tuple[int, ...], ...]  # per layer, per candidate: deployed parameter bytes
+    param_bytes: tuple[tuple[int, ...], ...]  # per layer, per candidate: deployed parameter bytes (at most)
     fixed_params: int  # parameter bytes of the fixed ops (stem, head)
 
     @classmethod
@@ -46,15 +60,17 @@ class MemoryBound:
         """The bound of ``space`` (None when neither budget is given); one line when no architecture meets it."""
         if max_memory_mb is None and max_params_mb is None:
             return None
-        peaks = layer_peak_bytes(space)
-        allowed = tuple(tuple(max_memory_mb is None or peak <= max_memory_mb * MB for peak in layer) for layer in peaks)
-        if max_memory_mb is not None:
-            smallest = max([fixed_peak_bytes(space), *(min(layer) for layer in peaks)])
-            if smallest > max_memory_mb * MB:
-                raise HwnasError(f"no architecture of {_name(space)} fits --max-memory-mb {max_memory_mb:g}: the "
-                                 f"smallest needs {round_up(smallest / MB)} MB of peak activation memory")
-        bound = cls(space, max_memory_mb, max_params_mb, allowed,
-                    tuple(tuple(layer) for layer in layer_param_bytes(space)), fixed_param_bytes(space))
+        tables = _layer_tables(space)
+        limit = math.inf if max_memory_mb is None else max_memory_mb * MB
+        widest = _widest_mask(tables, _first_context(space), limit) if fixed_peak_bytes(space) <= limit else None
+        if widest is None:
+            smallest = _smallest_peak(tables, _first_context(space), fixed_peak_bytes(space))
+            raise HwnasError(f"no architecture of {_name(space)} fits --max-memory-mb {max_memory_mb:g}: the "
+                             f"smallest needs {round_up(smallest / MB)} MB of peak activation memory")
+        allowed = tuple(mask for _, mask in widest)
+        params = tuple(tuple(max(t.params[c][j] for c in contexts) for j in range(len(t.gives)))
+                       for t, (contexts, _) in zip(tables, widest))
+        bound = cls(space, max_memory_mb, max_params_mb, allowed, params, fixed_param_bytes(space))
         if max_params_mb is not None and bound.least_params() > bound.params_budget():
             within = f" within --max-memory-mb {max_memory_mb:g}" if max_memory_mb is not None else ""
             raise HwnasError(f"no architecture of {_name(space)}{within} fits --max-params-mb {max_params_mb:g}: the "
@@ -79,15 +95,22 @@ class MemoryBound:
         return self.space.arch([rng.choice(self.allowed_names(layer)) for layer in range(len(self.space.layers))])
 
     def params_of(self, arch: Architecture) -> int:
-        """Parameter bytes of ``arch`` (the footprint's: fixed ops plus the chosen ones)."""
+        """Parameter bytes of ``arch`` (the footprint's: fixed ops plus the chosen ones), exact in any space."""
+        if not self.space.context_free:
+            return self.footprint(arch).params_bytes
         return self.fixed_params + sum(params[layer.names.index(choice)] for params, layer, choice
                                        in zip(self.param_bytes, self.space.layers, arch.choices))
 
     def fits(self, arch: Architecture) -> bool:
-        """Whether ``arch``'s peak activation and parameters are within the bound."""
+        """Whether ``arch``'s peak activation and parameters are within the bound (exact in any space: an
+        architecture of a non-context-free space may fit outside the mask)."""
+        budget = self.params_budget()
+        if not self.space.context_free:
+            footprint = self.footprint(arch)
+            return ((self.max_memory_mb is None or footprint.peak_activation_bytes <= self.max_memory_mb * MB)
+                    and (budget is None or footprint.params_bytes <= budget))
         masked = all(mask[layer.names.index(choice)] for mask, layer, choice
                      in zip(self.allowed, self.space.layers, arch.choices))
-        budget = self.params_budget()
         return masked and (budget is None or self.params_of(arch) <= budget)
 
     def footprint(self, arch: Architecture) -> Footprint:
@@ -102,6 +125,82 @@ class MemoryBound:
 
     def to_dict(self) -> dict[str, Any]:
         return {"max_memory_mb": self.max_memory_mb, "max_params_mb": self.max_params_mb}
+
+
+# -- the mask of a space whose layers' ops depend on the previous choice (module docstring) ----------------------
+@dataclass(frozen=True)
+class _LayerTable:
+    """One searchable layer: per context (``space.layer_variants`` order), per candidate (``layer.names`` order)
+    the op's peak activation and parameter bytes, and per candidate the context it gives the next layer."""
+
+    peaks: tuple[tuple[int, ...], ...]
+    params: tuple[tuple[int, ...], ...]
+    gives: tuple[int, ...]
+
+
+def _layer_tables(space: SearchSpace) -> list[_LayerTable]:
+    variants = [space.layer_variants(i) for i in range(len(space.layers))]
+    tables = []
+    for i, layer in enumerate(space.layers):
+        for variant in variants[i]:
+            assert tuple(name for name, _ in variant) == layer.names, "a variant lists the layer's names in order"
+        peaks = tuple(tuple(spec_peak_activation_bytes(spec) for _, spec in v) for v in variants[i])
+        params = tuple(tuple(spec_deployed_params(spec) * 4 for _, spec in v) for v in variants[i])
+        gives = tuple(variants[i + 1].index(space.candidates_after(i + 1, name)) for name in layer.names
+                      ) if i + 1 < len(space.layers) else (0,) * len(layer.names)
+        tables.append(_LayerTable(peaks, params, gives))
+    return tables
+
+
+def _first_context(space: SearchSpace) -> int:
+    return space.layer_variants(0).index(space.candidates_after(0, None))
+
+
+def _widest_mask(tables: list[_LayerTable], first: int, limit: float,
+                 ) -> list[tuple[frozenset[int], tuple[bool, ...]]] | None:
+    """Per layer, the contexts it may run in and its allowed candidates, for the sound mask with the most
+    combinations (module docstring); None when every mask is empty somewhere (no architecture fits).
+
+    State after a layer: the set of next-layer contexts its allowed candidates give. Each layer tries every
+    subset of those contexts to keep (all subsets up to 6 contexts, else all of them or one), allowing a
+    candidate iff it gives a kept context and fits in every context it may run in; score: sum of log counts."""
+    frontier: dict[frozenset[int], tuple[float, list[tuple[frozenset[int], tuple[bool, ...]]]]] = {
+        frozenset({first}): (0.0, [])}
+    for table in tables:
+        reached: dict[frozenset[int], tuple[float, list[tuple[frozenset[int], tuple[bool, ...]]]]] = {}
+        for contexts, (score, path) in frontier.items():
+            fits = [all(table.peaks[c][j] <= limit for c in contexts) for j in range(len(table.gives))]
+            for kept in _subsets(sorted(set(table.gives))):
+                mask = tuple(ok and given in kept for ok, given in zip(fits, table.gives))
+                if not any(mask):
+                    continue
+                given = frozenset(g for g, ok in zip(table.gives, mask) if ok)
+                value = score + math.log(sum(mask))
+                if given not in reached or value > reached[given][0]:
+                    reached[given] = (value, [*path, (contexts, mask)])
+        if not reached:
+            return None
+        frontier = reached
+    return max(frontier.values(), key=lambda entry: entry[0])[1]
+
+
+def _subsets(groups: list[int]) -> list[frozenset[int]]:
+    if len(groups) > 6:
+        return [frozenset(groups), *(frozenset({g}) for g in groups)]
+    return [frozenset(c) for n in range(1, len(groups) + 1) for c in itertools.combinations(groups, n)]
+
+
+def _smallest_peak(tables: list[_LayerTable], first: int, fixed: int) -> int:
+    """The least peak activation bytes of any architecture (exact: a min-max over the chain of contexts)."""
+    best = {first: fixed}
+    for table in tables:
+        reached: dict[int, int] = {}
+        for context, so_far in best.items():
+            for j, given in enumerate(table.gives):
+                peak = max(so_far, table.peaks[context][j])
+                reached[given] = min(reached.get(given, peak), peak)
+        best = reached
+    return min(best.values())
 
 
 def _name(space: SearchSpace) -> str:

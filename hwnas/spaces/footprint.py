@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwnas.errors import HwnasError
-from hwnas.ops import OpSpec
+from hwnas.ops import BlockSpec, MnasLayerSpec, OpSpec
 from hwnas.ops.specs import ConvSpec, DWSepSpec, LinearSpec, MBConvSpec, PoolSpec, SkipSpec, ZeroSpec
 from hwnas.spaces.base import Architecture, SearchSpace
 
@@ -58,11 +58,16 @@ class Footprint:
 # -- parameters ------------------------------------------------------------------------------------------------
 def spec_deployed_params(spec: OpSpec) -> int:
     """Parameters of the op once BatchNorm is folded: ``spec.params()`` less one ``cout`` per folded BN (its
-    scale and shift, 2 per channel, become the conv's bias, 1 per channel). Equals the ONNX initializers."""
+    scale and shift, 2 per channel, become the conv's bias, 1 per channel). Equals the ONNX initializers.
+    A block (:class:`~hwnas.ops.BlockSpec`) has the sum of its layers'."""
+    if isinstance(spec, BlockSpec):
+        return sum(spec_deployed_params(part) for part in spec.parts)
     return spec.params() - _folded_bn_channels(spec)
 
 
 def _folded_bn_channels(spec: OpSpec) -> int:
+    if isinstance(spec, MnasLayerSpec):  # conv: its output; dwsep: depthwise + pointwise; mbconv: + expansion
+        return spec.cout + (spec.mid if spec.t >= 1 else 0) + (spec.mid if spec.t == 2 else 0)
     if isinstance(spec, ConvSpec):
         return spec.cout
     if isinstance(spec, MBConvSpec):
@@ -86,9 +91,17 @@ def spec_peak_activation_elements(spec: OpSpec) -> int:
       expand ``x + E`` (the channel shuffle's transpose ``2E``), depthwise ``E + D`` (``x + D`` without
       expansion), SE ``D + mid + squeeze`` (the pooled vector and the squeezed one beside ``D``; the gate
       multiply writes in place over ``D``), projection ``D + P``, residual add ``x + P`` (in place over ``P``).
+    * mnas (:class:`~hwnas.ops.MnasLayerSpec`), by the same steps: conv ``x + y``; dwsep depthwise ``x + D``, then
+      pointwise ``D + y``; mbconv as above. SE sits on the op's widest tensor (``y`` for conv, ``D`` otherwise,
+      ``mid`` channels) and holds ``widest + mid + squeeze``; an identity skip (``res``) keeps ``x`` to the add.
+    * a block (:class:`~hwnas.ops.BlockSpec`): the largest of its layers' (only one tensor flows between them).
     """
+    if isinstance(spec, BlockSpec):
+        return max(spec_peak_activation_elements(part) for part in spec.parts)
     if isinstance(spec, MBConvSpec):
         return _mbconv_peak(spec)
+    if isinstance(spec, MnasLayerSpec):
+        return _mnas_peak(spec)
     x = spec.cin * spec.size**2
     if isinstance(spec, ConvSpec):
         return x + spec.cout * spec.out_size**2
@@ -119,9 +132,33 @@ def _mbconv_peak(spec: MBConvSpec) -> int:
     if spec.se:  # pool -> squeeze -> expand beside D; the gate multiply writes over D (it is D's last reader)
         steps.append((depthwise + spec.mid + spec.se_channels, False))
     steps.append((depthwise + projected, False))
-    if spec.residual:  # the block input stays alive to the add
+    return _peak_of_steps(steps, x, projected, spec.residual)
+
+
+def _mnas_peak(spec: MnasLayerSpec) -> int:
+    x, o2 = spec.cin * spec.size**2, spec.out_size**2
+    out, depthwise = spec.cout * o2, spec.mid * o2
+    steps: list[tuple[int, bool]] = []  # (elements the step holds, whether it reads the layer input itself)
+    if spec.t == 0:
+        steps.append((x + out, True))
+    elif spec.t == 1:
+        steps.append((x + depthwise, True))
+    else:
+        expanded = spec.mid * spec.size**2
+        steps += [(x + expanded, True), (expanded + depthwise, False)]
+    if spec.se:  # on the widest tensor (mid channels): the pooled and squeezed vectors beside it
+        steps.append(((out if spec.t == 0 else depthwise) + spec.mid + spec.se_channels, False))
+    if spec.t != 0:
+        steps.append((depthwise + out, False))
+    return _peak_of_steps(steps, x, out, bool(spec.res))
+
+
+def _peak_of_steps(steps: list[tuple[int, bool]], x: int, out: int, residual: bool) -> int:
+    """The largest step; with a residual the input ``x`` stays alive through the steps that do not read it, and
+    the add holds ``x + out`` (it writes over ``out``, its last reader)."""
+    if residual:
         steps = [(held + (0 if reads_input else x), reads_input) for held, reads_input in steps]
-        steps.append((x + projected, True))  # the add writes over the projection
+        steps.append((x + out, True))
     return max(held for held, _ in steps)
 
 
@@ -144,13 +181,15 @@ def arch_footprint(space: SearchSpace, arch: Architecture, bytes_per_element: in
 
 
 def layer_peak_bytes(space: SearchSpace, bytes_per_element: int = 4) -> list[list[int]]:
-    """Per searchable layer, per candidate (``layer.candidates`` order): the op's peak activation bytes."""
+    """Per searchable layer, per candidate (``layer.candidates`` order): the op's peak activation bytes (for a
+    space that is not ``context_free``, in ``layer.candidates``' context only: see :mod:`hwnas.search.memory_bound`
+    for figures that hold in every context)."""
     return [[spec_peak_activation_bytes(spec, bytes_per_element) for _, spec in layer.candidates]
             for layer in space.layers]
 
 
 def layer_param_bytes(space: SearchSpace, bytes_per_element: int = 4) -> list[list[int]]:
-    """Per searchable layer, per candidate: the op's deployed parameter bytes."""
+    """Per searchable layer, per candidate: the op's deployed parameter bytes (``layer.candidates``' context)."""
     return [[spec_deployed_params(spec) * bytes_per_element for _, spec in layer.candidates]
             for layer in space.layers]
 

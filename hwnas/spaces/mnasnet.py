@@ -20,9 +20,11 @@ is not ``context_free``. ``layer.candidates`` are each block's ops after a previ
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from hwnas.errors import HwnasError
 from hwnas.ops import BlockSpec, ConvSpec, LinearSpec, MnasLayerSpec, OpSpec, PoolSpec
@@ -107,6 +109,10 @@ class MnasSpace(SearchSpace):
     def layer_variants(self, index: int) -> list[tuple[tuple[str, OpSpec], ...]]:
         return list(self.variants[index].values())
 
+    def all_specs(self) -> list[OpSpec]:
+        """As :meth:`SearchSpace.all_specs`, computed once per resolution (1590 entries from 18,000 block layers)."""
+        return list(_all_specs(self.resolution, self.num_classes, lambda: super(MnasSpace, self).all_specs()))
+
     def uniform_archs(self) -> list[Architecture]:
         """MnasNet's uniform baselines: the same op, kernel, SE, skip and width in every block, at depth base + 1,
         base and base - 1 (deeper first; a block whose base is 1 keeps 1 layer at base - 1)."""
@@ -121,6 +127,16 @@ class MnasSpace(SearchSpace):
         return archs
 
 
+_ALL_SPECS: dict[tuple[int, int], tuple[OpSpec, ...]] = {}
+
+
+def _all_specs(resolution: int, num_classes: int, compute: Callable[[], list[OpSpec]]) -> tuple[OpSpec, ...]:
+    if (resolution, num_classes) not in _ALL_SPECS:
+        _ALL_SPECS[resolution, num_classes] = tuple(compute())
+    return _ALL_SPECS[resolution, num_classes]
+
+
+@functools.lru_cache(maxsize=64)
 def _block_candidates(b: int, cin: int, size: int) -> tuple[tuple[str, OpSpec], ...]:
     """Block ``b``'s candidates after an input of ``cin`` channels; the last block carries the head conv (1x1 to
     1280), whose input is that block's width, so prefix and suffix stay fixed."""
