@@ -45,6 +45,7 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.ops import OpSpec, build_op
+from hwnas.search.elastic import build_elastic_candidates, is_elastic_layer
 from hwnas.search.nested import build_candidates
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -94,23 +95,33 @@ class _BinaryGate(torch.autograd.Function):
                         candidate = ctx.mixed.ops[index]
                         with frozen_buffers(candidate):
                             output = candidate(x)
-                    gate_grads.append((grad_out.to(torch.float64) * output.to(torch.float64)).sum())
+                    gate_grads.append(_gate_product(grad_out, output))
             grad_probs = torch.stack(gate_grads).to(grad_out.dtype)
         return grad_out, None, grad_probs, None, None, None
+
+
+def _gate_product(grad_out: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """``<dL/dout, o_j(x)>`` in float64. A candidate of another width (mnasnet's blocks) counts on the channels both
+    have: the layers after see the active width only, so ``o_j`` is truncated or zero-padded to it."""
+    c = min(grad_out.shape[1], output.shape[1])
+    return (grad_out[:, :c].to(torch.float64) * output[:, :c].to(torch.float64)).sum()
 
 
 class MixedOp(nn.Module):
     """All candidates of one searchable layer, its architecture parameters ``alpha`` and the sampled path."""
 
     def __init__(self, candidates: Sequence[tuple[str, OpSpec]], arch_grad: str = "full_v2",
-                 weight_sharing: str = "none") -> None:
+                 weight_sharing: str = "none", variants: Sequence[Sequence[tuple[str, OpSpec]]] = ()) -> None:
         super().__init__()
         if not candidates:
             raise HwnasError("MixedOp: a searchable layer needs at least one candidate")
         _check_arch_grad(arch_grad)
         _check_weight_sharing(weight_sharing)
         self.names = tuple(name for name, _ in candidates)
-        self.ops, self.shared = build_candidates([spec for _, spec in candidates], weight_sharing == "nested")
+        if is_elastic_layer(candidates):  # blocks of mnas layers: one shared block, whatever the mode
+            self.ops, self.shared = build_elastic_candidates(variants or [candidates])
+        else:
+            self.ops, self.shared = build_candidates([spec for _, spec in candidates], weight_sharing == "nested")
         self.alpha = nn.Parameter(torch.zeros(len(candidates)))
         self.mode = "weight"
         self.arch_grad = arch_grad
@@ -179,7 +190,8 @@ class SuperNet(nn.Module):
         self.arch_grad = arch_grad
         self.weight_sharing = weight_sharing
         self.prefix = nn.Sequential(*(build_op(spec) for spec in space.prefix))
-        self.mixed_ops = nn.ModuleList(MixedOp(layer.candidates, arch_grad, weight_sharing) for layer in space.layers)
+        self.mixed_ops = nn.ModuleList(MixedOp(layer.candidates, arch_grad, weight_sharing,
+                                               space.layer_variants(layer.index)) for layer in space.layers)
         self.suffix = nn.Sequential(*(build_op(spec) for spec in space.suffix))
         self.mode = "weight"
 
