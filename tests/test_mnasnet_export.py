@@ -84,7 +84,7 @@ def test_deployed_params_are_torch_params_less_one_per_folded_batchnorm():
 
 def test_arch_footprint_equals_onnx_of_the_exported_network(tmp_path):
     space = _space()
-    for index, arch in enumerate(space.sample_archs(10, random.Random(1))):
+    for index, arch in enumerate(space.sample_archs(5, random.Random(1))):
         with torch.random.fork_rng():
             torch.manual_seed(index)
             net = space.build(arch)

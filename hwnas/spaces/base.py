@@ -125,8 +125,11 @@ class SearchSpace:
                               "layers", len(arch.choices))
         for layer, choice in zip(self.layers, arch.choices):
             if choice not in layer.names:
+                offered = " ".join(layer.names) if len(layer.names) <= 12 else (
+                    f"one of its {len(layer.names)} choices, e.g. {' '.join(layer.names[:3])}; `hwnas spaces` "
+                    f"describes {self.name}")
                 raise HwnasError(f"{source}: field 'choices': layer {layer.index} has no op {choice!r} "
-                                 f"(expected {' '.join(layer.names)})")
+                                 f"(expected {offered})")
         if arch.num_classes not in (None, self.num_classes):
             raise field_error(source, "num_classes", f"{self.num_classes} (this space's) or none", arch.num_classes)
         return arch
