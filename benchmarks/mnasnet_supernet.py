@@ -65,7 +65,7 @@ def train(keep: Keep, steps: int, seed: int = 0) -> list[float]:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if len(losses) == steps:
                 break
     return [sum(losses[i:i + 10]) / len(losses[i:i + 10]) for i in range(0, steps, 10)]
