@@ -106,7 +106,8 @@ def test_a_package_adds_a_space_and_a_runtime_through_an_entry_point(tmp_path: P
     result = json.loads(checked.stdout.strip().splitlines()[-1])
     assert (result["space"], result["layers"], result["stem"]) == ("tiny-wide", 4, 16)
     assert result["runtime"] == "DemoRuntime" and result["runtimes"][-1] == "demo-rt"
-    assert result["choices"] == ["proxyless", "fbnet", "fbnet-cifar100", "tiny", "tiny-wide"]  # the CLI's choices
+    # the CLI's choices: the built-ins in their declared order, then the plugin's
+    assert result["choices"] == ["proxyless", "fbnet", "fbnet-cifar100", "tiny", "mnasnet", "tiny-wide"]
     assert result["sample"] == 0 and len(list((tmp_path / "archs").glob("*.json"))) == 2
 
 
