@@ -20,16 +20,9 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.ops.modules import ConvBNAct, SqueezeExcite, register_op
 from hwnas.ops.spec_base import OpSpec, make_divisible
+from hwnas.ops.specs import _conv_macs, _conv_params
 
 MNAS_OPS = {0: "conv", 1: "dwsep", 2: "mbconv"}
-
-
-def _conv_macs(cin: int, cout: int, k: int, groups: int, out_size: int) -> int:
-    return out_size * out_size * cout * (cin // groups) * k * k
-
-
-def _conv_params(cin: int, cout: int, k: int, groups: int) -> int:
-    return cout * (cin // groups) * k * k + 2 * cout  # BatchNorm's affine terms
 
 
 @dataclass(frozen=True)
