@@ -30,7 +30,6 @@ from hwnas.spaces import Architecture, SearchSpace
 
 OVERHEAD_MODES = ("once", "per-op", "none")
 ANCHORS_KEPT = 32  # linearizations kept per estimator (the loss re-anchors every step; the anchor rarely changes)
-_SPECS_KEPT = 200_000  # op costs memoized by spec object before the memo is cleared
 
 
 class LatencyEstimator(ABC):
@@ -152,8 +151,7 @@ class TableEstimator(LatencyEstimator):
         if lacks:  # the hint names the head too: the classifier is an op, measured per number of classes
             raise HwnasError(f"{lacks}; run `{table.profile_command(space.num_classes)}` to measure them")
         self.table, self.space, self.overhead = table, space, overhead
-        self._by_spec: dict[int, tuple[OpSpec, float]] = {}  # id -> (the spec, kept alive so the id stays its own)
-        self._by_key: dict[str, float] = {}
+        self._by_spec: dict[OpSpec, float] = {}
         self._contexts: dict[tuple[int, int], tuple[Any, list[float]]] = {}
         self._anchors = AnchorCache()
         self._layer_costs = space.linearized_costs(self.op_ms, None)
@@ -162,23 +160,16 @@ class TableEstimator(LatencyEstimator):
 
     def op_ms(self, spec: OpSpec) -> float:
         """The table latency of one op, or the sum over a block's layers (memoized: the linearizations ask often)."""
-        held = self._by_spec.get(id(spec))
-        if held is not None and held[0] is spec:
-            return held[1]
-        ms = sum(self._entry_ms(part) for part in flat_specs(spec))
-        if len(self._by_spec) >= _SPECS_KEPT:
-            self._by_spec.clear()
-        self._by_spec[id(spec)] = (spec, ms)
+        ms = self._by_spec.get(spec)
+        if ms is None:
+            ms = self._by_spec[spec] = sum(self._entry_ms(part) for part in flat_specs(spec))
         return ms
 
     def _entry_ms(self, spec: OpSpec) -> float:
         if spec.is_free:
             return 0.0
-        key = spec.key()
-        if key not in self._by_key:
-            ms = self.table.median_ms(key)
-            self._by_key[key] = ms if self.overhead == "per-op" else max(ms - self.table.overhead_ms, 0.0)
-        return self._by_key[key]
+        ms = self.table.median_ms(spec.key())
+        return ms if self.overhead == "per-op" else max(ms - self.table.overhead_ms, 0.0)
 
     def layer_costs_ms(self) -> list[list[float]]:
         return self._layer_costs

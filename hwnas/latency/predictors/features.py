@@ -115,7 +115,7 @@ class FeatureCache:
 
     def __init__(self, space: SearchSpace, caches: Caches, table: OpTable | None) -> None:
         self.space, self.caches, self.table = space, caches, table
-        self._memo: dict[int, tuple[OpSpec, np.ndarray]] = {}  # id -> (the spec, kept alive; its features)
+        self._memo: dict[OpSpec, np.ndarray] = {}
         self.layer = [np.stack([self.of(spec) for _, spec in layer.candidates]) for layer in space.layers]
         self.fixed = sum((op_features(s, caches, table) for s in [*space.prefix, *space.suffix]),
                          np.zeros(len(OP_FEATURES)))
@@ -123,10 +123,10 @@ class FeatureCache:
 
     def of(self, spec: OpSpec) -> np.ndarray:
         """:func:`op_features` of ``spec`` (memoized per spec; read-only)."""
-        held = self._memo.get(id(spec))
-        if held is None or held[0] is not spec:
-            held = self._memo[id(spec)] = (spec, op_features(spec, self.caches, self.table))
-        return held[1]
+        features = self._memo.get(spec)
+        if features is None:
+            features = self._memo[spec] = op_features(spec, self.caches, self.table)
+        return features
 
     def indices(self, arch: Architecture) -> list[int]:
         self.space.validate(arch)
