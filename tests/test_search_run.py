@@ -439,3 +439,26 @@ def test_retry_fields_are_validated() -> None:
         SearchConfig(final_attempts=0)
     with pytest.raises(HwnasError, match="final_extra_attempts"):
         SearchConfig(final_extra_attempts=-1)
+
+
+def test_cli_search_of_the_mnasnet_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """`hwnas search --space mnasnet` end to end (a synthetic table): its blocks, absent layers and widths go through
+    the supernet, the decoder, the closed loop, training and the verdict."""
+    monkeypatch.setenv("HWNAS_TABLES", str(tmp_path / "tables"))
+    write_synthetic_table(default_table_path("cpu-torch", "mnasnet", 32), "mnasnet")
+    config = tmp_path / "quick.json"
+    config.write_text(json.dumps({**QUICK, "space": "mnasnet"}))
+    code = main(["search", "--config", str(config), "--out", str(tmp_path / "run"), "--json", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    arch = Architecture.from_dict(result["arch"])
+    get_space("mnasnet", 32, 10).validate(arch)
+    assert result["measured_ms"] > 0 and result["memory_mb"]["peak_activation_mb"] > 0
+    assert result["estimated_ms"] == pytest.approx(_mnasnet_table_ms(arch), rel=1e-9)
+
+
+def _mnasnet_table_ms(arch: Architecture) -> float:
+    space = get_space("mnasnet", 32, 10)
+    return TableEstimator(LatencyTable.load(default_table_path("cpu-torch", "mnasnet", 32)), space).latency_ms(arch)
