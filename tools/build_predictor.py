@@ -91,8 +91,8 @@ def _refit(space, table_path: Path, train_path: Path, test_path: Path, out: Path
         if not path.is_file():
             raise SystemExit(f"--refit: {path} does not exist; run without --refit to measure it")
     fit = fit_predictor(space=space, out=out, table=table_path, sets=[train_path], residual=residual)
-    figures = evaluate_predictor(load_predictor(out), sets=[test_path],
-                                 plot=ROOT / "docs" / "img" / f"predictor_{out.name.removesuffix('__calibrated.json')}.png")
+    plot = ROOT / "docs" / "img" / f"predictor_{out.name.removesuffix('__calibrated.json')}.png"
+    figures = evaluate_predictor(load_predictor(out), sets=[test_path], plot=plot)
     print(json.dumps({"out": str(out.relative_to(ROOT)), "selected": fit["training"].get("selected"),
                       "correction": fit["training"].get("correction"), "cv": fit["training"].get("cv"),
                       "test": {k: v for k, v in figures.items()

@@ -31,10 +31,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plots", help="folder for predicted-vs-measured plots (default: none)")
     args = parser.parse_args()
-    print("| device | res | held-out n | predictor ±5% | ±10% | τ | table sum ±5% | ±10% | τ | "
+    print("| device | space | res | held-out n | predictor ±5% | ±10% | τ | table sum ±5% | ±10% | τ | "
           "table × one scale ±5% | "
           "±10% | set vs itself ±5% | ±10% | τ | model | train networks | build wall time |")
-    print("|---" * 17 + "|")
+    print("|---" * 18 + "|")
     for path in sorted((ROOT / "latency_tables" / "predictors").glob("*__calibrated.json")):
         stem = path.name.removesuffix("__calibrated.json")
         test, train = (ROOT / "latency_tables" / "sets" / f"{stem}__{part}.json" for part in ("test", "train"))
@@ -45,14 +45,14 @@ def main() -> None:
         figures = evaluate_predictor(predictor, sets=[test], plot=plot)
         table, noise = figures.get("table") or {}, (figures.get("noise") or {}).get("paired") or {}
         scaled = figures.get("table_scaled") or {}
-        device, _, resolution = stem.split("__")
+        device, space, resolution = stem.split("__")
         cost = ""
         if train.is_file():
             mset = MeasurementSet.load(train)
             seconds = (datetime.fromisoformat(mset.updated) - datetime.fromisoformat(mset.created)).total_seconds()
             cost = f"{len(mset.rows) + len(mset.repeats)} | {seconds / 60:.1f} min"
         nan = float("nan")
-        print(f"| {device} | {resolution} | {figures['n']} | {_pct(figures['within5_pct'])} | "
+        print(f"| {device} | {space} | {resolution} | {figures['n']} | {_pct(figures['within5_pct'])} | "
               f"{_pct(figures['within10_pct'])} | {figures['kendall']:.3f} | {_pct(table.get('within5_pct', nan))} | "
               f"{_pct(table.get('within10_pct', nan))} | {table.get('kendall', nan):.3f} | "
               f"{_pct(scaled.get('within5_pct', nan))} | {_pct(scaled.get('within10_pct', nan))} | "
