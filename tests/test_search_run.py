@@ -22,6 +22,7 @@ from hwnas.search import closed_loop, measure as measure_module
 from hwnas.search.decode import decode_under_target, fastest_arch, slowest_arch
 from hwnas.search.records import Attempt, LoopStep, Measurement, arch_id
 from hwnas.search.run import SearchConfig, baseline_arch, baseline_candidates, default_target_ms, run_search
+from hwnas.search.run_supernet import untrained_note
 from hwnas.search.strategies import strategy_names
 from hwnas.spaces import Architecture, ArchNet, get_space
 
@@ -457,6 +458,21 @@ def test_cli_search_of_the_mnasnet_space(tmp_path: Path, monkeypatch: pytest.Mon
     get_space("mnasnet", 32, 10).validate(arch)
     assert result["measured_ms"] > 0 and result["memory_mb"]["peak_activation_mb"] > 0
     assert result["estimated_ms"] == pytest.approx(_mnasnet_table_ms(arch), rel=1e-9)
+    # six weight steps cannot train this supernet: the run says its choice followed latency alone
+    assert "the supernet did not learn" in captured.err and "the supernet did not learn" in result["decode"]
+
+
+def test_untrained_note_compares_the_last_epoch_with_chance() -> None:
+    def history(*accuracies: tuple[float, float]) -> list[dict[str, Any]]:
+        return [{"weight_accuracy": w, "argmax_arch_accuracy": a} for w, a in accuracies]
+
+    assert untrained_note([], 10) is None
+    note = untrained_note(history((0.9, 0.9), (0.12, 0.09)), 10)  # the last epoch counts
+    assert note is not None and "accuracy 0.120" in note and "chance 0.100" in note
+    assert untrained_note(history((0.1, 0.29)), 10) is None  # 0.28 = chance + 0.2 (1 - chance)
+    assert untrained_note(history((0.27, 0.1)), 10) is not None
+    assert untrained_note(history((0.59, 0.5)), 2) is not None  # two classes: chance 0.5, trained from 0.6
+    assert untrained_note(history((0.61, 0.5)), 2) is None
 
 
 def _mnasnet_table_ms(arch: Architecture) -> float:

@@ -50,7 +50,7 @@ from hwnas.search.run_pareto import run_points, write_run_pareto
 from hwnas.search.run_targets import load_supernet, run_targets, save_supernet
 from hwnas.search.run_report import (BaselineReport, RunReport, peak_rss_mb, plot_search, save_model, versions,
                                      write_report)
-from hwnas.search.run_supernet import search_supernet
+from hwnas.search.run_supernet import search_supernet, untrained_note
 from hwnas.search.run_train import torch_settings, train_checkpointed
 from hwnas.search.supernet import SuperNet
 from hwnas.search.verdict import closed_loop_drift, final_verdict, warn_if_drifted
@@ -256,6 +256,10 @@ def _measured_run(config: SearchConfig, out: Path, progress: Progress, checkpoin
         decoder = _decoder(setup, config, supernet, progress)
         decode_note = _decode_note(space, setup.choice.estimator, decoder, target_ms, setup.fastest_ms,
                                    config.strategy)
+        untrained = untrained_note(history, space.num_classes)
+        if untrained:
+            print(f"hwnas: warning: {untrained}", file=sys.stderr)
+            decode_note += f" ({untrained})"
         if setup.memory is not None:
             decode_note += f" (every decode within {setup.memory.describe()})"
         arch, closed_loop, estimator = search_on_device(space, setup.choice.estimator, target_ms, setup.slowest_ms,

@@ -25,6 +25,24 @@ from hwnas.search.strategies import ArchStep, get_strategy, strategy_parameters
 from hwnas.search.supernet import SuperNet
 
 
+UNTRAINED_MARGIN = 0.2
+"""The supernet counts as trained when its last epoch's accuracy (of sampled paths, or of the argmax path) is at least
+this fraction of the way from chance to 1."""
+
+
+def untrained_note(history: list[dict[str, Any]], num_classes: int) -> str | None:
+    """One line when the supernet's last epoch stayed near chance: its architecture parameters then followed the
+    latency loss alone, and the run's choice is no better than a pick of its latency (None when it learned)."""
+    if not history:
+        return None
+    last, chance = history[-1], 1.0 / max(num_classes, 1)
+    accuracy = max(last.get("weight_accuracy", 0.0), last.get("argmax_arch_accuracy", 0.0))
+    if accuracy >= chance + UNTRAINED_MARGIN * (1.0 - chance):
+        return None
+    return (f"the supernet did not learn (accuracy {accuracy:.3f} in its last epoch, chance {chance:.3f}): the "
+            "architecture followed the latency model alone; give it more epochs (--warmup-epochs, --epochs)")
+
+
 def _strategy_kwargs(config: SearchConfig, target_ms: float) -> dict[str, Any]:
     """The config's architecture-step settings that strategy ``config.strategy`` takes (its ``config_class``'s
     fields; a registered strategy without one is given them all): a loss for gradient strategies, a reward for
