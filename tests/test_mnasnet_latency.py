@@ -3,6 +3,7 @@ sum and its linearization, the decoders on it, and every predictor kind."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -15,9 +16,14 @@ from hwnas.latency.predictors import load_predictor
 from hwnas.latency.predictors.base import PredictorMeta
 from hwnas.latency.table import LatencyTable
 from hwnas.ops import flat_specs
-from hwnas.search.decode import decode_in_band, decode_under_target, fastest_arch, latency_range, slowest_arch
+from hwnas.search import decode_memory
+from hwnas.search.decode import (decode_in_band, decode_under_target, fastest_arch, latency_range, most_probable_arch,
+                                 slowest_arch)
 from hwnas.search.decode_context import chain_extreme
+from hwnas.search.decode_memory import decode_within
+from hwnas.search.memory_bound import MemoryBound
 from hwnas.spaces import get_space
+from hwnas.spaces.footprint import MB, arch_footprint
 
 OVERHEAD_MS = 0.01
 
@@ -198,3 +204,25 @@ def test_kernel_predictor_refuses_to_aim_a_mnasnet_search(space):
     kernel = load_predictor("latency_tables/predictors/cpu-onnxruntime__kernel.json")
     with pytest.raises(HwnasError, match="previous block's width"):
         kernel.for_space(space)
+
+
+def test_two_budget_decoder_reanchors_and_beats_the_feasible_sample(estimator, space, sampled):
+    """``--max-params-mb`` in mnasnet: the two-budget decoder re-anchors its linearized latency like the one-budget
+    ones. Its answer meets both budgets exactly, is at least as probable as the single pass at the most probable
+    architecture, and as every sampled architecture that meets both."""
+    params = sorted(arch_footprint(space, a).params_bytes for a, _ in sampled)
+    bound = MemoryBound.of(space, None, params[len(params) // 3] / MB)
+    span = latency_range(space, estimator)
+    better = 0
+    for seed, fraction in ((0, 0.3), (1, 0.45), (2, 0.6), (5, 0.3)):
+        target, lp = span.target_at(fraction), _log_probs(space, seed)
+        arch = decode_within(space, lp, estimator, target, bound)
+        assert arch is not None and estimator.latency_ms(arch) <= target and bound.fits(arch)
+        single = decode_memory._two_budgets(space, lp, estimator.anchored(most_probable_arch(space, lp)), bound,
+                                            -math.inf, target)
+        assert single is None or _score(space, lp, arch) >= _score(space, lp, single)
+        better += single is None or _score(space, lp, arch) > _score(space, lp, single)
+        feasible = [a for a, ms in sampled if ms <= target and bound.fits(a)]
+        assert len(feasible) >= 20
+        assert all(_score(space, lp, arch) >= _score(space, lp, a) for a in feasible)
+    assert better  # seed 5 at 0.3: the single pass misses a more probable architecture that re-anchoring finds

@@ -14,7 +14,9 @@ layers, pruned by a two-dimensional dynamic program on a coarse grid of both bud
 Since ``sum floor(x) <= floor(sum x)``, a suffix that truly fits the remaining slacks ``(r_0, r_1)`` fits
 ``(floor(r_0 / d_0), floor(r_1 / d_1))`` units, so ``U`` there bounds it from above: a branch whose value plus that
 bound cannot beat the best found is cut, and the search is exact. Every answer is checked with the estimator's own
-``latency_ms`` and the parameter sum before it is kept.
+``latency_ms`` and the parameter sum before it is kept. In a space that is not context free (``mnasnet``) the
+latency costs are linearized at an anchor and re-anchored at each round's optimum, as the one-budget decoders of
+:mod:`~hwnas.search.decode` do.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.search.decode import (_costs, _log_probs, decode_in_band, decode_under_target, fastest_arch,
-                                 most_probable_arch)
+from hwnas.search.decode import (ANCHOR_ROUNDS, _costs, _log_probs, decode_in_band, decode_under_target,
+                                 fastest_arch, most_probable_arch)
 from hwnas.search.memory_bound import MemoryBound, round_up
 from hwnas.spaces import Architecture, SearchSpace
 
@@ -141,8 +143,7 @@ def decode_within(space: SearchSpace, log_probs: Sequence[Sequence[float]], esti
     if bound.params_budget() is None:
         return decode_under_target(space, log_probs, estimator, target_ms, allowed=bound.allowed)
     values = _log_probs(space, log_probs)
-    return _two_budgets(space, values, estimator.anchored(most_probable_arch(space, log_probs)), bound, -math.inf,
-                        target_ms)
+    return _reanchored(space, values, estimator, most_probable_arch(space, log_probs), bound, -math.inf, target_ms)
 
 
 def in_band_within(space: SearchSpace, log_probs: Sequence[Sequence[float]], estimator: LatencyEstimator,
@@ -154,8 +155,7 @@ def in_band_within(space: SearchSpace, log_probs: Sequence[Sequence[float]], est
     if not low_ms <= high_ms:
         raise HwnasError(f"decode: band [{low_ms}, {high_ms}] ms is empty")
     values = _log_probs(space, log_probs)
-    return _two_budgets(space, values, estimator.anchored(most_probable_arch(space, log_probs)), bound, low_ms,
-                        high_ms)
+    return _reanchored(space, values, estimator, most_probable_arch(space, log_probs), bound, low_ms, high_ms)
 
 
 def fastest_within(space: SearchSpace, estimator: LatencyEstimator, bound: MemoryBound | None) -> Architecture:
@@ -195,9 +195,36 @@ def bounded_target(space: SearchSpace, estimator: LatencyEstimator, bound: Memor
     return fastest_ms + fraction * (slowest_ms - fastest_ms), fastest_ms, slowest_ms
 
 
+def _reanchored(space: SearchSpace, values: Sequence[np.ndarray], estimator: LatencyEstimator, anchor: Architecture,
+                bound: MemoryBound, low_ms: float, high_ms: float) -> Architecture | None:
+    """:func:`_two_budgets` with the latency model linearized at ``anchor`` (the most probable architecture); in a
+    space that is not context free, again at each round's linearized optimum (unchecked) until an anchor repeats,
+    at most :data:`~hwnas.search.decode.ANCHOR_ROUNDS` rounds, as the one-budget decoders do. The most probable
+    checked answer of all rounds (None: none)."""
+    answers: list[Architecture] = []
+    tried: set[tuple[str, ...]] = set()
+    for _ in range(1 if space.context_free else ANCHOR_ROUNDS):
+        tried.add(anchor.choices)
+        view = estimator.anchored(anchor)
+        answer = _two_budgets(space, values, view, bound, low_ms, high_ms)
+        answers += [answer] if answer is not None else []
+        if space.context_free:
+            break
+        optimum = _two_budgets(space, values, view, bound, low_ms, high_ms, checked=False)
+        if optimum is None or optimum.choices in tried:
+            break
+        anchor = optimum
+    return max(answers, key=lambda a: _value(space, values, a)) if answers else None
+
+
+def _value(space: SearchSpace, values: Sequence[np.ndarray], arch: Architecture) -> float:
+    return float(sum(v[layer.names.index(c)] for v, layer, c in zip(values, space.layers, arch.choices)))
+
+
 def _two_budgets(space: SearchSpace, values: Sequence[np.ndarray], estimator: LatencyEstimator, bound: MemoryBound,
-                 low_ms: float, high_ms: float) -> Architecture | None:
-    """The best architecture by ``values`` with latency in ``[low_ms, high_ms]`` and memory within ``bound``."""
+                 low_ms: float, high_ms: float, checked: bool = True) -> Architecture | None:
+    """The best architecture by ``values`` with latency in ``[low_ms, high_ms]`` and memory within ``bound``
+    (``checked`` false: by the linearized costs alone, not checked with the exact latency and memory)."""
     budget = bound.params_budget()
     assert budget is not None
     costs = _costs(space, estimator, bound.allowed)
@@ -210,7 +237,7 @@ def _two_budgets(space: SearchSpace, values: Sequence[np.ndarray], estimator: La
         return bound.fits(arch) and (math.isinf(high_ms) or low_ms <= estimator.latency_ms(arch) <= high_ms)
 
     found = best_within(values, [costs, params], [high_ms - fixed_ms, float(budget - bound.fixed_params)],
-                        low=low_ms - fixed_ms, check=check)
+                        low=low_ms - fixed_ms, check=check if checked else None)
     return None if found is None else _arch(space, found[0])
 
 
