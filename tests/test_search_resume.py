@@ -211,6 +211,7 @@ def test_another_config_in_the_folder_is_refused_in_one_line(tables: Path, tmp_p
 
 def test_complete_run_is_refused_in_one_line(tables: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run_search(_config(tmp_path / "run"), progress=False)
+    capsys.readouterr()  # the first run's warnings, if any
     report = (tmp_path / "run" / "report.json").read_text()
     config = tmp_path / "quick.json"
     config.write_text(json.dumps({**QUICK, **OFFLINE}))

@@ -154,8 +154,9 @@ def test_progress_to_a_log_is_a_few_summary_lines(tables: Path, tmp_path: Path,
     lines = err.splitlines()
     assert "\r" not in err and lines and all(line.startswith("hwnas: ") for line in lines)
     epochs = config.warmup_epochs + config.search_epochs + config.train_epochs
-    assert sum("epoch" in line for line in lines) == epochs
-    assert sum("final measurement" in line for line in lines) == 1 and len(lines) <= epochs + 2
+    progress = [line for line in lines if not line.startswith("hwnas: warning: ")]  # e.g. an untrained supernet's
+    assert sum("epoch" in line for line in progress) == epochs
+    assert sum("final measurement" in line for line in progress) == 1 and len(progress) <= epochs + 2
 
 
 def test_config_files_and_overrides(tmp_path: Path) -> None:
