@@ -40,7 +40,8 @@ def untrained_note(history: list[dict[str, Any]], num_classes: int) -> str | Non
     if accuracy >= chance + UNTRAINED_MARGIN * (1.0 - chance):
         return None
     return (f"the supernet did not learn (accuracy {accuracy:.3f} in its last epoch, chance {chance:.3f}): the "
-            "architecture followed the latency model alone; give it more epochs (--warmup-epochs, --epochs)")
+            "architecture followed the latency model alone (more epochs, --warmup-epochs and --epochs, can help; "
+            "docs/mnasnet.md on a space where they do not)")
 
 
 def _strategy_kwargs(config: SearchConfig, target_ms: float) -> dict[str, Any]:
