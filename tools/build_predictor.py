@@ -30,9 +30,14 @@ from hwnas.latency.predictors.fit import evaluate_predictor, fit_predictor
 from hwnas.latency.profile import ProfileConfig, profile_device
 from hwnas.latency.sets import MeasureConfig, MeasurementSet, measure_set
 from hwnas.latency.table import LatencyTable, default_table_path
-from hwnas.spaces import get_space
+from hwnas.spaces import SearchSpace, get_space
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _lacks_ops(path: Path, space: SearchSpace) -> bool:
+    entries = LatencyTable.load(path).entries
+    return any(spec.key() not in entries for spec in space.all_specs())
 
 
 def main() -> None:
@@ -61,7 +66,7 @@ def main() -> None:
         _refit(space, table_path, train_path, test_path, out, args.residual)
         return
     start = time.perf_counter()
-    if not table_path.is_file():
+    if not table_path.is_file() or _lacks_ops(table_path, space):  # none yet, or a profile that was interrupted
         profile_device(device, space, table_path, ProfileConfig(progress=not args.quiet))
     table = LatencyTable.load(table_path)
     proxy = TableEstimator(table, space)
