@@ -49,3 +49,4 @@ validate cpu-litert proxyless 224
 profile cpu-onnxruntime proxyless 64
 profile cpu-onnxruntime proxyless 128
 profile cpu-onnxruntime mnasnet 224
+profile cpu-litert mnasnet 224
