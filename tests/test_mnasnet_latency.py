@@ -218,8 +218,9 @@ def test_two_budget_decoder_reanchors_and_beats_the_feasible_sample(estimator, s
         target, lp = span.target_at(fraction), _log_probs(space, seed)
         arch = decode_within(space, lp, estimator, target, bound)
         assert arch is not None and estimator.latency_ms(arch) <= target and bound.fits(arch)
-        single = decode_memory._two_budgets(space, lp, estimator.anchored(most_probable_arch(space, lp)), bound,
-                                            -math.inf, target)
+        picks = decode_memory._two_budgets(space, lp, estimator.anchored(most_probable_arch(space, lp)), bound,
+                                           -math.inf, target)
+        single = None if picks is None else decode_memory._arch(space, picks)
         assert single is None or _score(space, lp, arch) >= _score(space, lp, single)
         better += single is None or _score(space, lp, arch) > _score(space, lp, single)
         feasible = [a for a, ms in sampled if ms <= target and bound.fits(a)]

@@ -167,18 +167,20 @@ def _under_target_once(space: SearchSpace, lp: list[np.ndarray], estimator: Late
 
 def _reanchored(space: SearchSpace, lp: list[np.ndarray], estimator: LatencyEstimator, anchor: Architecture,
                 once: Callable[[LatencyEstimator], tuple[Picks | None, Picks | None]], band: tuple[float, float],
-                allowed: Mask | None) -> Architecture | None:
+                allowed: Mask | None, neighbours: bool = True) -> Architecture | None:
     """``once`` with the estimator anchored at ``anchor`` (the most probable architecture); for a space that is not
     context free, again anchored at each round's linearized optimum until it repeats an anchor (at most
     :data:`ANCHOR_ROUNDS` rounds), each round's anchor and its one-layer changes in ``band`` also answering
-    (:func:`~hwnas.search.decode_context.best_neighbour`). The most probable checked answer (None: none)."""
+    (:func:`~hwnas.search.decode_context.best_neighbour`; not with ``neighbours`` false, for a caller with a budget
+    they are not checked against). The most probable checked answer (None: none)."""
     answers: list[Picks] = []
     tried: set[tuple[str, ...]] = set()
     for _ in range(1 if space.context_free else ANCHOR_ROUNDS):
         tried.add(anchor.choices)
         view = estimator.anchored(anchor)
         answer, optimum = once(view)
-        near = None if space.context_free else best_neighbour(space, lp, view, anchor, *band, allowed)
+        near = (best_neighbour(space, lp, view, anchor, *band, allowed)
+                if neighbours and not space.context_free else None)
         answers += [picks for picks in (answer, near) if picks is not None]
         if optimum is None or _arch(space, optimum).choices in tried:
             break

@@ -28,7 +28,7 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import LatencyEstimator
-from hwnas.search.decode import (ANCHOR_ROUNDS, _costs, _log_probs, decode_in_band, decode_under_target,
+from hwnas.search.decode import (_costs, _log_probs, _reanchored, decode_in_band, decode_under_target,
                                  fastest_arch, most_probable_arch)
 from hwnas.search.memory_bound import MemoryBound, round_up
 from hwnas.spaces import Architecture, SearchSpace
@@ -143,7 +143,7 @@ def decode_within(space: SearchSpace, log_probs: Sequence[Sequence[float]], esti
     if bound.params_budget() is None:
         return decode_under_target(space, log_probs, estimator, target_ms, allowed=bound.allowed)
     values = _log_probs(space, log_probs)
-    return _reanchored(space, values, estimator, most_probable_arch(space, log_probs), bound, -math.inf, target_ms)
+    return _within(space, values, estimator, most_probable_arch(space, log_probs), bound, -math.inf, target_ms)
 
 
 def in_band_within(space: SearchSpace, log_probs: Sequence[Sequence[float]], estimator: LatencyEstimator,
@@ -155,7 +155,7 @@ def in_band_within(space: SearchSpace, log_probs: Sequence[Sequence[float]], est
     if not low_ms <= high_ms:
         raise HwnasError(f"decode: band [{low_ms}, {high_ms}] ms is empty")
     values = _log_probs(space, log_probs)
-    return _reanchored(space, values, estimator, most_probable_arch(space, log_probs), bound, low_ms, high_ms)
+    return _within(space, values, estimator, most_probable_arch(space, log_probs), bound, low_ms, high_ms)
 
 
 def fastest_within(space: SearchSpace, estimator: LatencyEstimator, bound: MemoryBound | None) -> Architecture:
@@ -167,7 +167,7 @@ def fastest_within(space: SearchSpace, estimator: LatencyEstimator, bound: Memor
     values = [np.where(np.isfinite(c), -c, -np.inf) for c in costs]
     found = _two_budgets(space, values, estimator, bound, -math.inf, math.inf)
     assert found is not None, "MemoryBound.of refuses a parameter budget no architecture fits"
-    return found
+    return _arch(space, found)
 
 
 def slowest_within(space: SearchSpace, estimator: LatencyEstimator, bound: MemoryBound | None) -> Architecture:
@@ -182,7 +182,7 @@ def slowest_within(space: SearchSpace, estimator: LatencyEstimator, bound: Memor
     values = [np.where(np.isfinite(c), c, -np.inf) for c in costs]
     found = _two_budgets(space, values, estimator, bound, -math.inf, math.inf)
     assert found is not None, "MemoryBound.of refuses a parameter budget no architecture fits"
-    return found
+    return _arch(space, found)
 
 
 def bounded_target(space: SearchSpace, estimator: LatencyEstimator, bound: MemoryBound,
@@ -195,36 +195,26 @@ def bounded_target(space: SearchSpace, estimator: LatencyEstimator, bound: Memor
     return fastest_ms + fraction * (slowest_ms - fastest_ms), fastest_ms, slowest_ms
 
 
-def _reanchored(space: SearchSpace, values: Sequence[np.ndarray], estimator: LatencyEstimator, anchor: Architecture,
-                bound: MemoryBound, low_ms: float, high_ms: float) -> Architecture | None:
-    """:func:`_two_budgets` with the latency model linearized at ``anchor`` (the most probable architecture); in a
-    space that is not context free, again at each round's linearized optimum (unchecked) until an anchor repeats,
-    at most :data:`~hwnas.search.decode.ANCHOR_ROUNDS` rounds, as the one-budget decoders do. The most probable
-    checked answer of all rounds (None: none)."""
-    answers: list[Architecture] = []
-    tried: set[tuple[str, ...]] = set()
-    for _ in range(1 if space.context_free else ANCHOR_ROUNDS):
-        tried.add(anchor.choices)
-        view = estimator.anchored(anchor)
+def _within(space: SearchSpace, values: list[np.ndarray], estimator: LatencyEstimator, anchor: Architecture,
+            bound: MemoryBound, low_ms: float, high_ms: float) -> Architecture | None:
+    """:func:`_two_budgets` with the latency model linearized at ``anchor`` (the most probable architecture), and
+    re-anchored as the one-budget decoders are (:func:`~hwnas.search.decode._reanchored`) in a space that is not
+    context free: each round's unchecked linearized optimum is the next anchor."""
+
+    def once(view: LatencyEstimator) -> tuple[list[int] | None, list[int] | None]:
         answer = _two_budgets(space, values, view, bound, low_ms, high_ms)
-        answers += [answer] if answer is not None else []
-        if space.context_free:
-            break
-        optimum = _two_budgets(space, values, view, bound, low_ms, high_ms, checked=False)
-        if optimum is None or optimum.choices in tried:
-            break
-        anchor = optimum
-    return max(answers, key=lambda a: _value(space, values, a)) if answers else None
+        optimum = None if space.context_free else _two_budgets(space, values, view, bound, low_ms, high_ms,
+                                                               checked=False)
+        return answer, optimum
 
-
-def _value(space: SearchSpace, values: Sequence[np.ndarray], arch: Architecture) -> float:
-    return float(sum(v[layer.names.index(c)] for v, layer, c in zip(values, space.layers, arch.choices)))
+    return _reanchored(space, values, estimator, anchor, once, (low_ms, high_ms), bound.allowed, neighbours=False)
 
 
 def _two_budgets(space: SearchSpace, values: Sequence[np.ndarray], estimator: LatencyEstimator, bound: MemoryBound,
-                 low_ms: float, high_ms: float, checked: bool = True) -> Architecture | None:
-    """The best architecture by ``values`` with latency in ``[low_ms, high_ms]`` and memory within ``bound``
-    (``checked`` false: by the linearized costs alone, not checked with the exact latency and memory)."""
+                 low_ms: float, high_ms: float, checked: bool = True) -> list[int] | None:
+    """The choices (indices) of the best architecture by ``values`` with latency in ``[low_ms, high_ms]`` and memory
+    within ``bound`` (``checked`` false: by the linearized costs alone, not checked with the exact latency and
+    memory)."""
     budget = bound.params_budget()
     assert budget is not None
     costs = _costs(space, estimator, bound.allowed)
@@ -238,7 +228,7 @@ def _two_budgets(space: SearchSpace, values: Sequence[np.ndarray], estimator: La
 
     found = best_within(values, [costs, params], [high_ms - fixed_ms, float(budget - bound.fixed_params)],
                         low=low_ms - fixed_ms, check=check if checked else None)
-    return None if found is None else _arch(space, found[0])
+    return None if found is None else found[0]
 
 
 def refuse_unreachable_target(space: SearchSpace, estimator: LatencyEstimator, target_ms: float,
