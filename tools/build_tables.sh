@@ -36,7 +36,8 @@ validate() {  # validate DEVICE SPACE RESOLUTION: 50 whole networks against the 
 # ProxylessNAS space at 224 on the three CPU runtimes and their end-to-end validation; the default search's space
 # (proxyless at 32x32 with the digits' 10 classes); ONNX Runtime at 64 and 128 (the predictors' resolutions);
 # FBNet (CIFAR-100 variant); MnasNet's factorized space at 224 (1590 ops: every block choice after every width of
-# the previous block; tools/build_predictor.py --space mnasnet makes it with its predictor). tests/test_scripts.py checks that these are exactly the shipped CPU tables.
+# the previous block; tools/build_predictor.py --space mnasnet makes it with its predictor).
+# tests/test_scripts.py checks that these are exactly the shipped CPU tables.
 profile cpu-onnxruntime proxyless 224
 profile cpu-torch proxyless 224
 profile cpu-onnxruntime proxyless 32 10
