@@ -3,6 +3,7 @@ sum and its linearization, the decoders on it, and every predictor kind."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from hwnas.cli import main
 from hwnas.errors import HwnasError
 from hwnas.latency.estimator import TableEstimator
 from hwnas.latency.predictors import load_predictor
@@ -227,3 +229,18 @@ def test_two_budget_decoder_reanchors_and_beats_the_feasible_sample(estimator, s
         assert len(feasible) >= 20
         assert all(_score(space, lp, arch) >= _score(space, lp, a) for a in feasible)
     assert better  # seed 5 at 0.3: the single pass misses a more probable architecture that re-anchoring finds
+
+
+@pytest.mark.parametrize("device", ["cpu-onnxruntime", "cpu-litert"])
+def test_predict_cli_uses_the_shipped_mnasnet_224_predictor(device, tmp_path, capsys):
+    """`hwnas predict --device D ARCH` of an mnasnet@224 architecture (as `hwnas sample` writes it) finds the shipped
+    calibrated predictor of the space and gives its prediction, each block's term included."""
+    space224 = get_space("mnasnet", 224)
+    arch = space224.sample_archs(1, random.Random(7))[0]
+    path = arch.save(tmp_path / "arch.json")
+    assert main(["predict", "--device", device, str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    shipped = f"latency_tables/predictors/{device}__mnasnet__224__calibrated.json"
+    assert result["kind"] == "calibrated" and result["predictor"].endswith(shipped)
+    assert result["latency_ms"] == pytest.approx(load_predictor(shipped).predict(arch).ms, rel=1e-9)
+    assert len([k for k in result["kernels"] if k["type"].startswith("layer")]) == len(space224.layers)
