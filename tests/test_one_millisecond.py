@@ -28,10 +28,11 @@ class Cache:
 
 
 class ColdAfterSwitch(PreparedModel):
-    """Runs take ``warm_s`` each, the first one after another model ran ``warm_s * (1 + penalty)``."""
+    """Runs take ``warm_s`` each, the first ``slow_runs`` after another model ran ``warm_s * (1 + penalty)``."""
 
-    def __init__(self, name: str, warm_s: float, penalty: float, cache: Cache) -> None:
-        self.name, self.warm_s, self.penalty, self.cache = name, warm_s, penalty, cache
+    def __init__(self, name: str, warm_s: float, penalty: float, cache: Cache, slow_runs: int = 1) -> None:
+        self.name, self.warm_s, self.penalty, self.cache, self.slow_runs = name, warm_s, penalty, cache, slow_runs
+        self.since_switch, self.runs = 0, 0
 
     def run(self) -> None:
         raise AssertionError("the protocols only call time_runs")
@@ -39,9 +40,11 @@ class ColdAfterSwitch(PreparedModel):
     def time_runs(self, n: int) -> list[float]:
         times = []
         for _ in range(n):
-            cold = self.cache.last not in (None, self.name)
+            if self.cache.last not in (None, self.name):
+                self.since_switch = 0
+            cold = self.since_switch < self.slow_runs and self.cache.last is not None
             times.append(self.warm_s * (1 + self.penalty) if cold else self.warm_s)
-            self.cache.last = self.name
+            self.cache.last, self.since_switch, self.runs = self.name, self.since_switch + 1, self.runs + 1
         return times
 
 
@@ -73,6 +76,27 @@ def test_paired_latency_is_benchs_scale_network_by_network() -> None:
         assert stats[key].ratio * bench["reference"] == pytest.approx(bench[key], rel=1e-9)
         assert stats[key].reference.median_ms == pytest.approx(bench["reference"])  # the level, bench's too
         assert not stats[key].noisy
+
+
+def test_a_turn_warms_up_for_turn_warmup_s_not_only_one_run() -> None:
+    """A sub-millisecond model needs several runs after the switch (here 4 slow ones): one untimed run leaves its
+    timed run cold, ``turn_warmup_s`` (5 ms by default) covers them; a 20 ms model still gets one untimed run."""
+    def family(slow: int) -> tuple[ColdAfterSwitch, ColdAfterSwitch]:
+        cache = Cache()
+        return ColdAfterSwitch("net", 0.8e-3, 0.3, cache, slow), ColdAfterSwitch("ref", 1.0e-3, 0.1, cache, slow)
+
+    net, ref = family(4)
+    default = measure_paired({"net": net}, ref, PairedProtocol(pairs=8, warmup_runs=2, warmup_s=0.0))["net"]
+    assert default.ratio == pytest.approx(0.8, rel=1e-9)  # warm on both sides: bench's ratio
+    net, ref = family(4)
+    one_run = measure_paired({"net": net}, ref, PairedProtocol(pairs=8, warmup_runs=2, warmup_s=0.0,
+                                                               turn_warmup_s=0.0))["net"]
+    assert one_run.ratio == pytest.approx(0.8 * 1.3 / 1.1, rel=1e-9)  # one untimed run: both timed cold
+    cache = Cache()
+    big, small = ColdAfterSwitch("big", 20e-3, 0.3, cache), ColdAfterSwitch("small", 1e-3, 0.0, cache)
+    measure_paired({"big": big}, small, PairedProtocol(pairs=4, warmup_runs=2, warmup_s=0.0, precision=0))
+    assert big.runs == 2 + 4 * 2  # its warm-up, then per turn one untimed run and one timed run
+    assert small.runs == 2 + 4 * (5 + 1)  # 5 ms of untimed 1 ms runs, then one timed
 
 
 def test_cold_turns_are_a_named_option_and_are_off_the_scale() -> None:
@@ -120,3 +144,13 @@ def test_a_cold_set_is_neither_resumed_warm_nor_fitted_beside_a_warm_one(tmp_pat
 
     assert load_sets([cold]).turns == "cold" and load_sets([warm]).turns == "warm"
     assert np.isfinite(load_sets([warm]).latencies_ms).all()
+    # a warm set of before turn_warmup_s (one untimed run per turn) is resumed only with that protocol
+    older = tmp_path / "older.json"
+    data = json.loads(warm.read_text())
+    del data["protocol"]["turn_warmup_s"]
+    older.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main([*argv, "--out", str(older)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "turn_warmup_s 0 s, this run's for 0.005 s" in err
+    assert main([*argv, "--protocol", "turn_warmup_s=0", "--out", str(older)]) == 0

@@ -334,6 +334,11 @@ def _open_set(path: Path, device: DeviceProfile, space: SearchSpace, fingerprint
         if mset.turns != turns_of(protocol.to_dict()):
             raise HwnasError(f"{path}: the set was measured with {mset.turns} turns, this run would time "
                              f"{turns_of(protocol.to_dict())} turns (another scale); pass another --out")
+        stored_s = float((mset.protocol or {}).get("turn_warmup_s", 0.0))
+        if mset.turns == WARM and stored_s != protocol.turn_warmup_s:
+            raise HwnasError(f"{path}: the set's turns were warmed for turn_warmup_s {stored_s:g} s, this run's for "
+                             f"{protocol.turn_warmup_s:g} s (a sub-millisecond network's scale differs); pass "
+                             f"--protocol turn_warmup_s={stored_s:g} to resume it, or another --out")
         return mset
     plan = [a.choices for a in sample_stratified(space, config.n, config.seed, proxy)]
     step = max(1, len(plan) // max(config.repeat, 1))

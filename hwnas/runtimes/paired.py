@@ -9,12 +9,15 @@ A latency is then ``ratio x reference_ms``, with the reference's quiet latency r
 
 A turn runs a model enough times to last ``min_turn_s`` (microsecond kernels are timed in small batches, a
 whole network once), so the timer's resolution and the ~20 us call cost do not dominate small kernels. Every turn
-starts with ``turn_warmup_runs`` untimed runs: the other side's turn has just filled the caches with its own
-weights and buffers, and a first run after the switch pays for that (26-64% of a sub-millisecond network on a
-32 MB-L3 AMD EPYC, differently for each network; docs/timing.md). Timed warm, each side is on the scale of
-``hwnas bench`` (the runtime's warm steady state, as onnxruntime_perf_test and benchmark_model report it), and a
-ratio times the reference's warm latency is a network's warm latency. ``turn_warmup_runs=0`` gives the *cold*
-figure on purpose (:data:`COLD`); files measured before warm turns existed are cold (:func:`turns_of`).
+starts with untimed runs (at least ``turn_warmup_runs`` and ``turn_warmup_s`` of run time): the other side's turn has
+just filled the caches with its own weights and buffers, and a first run after the switch pays for that (26-64% of
+a sub-millisecond network on a 32 MB-L3 AMD EPYC, differently for each network; docs/timing.md); one untimed run
+was not enough for sub-millisecond networks there (their ratios sat up to 10% off ``hwnas bench``'s, several runs
+brought them within a few %), while a network of tens of milliseconds is warm after one. Timed warm, each side is
+on the scale of ``hwnas bench`` (the runtime's warm steady state, as onnxruntime_perf_test and benchmark_model
+report it), and a ratio times the reference's warm latency is a network's warm latency. ``turn_warmup_runs=0``
+gives the *cold* figure on purpose (:data:`COLD`); files measured before warm turns existed are cold
+(:func:`turns_of`).
 
 Pairing does not cancel the time slices another process takes: they add a fixed time to whichever turn they hit.
 A pair whose network turn or reference turn was interrupted (:mod:`hwnas.runtimes.interruptions`) is dropped and
@@ -40,7 +43,7 @@ from hwnas.runtimes.protocol import Stats, TimingConfig, time_chunk, warm_up
 
 WARM, COLD_TURNS = "warm", "cold"
 """The scales of paired figures (:func:`turns_of`): warm turns (``hwnas bench``'s scale), or cold single runs."""
-COLD = {"turn_warmup_runs": 0}
+COLD = {"turn_warmup_runs": 0, "turn_warmup_s": 0.0}
 """``--protocol`` overrides that time each turn's first run after the switch: a model run once between other work."""
 DROPPED_PER_PAIR = 4
 """A pass (or an adaptive step) of n pairs may drop up to this many times n interrupted pairs before it gives up:
@@ -50,6 +53,8 @@ NOISY_CI_FACTOR = 2.0
 """A measurement bounded short of ``precision`` is ``noisy`` only when its interval is wider than this many times
 ``precision``: on the quiet development VM a sub-millisecond network often stopped at 160 pairs with +-2.2-2.8%
 (``ci_pct`` records it), and re-measured within +-5% all the same (docs/timing.md)."""
+_TurnRuns = tuple[tuple[int, int], tuple[int, int]]
+"""(timed, untimed) runs per turn of the network and of the reference."""
 BOOTSTRAP_RESAMPLES = 400
 BOOTSTRAP_SEED = 0
 """The ratio's interval: a percentile bootstrap over pairs with this many resamples of a freshly seeded generator,
@@ -79,7 +84,10 @@ class PairedProtocol(TimingConfig):
         max_remeasure: extra passes of ``pairs`` for a network whose halves disagree.
         turn_warmup_runs: untimed runs at the start of every turn, so each side is timed warm (its weights and
             buffers back in the cache after the other side's turn), as ``hwnas bench`` times it; 0 times the first
-            run after the switch too: the *cold* figure of a model run once between other work.
+            run after the switch too: the *cold* figure of a model run once between other work (``turn_warmup_s``
+            is then ignored).
+        turn_warmup_s: and at least this much untimed run time per turn (at most ``max_turn_runs`` runs): a
+            sub-millisecond network needs several runs to be back at its steady state, one of 20 ms does not.
         precision: the target relative half-width of the ratio's 90% bootstrap interval (pairs resampled jointly):
             while wider, more clean pairs are taken in steps of ``pairs // 2``; 0 turns adaptation off (a fixed
             ``pairs``, the protocol before it). A sub-millisecond network re-measured within 4.1% (median) from 30
@@ -104,6 +112,7 @@ class PairedProtocol(TimingConfig):
     noise_threshold: float = 0.05
     max_remeasure: int = 1
     turn_warmup_runs: int = 1
+    turn_warmup_s: float = 0.005
     precision: float = 0.02
     max_pairs: int = 160
     max_s: float = 10.0
@@ -262,7 +271,7 @@ def _stats(pairs: _Pairs, protocol: PairedProtocol, halves: list[float], passes:
     )
 
 
-def _adapt(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, runs: tuple[int, int],
+def _adapt(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, runs: _TurnRuns,
            protocol: PairedProtocol) -> str:
     """Steps of ``pairs // 2`` clean pairs while the ratio's interval is wider than ``precision``, within
     ``max_pairs`` and ``max_s``; returns the bound that stopped it ("" when the precision was reached, or a step
@@ -293,7 +302,7 @@ def _ci_half_width(net: list[float], ref: list[float]) -> float:
     return float((high - low) / 2 / (np.median(net_a) / np.median(ref_a)))
 
 
-def _take_pairs(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, runs: tuple[int, int],
+def _take_pairs(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, runs: _TurnRuns,
                 protocol: PairedProtocol, count: int) -> bool:
     """Alternate turns until ``count`` clean pairs are added to ``pairs``, dropping a pair whose turn of either
     side was interrupted, within a :class:`RetimeBudget` of ``DROPPED_PER_PAIR * count`` pairs; a pass left with
@@ -305,18 +314,18 @@ def _take_pairs(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, r
             pairs.short.append(f"{clean} clean pairs of {count} asked; {len(dropped)} pairs with an "
                                "interrupted turn dropped")
             break
-        net, net_bad, net_less = _turn(model, runs[0], pairs, protocol.turn_warmup_runs)
-        ref, ref_bad, ref_less = _turn(reference, runs[1], pairs, protocol.turn_warmup_runs)
+        net, net_bad, net_less = _turn(model, *runs[0], pairs)
+        ref, ref_bad, ref_less = _turn(reference, *runs[1], pairs)
         pairs.all_net.append(net)
         pairs.all_ref.append(ref)
         if net_bad or ref_bad:
             dropped.append((net_less, ref_less))
-            dropped_s += net * runs[0] + ref * runs[1]
+            dropped_s += net * runs[0][0] + ref * runs[1][0]
             pairs.dropped_net, pairs.dropped_ref = pairs.dropped_net + net_bad, pairs.dropped_ref + ref_bad
             continue
         pairs.net.append(net)
         pairs.ref.append(ref)
-        clean, clean_s = clean + 1, clean_s + net * runs[0] + ref * runs[1]
+        clean, clean_s = clean + 1, clean_s + net * runs[0][0] + ref * runs[1][0]
     pairs.dropped += len(dropped)
     if clean < 2:  # a run longer than the scheduler's slice beside a busy loop is never clean: its time less waits
         pairs.net += [net for net, _ in dropped]
@@ -325,15 +334,20 @@ def _take_pairs(pairs: _Pairs, model: PreparedModel, reference: PreparedModel, r
     return clean == count
 
 
-def _turn_runs(model: PreparedModel, protocol: PairedProtocol) -> int:
-    """Warm the model up and return how many runs one turn needs to last ``min_turn_s``."""
+def _turn_runs(model: PreparedModel, protocol: PairedProtocol) -> tuple[int, int]:
+    """Warm the model up and return how many timed runs one turn needs to last ``min_turn_s``, and how many
+    untimed runs start it (:attr:`PairedProtocol.turn_warmup_runs` and ``turn_warmup_s``)."""
     chunk = max(1, min(protocol.warmup_runs, 32))
     times = warm_up(model, protocol.warmup_runs, protocol.warmup_s, lambda runs, elapsed: chunk)
     per_run = max(float(np.median(times or time_chunk(model, 1))), 1e-9)  # no warm-up asked: one run to size turns
-    return max(1, min(protocol.max_turn_runs, math.ceil(protocol.min_turn_s / per_run)))
+    timed = max(1, min(protocol.max_turn_runs, math.ceil(protocol.min_turn_s / per_run)))
+    if protocol.turn_warmup_runs == 0:
+        return timed, 0
+    by_time = min(protocol.max_turn_runs, math.ceil(protocol.turn_warmup_s / per_run))
+    return timed, max(protocol.turn_warmup_runs, by_time)
 
 
-def _turn(model: PreparedModel, runs: int, pairs: _Pairs, untimed: int) -> tuple[float, bool, float]:
+def _turn(model: PreparedModel, runs: int, untimed: int, pairs: _Pairs) -> tuple[float, bool, float]:
     """Mean seconds per run of one turn after ``untimed`` warm runs, whether any of its timed runs was interrupted
     (noting the detection and adding the turn's run time to ``pairs.turn_s``), and the mean less the calling
     thread's waits for a CPU (:func:`~hwnas.runtimes.interruptions.run_times_less_waits`)."""

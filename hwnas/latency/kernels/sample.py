@@ -69,8 +69,11 @@ class SampleConfig:
     seed: int = 0
 
     def protocol(self) -> PairedProtocol:
-        return PairedProtocol(pairs=self.pairs, warmup_runs=2, warmup_s=0.002, max_remeasure=1,
-                              precision=0)  # a fixed count: thousands of kernels, noisy ones outvoted (noisy_passes)
+        # a fixed count: thousands of kernels, noisy ones outvoted (noisy_passes); one untimed run per turn, as
+        # the kernel tables were built: a microsecond kernel's turn is ~100 runs, and 5 ms of warm-up per turn
+        # would triple the build (the calibration networks get the default warm-up)
+        return PairedProtocol(pairs=self.pairs, warmup_runs=2, warmup_s=0.002, max_remeasure=1, precision=0,
+                              turn_warmup_s=0.0)
 
 
 # -- seeds and neighbours -----------------------------------------------------------------------------------
