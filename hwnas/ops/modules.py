@@ -98,6 +98,29 @@ class MBConv(nn.Module):
         return out + x if self.residual else out
 
 
+def zero_init_residuals(net: nn.Module) -> int:
+    """Zero the scale of the last BatchNorm of every residual branch of ``net`` (a module with ``residual`` or
+    ``res`` true and a ``body`` whose last :class:`ConvBNAct` is followed by no other, an SE at most), so each such
+    block starts as the identity (Goyal et al., 2017; "bag of tricks", He et al., 2019). Returns how many branches
+    it zeroed.
+
+    For training from scratch only: a deep network of the proxyless space at 32x32 otherwise sat at chance for two
+    of three epochs with one seed and learned with another (0.45 vs 0.86 on ``clutter``); zeroed, 0.971 and 0.963.
+    Networks built to be timed or exported keep their random scales (a zeroed branch would hide it from a numerics
+    check)."""
+    zeroed = 0
+    for module in net.modules():
+        body = getattr(module, "body", None)
+        if not (getattr(module, "residual", False) is True or getattr(module, "res", False) is True) \
+                or not isinstance(body, nn.Sequential):
+            continue
+        last = [m for m in body if isinstance(m, ConvBNAct)]  # an SE after it scales zeros: still zero
+        if last and all(not isinstance(m, ConvBNAct) for m in list(body)[list(body).index(last[-1]) + 1:]):
+            nn.init.zeros_(last[-1][1].weight)  # every activation here maps 0 to 0
+            zeroed += 1
+    return zeroed
+
+
 class GlobalAvgPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3), keepdim=True)

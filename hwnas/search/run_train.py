@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hwnas.data import DataSplits
+from hwnas.ops.modules import zero_init_residuals
 from hwnas.search import distributed
 from hwnas.search.checkpoint import RunCheckpoint, rng_state, set_rng_state
 from hwnas.search.progress import Progress
@@ -119,6 +120,7 @@ def train_derived(space: SearchSpace, arch: Architecture, data: DataSplits, conf
     ``on_epoch`` and ``resume``: the state after each epoch, as in :func:`search_supernet`."""
     torch.manual_seed(config.seed)
     net = space.build(arch)
+    zero_init_residuals(net)
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     params = list(net.parameters())
