@@ -111,12 +111,12 @@ def zero_init_residuals(net: nn.Module) -> int:
     zeroed = 0
     for module in net.modules():
         body = getattr(module, "body", None)
-        if not (getattr(module, "residual", False) is True or getattr(module, "res", False) is True) \
-                or not isinstance(body, nn.Sequential):
-            continue
-        last = [m for m in body if isinstance(m, ConvBNAct)]  # an SE after it scales zeros: still zero
-        if last and all(not isinstance(m, ConvBNAct) for m in list(body)[list(body).index(last[-1]) + 1:]):
-            nn.init.zeros_(last[-1][1].weight)  # every activation here maps 0 to 0
+        residual = getattr(module, "residual", False) is True or getattr(module, "res", False) is True
+        # the last ConvBNAct of the branch: an SE after it scales zeros, still zero
+        last = next((m for m in reversed(body) if isinstance(m, ConvBNAct)), None) \
+            if residual and isinstance(body, nn.Sequential) else None
+        if last is not None:
+            nn.init.zeros_(last[1].weight)  # every activation here maps 0 to 0
             zeroed += 1
     return zeroed
 
